@@ -1,0 +1,78 @@
+# k3py: set-up, tests, checks, images and benchmarks. Every target installs what it needs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PYTHON    := $(VENV)/bin/python
+PYTEST    := $(PYTHON) -m pytest
+STAMP     := $(VENV)/.installed
+HOST_PY   ?= python3
+
+# Debian packages the test tiers and the image pipeline use. Installed only when missing.
+APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
+	mtools dosfstools e2fsprogs fdisk bmap-tools mmdebstrap qemu-system-arm qemu-user-static \
+	binfmt-support
+
+.PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
+	format bench clean
+
+help:
+	@echo "make setup             install Debian packages and the .venv (idempotent)"
+	@echo "make test              every test tier (unit, integration, image, qemu, ...)"
+	@echo "make test-unit         hermetic unit tests only"
+	@echo "make test-integration  real server on loopback, real kubectl"
+	@echo "make check             ruff lint + format check, mypy strict (as CI runs them)"
+	@echo "make bench             benchmarks; results in bench/results/"
+
+setup: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || echo $$p; \
+	done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -q && apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	@command -v kubectl >/dev/null || echo "warning: kubectl not found; the integration tier needs it"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || $(HOST_PY) -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	touch $@
+
+test: setup
+	$(PYTEST)
+
+test-unit: venv
+	$(PYTEST) -m "not (integration or docker or netns or image or qemu)"
+
+test-integration: setup
+	$(PYTEST) -m integration
+
+test-image: setup
+	$(PYTEST) -m image
+
+test-qemu: setup
+	$(PYTEST) -m qemu
+
+check: lint
+	$(PYTHON) -m mypy
+
+lint: venv
+	$(PYTHON) -m ruff check .
+	$(PYTHON) -m ruff format --check .
+
+format: venv
+	$(PYTHON) -m ruff check --fix .
+	$(PYTHON) -m ruff format .
+
+bench: setup
+	$(PYTHON) -m bench
+
+clean:
+	rm -rf $(VENV) build out *.egg-info .mypy_cache .pytest_cache .ruff_cache

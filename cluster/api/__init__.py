@@ -1,0 +1,1 @@
+"""The Kubernetes object model: metadata, validation, patches, selectors, quantities. No I/O."""
