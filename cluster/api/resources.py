@@ -1,0 +1,160 @@
+"""The registry of served API resources: what discovery lists and what the REST layer routes.
+
+One :class:`ResourceInfo` per served resource (``pods``, ``deployments``…) with its group,
+version, kind, scope, short names, categories, verbs and subresources. It is the single source
+for discovery documents, URL routing, storage keys and kubectl's ``api-resources``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
+
+
+@dataclass(frozen=True)
+class ResourceInfo:
+    group: str  # "" for the core group
+    version: str
+    kind: str
+    plural: str
+    singular: str
+    namespaced: bool
+    short_names: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    subresources: tuple[str, ...] = ()  # "status", "scale", "binding", "log", "exec", ...
+    verbs: tuple[str, ...] = ALL_VERBS
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    @property
+    def group_version(self) -> str:
+        return self.api_version
+
+    @property
+    def list_kind(self) -> str:
+        return f"{self.kind}List"
+
+    def storage_prefix(self, namespace: str | None = None) -> str:
+        """``/registry/<group.>plural/[namespace/]`` — the datastore prefix of these objects."""
+        resource = f"{self.group}/{self.plural}" if self.group else self.plural
+        if self.namespaced and namespace:
+            return f"/registry/{resource}/{namespace}/"
+        return f"/registry/{resource}/"
+
+    def storage_key(self, namespace: str | None, name: str) -> str:
+        return self.storage_prefix(namespace) + name
+
+
+_CORE = "v1"
+RESOURCES: tuple[ResourceInfo, ...] = (
+    ResourceInfo(
+        "",
+        _CORE,
+        "Namespace",
+        "namespaces",
+        "namespace",
+        False,
+        ("ns",),
+        (),
+        ("status", "finalize"),
+    ),
+    ResourceInfo("", _CORE, "Node", "nodes", "node", False, ("no",), (), ("status", "proxy")),
+    ResourceInfo(
+        "",
+        _CORE,
+        "Pod",
+        "pods",
+        "pod",
+        True,
+        ("po",),
+        ("all",),
+        (
+            "status",
+            "binding",
+            "log",
+            "exec",
+            "attach",
+            "portforward",
+            "eviction",
+            "ephemeralcontainers",
+        ),
+    ),
+    ResourceInfo("", _CORE, "Binding", "bindings", "binding", True, (), (), (), ("create",)),
+    ResourceInfo(
+        "", _CORE, "Service", "services", "service", True, ("svc",), ("all",), ("status", "proxy")
+    ),
+    ResourceInfo("", _CORE, "Endpoints", "endpoints", "endpoints", True, ("ep",)),
+    ResourceInfo("", _CORE, "ConfigMap", "configmaps", "configmap", True, ("cm",)),
+    ResourceInfo("", _CORE, "Secret", "secrets", "secret", True),
+    ResourceInfo("", _CORE, "Event", "events", "event", True, ("ev",)),
+    ResourceInfo("", _CORE, "ServiceAccount", "serviceaccounts", "serviceaccount", True, ("sa",)),
+    ResourceInfo(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        "deployment",
+        True,
+        ("deploy",),
+        ("all",),
+        ("status", "scale"),
+    ),
+    ResourceInfo(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        "replicaset",
+        True,
+        ("rs",),
+        ("all",),
+        ("status", "scale"),
+    ),
+    ResourceInfo(
+        "apps", "v1", "DaemonSet", "daemonsets", "daemonset", True, ("ds",), ("all",), ("status",)
+    ),
+    ResourceInfo(
+        "apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", True
+    ),
+    ResourceInfo("batch", "v1", "Job", "jobs", "job", True, (), ("all",), ("status",)),
+    ResourceInfo("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
+)
+
+
+@dataclass(frozen=True)
+class GroupVersion:
+    group: str
+    version: str
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+def group_versions() -> tuple[GroupVersion, ...]:
+    """Every served group/version, core first, in a stable order."""
+    seen: dict[tuple[str, str], None] = {}
+    for info in RESOURCES:
+        seen.setdefault((info.group, info.version), None)
+    return tuple(GroupVersion(g, v) for g, v in seen)
+
+
+def resources_in(group: str, version: str) -> tuple[ResourceInfo, ...]:
+    return tuple(r for r in RESOURCES if r.group == group and r.version == version)
+
+
+def by_plural(group: str, version: str, plural: str) -> ResourceInfo | None:
+    for info in RESOURCES:
+        if info.group == group and info.version == version and info.plural == plural:
+            return info
+    return None
+
+
+def by_kind(api_version: str, kind: str) -> ResourceInfo | None:
+    for info in RESOURCES:
+        if info.api_version == api_version and info.kind == kind:
+            return info
+    return None
