@@ -1,0 +1,205 @@
+"""The agent-facing endpoints (K3s's "supervisor" API) on the API server's port.
+
+- ``GET /cacerts``: the CA bundle; a joining agent checks its sha256 against the join token
+  before trusting the server (anonymous).
+- ``GET /ping``: ``pong`` (anonymous).
+- ``POST /v1-k3py/node-certificate``: a node's client certificate in exchange for the join
+  token. The request carries ``Authorization: Bearer <join token or its secret>`` (or basic auth
+  ``node:<secret>``, as K3s agents send) and a JSON body ``{"nodeName": "...", "csr": "<PEM
+  certificate signing request>", "nodePassword": "..."}``. The answer is ``{"certificate":
+  "<PEM>", "caBundle": "<PEM>"}``: ``CN=system:node:<nodeName>``, ``O=system:nodes``, 1 year.
+  The node's private key never leaves the node. As in K3s, the first request for a node name
+  records a hash of its node password (``<data-dir>/server/cred/node-passwd``) and later requests
+  for that name must present the same password, so one node's join token cannot obtain another
+  node's identity; a reinstalled node with a new password is refused until its line is removed.
+- ``/v1-k3py/connect``: reserved for the agent's websocket tunnel (501 for now).
+
+Every refusal is a Kubernetes ``Status`` (400, 401, 403, 413).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import logging
+import re
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from k3py.cluster.api import jointoken
+from k3py.cluster.api.status import ApiError, bad_request, request_entity_too_large, unauthorized
+from k3py.cluster.server.auth import NODE_CERTIFICATE_PATH, NODE_USER_PREFIX, NODES_GROUP
+from k3py.cluster.server.pki import CSRError, write_private
+
+if TYPE_CHECKING:
+    from k3py.cluster.server.pki import ClusterPKI
+
+logger = logging.getLogger("k3py.server.supervisor")
+
+CONNECT_PATH = "/v1-k3py/connect"
+MAX_REQUEST_BYTES = 64 * 1024
+_DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def _status_response(error: ApiError) -> web.Response:
+    return web.json_response(error.to_status(), status=error.code)
+
+
+def _node_name_problem(name: str) -> str | None:
+    if not name:
+        return "nodeName is required"
+    if len(name) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(name):
+        return (
+            f"nodeName {name!r} is not a valid node name: lower case letters, digits, '-' and "
+            "'.', starting and ending with a letter or digit, at most 253 characters"
+        )
+    return None
+
+
+class NodePasswords:
+    """Hashes of each node's password, one ``name,salt,sha256`` line per node."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, tuple[str, str]]:
+        entries: dict[str, tuple[str, str]] = {}
+        if not self.path.exists():
+            return entries
+        for line in self.path.read_text().splitlines():
+            parts = line.strip().split(",")
+            if len(parts) == 3 and parts[0]:
+                entries[parts[0]] = (parts[1], parts[2])
+        return entries
+
+    @staticmethod
+    def _digest(salt: str, password: str) -> str:
+        # Node passwords are random secrets the agent generates; a salted hash keeps the file
+        # from being a credential itself.
+        return hashlib.sha256(f"{salt}:{password}".encode()).hexdigest()
+
+    def check(self, node: str, password: str) -> bool | None:
+        """Whether ``password`` is the node's recorded one; None for a node not seen yet."""
+        entry = self._read().get(node)
+        if entry is None:
+            return None
+        salt, digest = entry
+        return hmac.compare_digest(digest, self._digest(salt, password))
+
+    def record(self, node: str, password: str) -> None:
+        entries = self._read()
+        salt = secrets.token_hex(8)
+        entries[node] = (salt, self._digest(salt, password))
+        text = "".join(f"{n},{s},{d}\n" for n, (s, d) in entries.items())
+        write_private(self.path, text.encode())
+
+
+class Supervisor:
+    """Handlers of the agent-facing endpoints, bound to the cluster's PKI and join token."""
+
+    def __init__(self, pki: ClusterPKI, token: str, passwords: NodePasswords) -> None:
+        self._pki = pki
+        self._token = jointoken.parse(token)
+        self._passwords = passwords
+
+    def join_token_valid(self, authorization: str) -> bool:
+        """True when an ``Authorization`` header proves knowledge of the join token."""
+        scheme, _, value = authorization.partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            try:
+                presented = jointoken.parse(value)
+            except jointoken.JoinTokenError:
+                return False
+            if presented.ca_hash and presented.ca_hash != self._token.ca_hash:
+                return False
+            return presented.secret_matches(self._token.secret)
+        if scheme.lower() == "basic" and value:
+            try:
+                user, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return False
+            return user in jointoken.JOIN_USERS and self._token.secret_matches(password)
+        return False
+
+    async def cacerts(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._pki.ca_bundle(), content_type="application/x-pem-file")
+
+    async def ping(self, request: web.Request) -> web.Response:
+        return web.Response(text="pong")
+
+    async def connect(self, request: web.Request) -> web.Response:
+        error = ApiError(501, "NotImplemented", f"{CONNECT_PATH} is reserved for the agent tunnel")
+        return _status_response(error)
+
+    async def node_certificate(self, request: web.Request) -> web.Response:
+        try:
+            return await self._node_certificate(request)
+        except ApiError as error:
+            return _status_response(error)
+
+    async def _node_certificate(self, request: web.Request) -> web.Response:
+        if not self.join_token_valid(request.headers.get("Authorization", "")):
+            raise unauthorized(
+                "a node certificate needs the cluster's join token "
+                "(Authorization: Bearer <token>); check the agent's --token"
+            )
+        if (request.content_length or 0) > MAX_REQUEST_BYTES:
+            raise request_entity_too_large(MAX_REQUEST_BYTES)
+        body = await request.content.read(MAX_REQUEST_BYTES + 1)
+        if len(body) > MAX_REQUEST_BYTES:
+            raise request_entity_too_large(MAX_REQUEST_BYTES)
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            raise bad_request("the body must be JSON: {nodeName, csr, nodePassword}") from None
+        if not isinstance(payload, dict):
+            raise bad_request("the body must be a JSON object: {nodeName, csr, nodePassword}")
+        node, csr, password = (payload.get(k) for k in ("nodeName", "csr", "nodePassword"))
+        if not isinstance(node, str):
+            raise bad_request("nodeName must be a string")
+        problem = _node_name_problem(node)
+        if problem is not None:
+            raise bad_request(problem)
+        if not isinstance(csr, str) or not csr.strip():
+            raise bad_request("csr must be a PEM certificate signing request")
+        if not isinstance(password, str) or len(password) < 16:
+            raise bad_request("nodePassword must be the node's secret (at least 16 characters)")
+        # Check, sign and record run without an await in between, so two requests for the
+        # same new node name cannot both register a password.
+        known = self._passwords.check(node, password)
+        if known is False:
+            logger.warning("node password rejected", extra={"fields": {"node": node}})
+            raise ApiError(
+                403,
+                "Forbidden",
+                f'node password rejected for node "{node}": another machine already joined with '
+                f"this name, or this node's password file changed; choose a unique node name, or "
+                f"remove the node's line from {self._passwords.path} to let it register anew",
+            )
+        try:
+            certificate = self._pki.sign_csr(csr.encode(), NODE_USER_PREFIX + node, [NODES_GROUP])
+        except CSRError as err:
+            raise bad_request(str(err)) from None
+        if known is None:
+            self._passwords.record(node, password)
+        return web.json_response(
+            {"certificate": certificate.decode(), "caBundle": self._pki.ca_bundle().decode()}
+        )
+
+
+def add_routes(app: web.Application, pki: ClusterPKI, token: str) -> None:
+    """Mount the supervisor endpoints on ``app``; ``token`` is the server's full join token."""
+    # The node password file sits beside the other credential files of <data-dir>/server.
+    passwords = NodePasswords(pki.tls_dir.parent / "cred" / "node-passwd")
+    supervisor = Supervisor(pki, token, passwords)
+    app.router.add_get("/cacerts", supervisor.cacerts)
+    app.router.add_get("/ping", supervisor.ping)
+    app.router.add_post(NODE_CERTIFICATE_PATH, supervisor.node_certificate)
+    app.router.add_route("*", CONNECT_PATH, supervisor.connect)
