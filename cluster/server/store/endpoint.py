@@ -1,0 +1,63 @@
+"""Choosing a datastore from ``--datastore-endpoint``, as K3s does with kine's endpoints.
+
+No endpoint (or ``sqlite://``) means the embedded SQLite file under the data directory;
+``sqlite://<path>`` names another file; ``memory://`` keeps everything in process memory (for
+tests and throwaway servers). ``postgres://`` is reserved for the shared-database backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from k3py.cluster.server.store.compaction import Retention
+from k3py.cluster.server.store.memory import MemoryDatastore
+from k3py.cluster.server.store.model import Datastore, StoreError
+from k3py.cluster.server.store.sqlite import SQLiteDatastore
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_DB = Path("server", "db", "state.db")
+
+
+def open_datastore(
+    endpoint: str | None,
+    data_dir: Path,
+    *,
+    sync: Literal["normal", "full"] = "normal",
+    retention: Retention | None = None,
+) -> Datastore:
+    """Build (not start) the datastore an endpoint names; call ``start()`` on the result."""
+    if sync not in ("normal", "full"):
+        raise StoreError(f"--datastore-sync must be 'normal' or 'full', got {sync!r}")
+    if not endpoint:
+        return SQLiteDatastore(data_dir / DEFAULT_DB, sync=sync, retention=retention)
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep:
+        raise StoreError(
+            f"datastore endpoint {endpoint!r} has no scheme; use sqlite://<path> or leave it"
+            " empty for the embedded database"
+        )
+    scheme = scheme.lower()
+    if scheme == "sqlite":
+        path, _, query = rest.partition("?")
+        if query:
+            # kine's SQLite endpoints carry driver options; WAL and sync are ours to choose.
+            logger.warning(
+                "ignoring sqlite endpoint options; use --datastore-sync instead",
+                extra={"fields": {"options": query}},
+            )
+        db = Path(path) if path else data_dir / DEFAULT_DB
+        return SQLiteDatastore(db, sync=sync, retention=retention)
+    if scheme == "memory":
+        return MemoryDatastore(retention=retention)
+    if scheme in ("postgres", "postgresql"):
+        raise StoreError(
+            "the PostgreSQL datastore is not supported yet; leave --datastore-endpoint empty to"
+            " use the embedded SQLite database"
+        )
+    raise StoreError(
+        f"unsupported datastore endpoint scheme {scheme!r}; use sqlite://<path> or leave"
+        " --datastore-endpoint empty"
+    )

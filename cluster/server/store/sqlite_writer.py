@@ -1,0 +1,223 @@
+"""The SQLite datastore's single writer thread, with group commit.
+
+All writes go through one thread that owns the write connection. It takes every write queued
+while the previous transaction was committing and applies them in one transaction, so many
+concurrent writers share one WAL append (and, with ``synchronous=FULL``, one fsync) instead of
+paying one each. Compaction runs on the same thread in small steps between write batches, so it
+never holds the write lock for long. Results go back to the event loop in one callback per
+transaction, after COMMIT returns: a write is acknowledged only once it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from k3py.cluster.server.store import sqlite_log
+from k3py.cluster.server.store.model import Event, KeyValue, StoreError
+
+logger = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+COMPACT_STEP = 1000  # revisions per compaction transaction
+
+
+@dataclass(slots=True)
+class WriteOp:
+    kind: sqlite_log.WriteKind
+    key: str
+    value: bytes
+    expected_revision: int
+    future: asyncio.Future[KeyValue]
+
+
+@dataclass(slots=True)
+class CompactOp:
+    target: int
+    future: asyncio.Future[int]
+
+
+class _Stop:
+    pass
+
+
+# A future of the event loop and what to resolve it with (a result or an exception).
+Outcome = tuple["asyncio.Future[Any]", object]
+
+
+@dataclass(slots=True)
+class Committed:
+    """What one transaction did, handed to the event loop."""
+
+    revision: int
+    compact_revision: int
+    events: list[Event] = field(default_factory=list)
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+class GroupCommitWriter:
+    """Owns the write connection on a dedicated thread; see the module docstring."""
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        path: Path,
+        state: sqlite_log.LogState,
+        deliver: Callable[[Committed], None],
+    ) -> None:
+        self._conn = conn
+        self._path = path
+        self._deliver = deliver
+        self._revision = state.current_revision
+        self._compact_revision = state.compact_revision
+        self._compact_goal = state.compact_revision
+        self._compact_waiters: list[asyncio.Future[int]] = []
+        self._queue: queue.SimpleQueue[WriteOp | CompactOp | _Stop] = queue.SimpleQueue()
+        self._in_flight: list[WriteOp] = []
+        # Guards `failure` against a submit racing with the thread's last clean-up.
+        self._failure_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="k3py-store-writer", daemon=True)
+        self.failure: BaseException | None = None
+        self.writes = 0
+        self.transactions = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, op: WriteOp | CompactOp) -> None:
+        with self._failure_lock:
+            if self.failure is not None:
+                raise StoreError(f"the datastore writer stopped: {self.failure}; restart k3py")
+            self._queue.put(op)
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread (join with :meth:`join`)."""
+        self._queue.put(_Stop())
+
+    def join(self) -> None:
+        self._thread.join()
+
+    # The thread ------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            stopping = False
+            while not stopping:
+                compacting = self._compact_goal > self._compact_revision
+                writes = self._in_flight = []
+                for op in self._take(block=not compacting):
+                    if isinstance(op, WriteOp):
+                        writes.append(op)
+                    elif isinstance(op, CompactOp):
+                        self._compact_goal = max(self._compact_goal, min(op.target, self._revision))
+                        self._compact_waiters.append(op.future)
+                    else:
+                        stopping = True
+                for start in range(0, len(writes), MAX_BATCH):
+                    self._commit_writes(writes[start : start + MAX_BATCH])
+                if self._compact_goal > self._compact_revision and not stopping:
+                    self._compact_step()
+                if self._compact_waiters and self._compact_goal <= self._compact_revision:
+                    self._finish_compaction()
+            self._finish_compaction()
+        except BaseException as error:  # the thread must never die silently
+            logger.exception("datastore writer stopped unexpectedly")
+            with self._failure_lock:
+                self.failure = error
+            self._fail_queued(StoreError(f"the datastore writer stopped: {error}; restart k3py"))
+
+    def _take(self, *, block: bool) -> list[WriteOp | CompactOp | _Stop]:
+        """Everything queued now; with ``block``, wait for at least one item first."""
+        items: list[WriteOp | CompactOp | _Stop] = []
+        if block:
+            items.append(self._queue.get())
+        while True:
+            try:
+                items.append(self._queue.get_nowait())
+            except queue.Empty:
+                return items
+
+    def _commit_writes(self, ops: list[WriteOp]) -> None:
+        done = Committed(self._revision, self._compact_revision)
+        revision = self._revision
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for op in ops:
+                try:
+                    event = sqlite_log.apply_write(
+                        self._conn, op.kind, op.key, op.value, op.expected_revision, revision + 1
+                    )
+                except StoreError as refused:  # KeyExists, NotFound, Conflict: nothing written
+                    done.outcomes.append((op.future, refused))
+                    continue
+                revision += 1
+                done.events.append(event)
+                done.outcomes.append((op.future, event.kv))
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            logger.error(
+                "datastore write failed",
+                extra={"fields": {"path": str(self._path), "error": str(error)}},
+            )
+            failed = StoreError(
+                f"writing to {self._path} failed: {error}; check the disk (space, permissions)"
+            )
+            done = Committed(self._revision, self._compact_revision)
+            done.outcomes = [(op.future, failed) for op in ops]
+        else:
+            self._revision = revision
+            done.revision = revision
+            if done.events:
+                self.writes += len(done.events)
+                self.transactions += 1
+        self._deliver(done)
+
+    def _compact_step(self) -> None:
+        upto = min(self._compact_goal, self._compact_revision + COMPACT_STEP)
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            sqlite_log.compact_step(self._conn, self._compact_revision, upto)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._rollback()
+            self._compact_goal = self._compact_revision
+            failed = StoreError(f"compacting {self._path} failed: {error}")
+            done = Committed(self._revision, self._compact_revision)
+            done.outcomes = [(waiter, failed) for waiter in self._compact_waiters]
+            self._compact_waiters = []
+            self._deliver(done)
+            return
+        self._compact_revision = upto
+        self._deliver(Committed(self._revision, upto))
+
+    def _finish_compaction(self) -> None:
+        if not self._compact_waiters:
+            return
+        done = Committed(self._revision, self._compact_revision)
+        done.outcomes = [(waiter, self._compact_revision) for waiter in self._compact_waiters]
+        self._compact_waiters = []
+        self._deliver(done)
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            try:
+                self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("datastore rollback failed")
+
+    def _fail_queued(self, error: StoreError) -> None:
+        done = Committed(self._revision, self._compact_revision)
+        done.outcomes = [(waiter, error) for waiter in self._compact_waiters]
+        done.outcomes += [(op.future, error) for op in self._in_flight]
+        for op in self._take(block=False):
+            if not isinstance(op, _Stop):
+                done.outcomes.append((op.future, error))
+        self._deliver(done)
