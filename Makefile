@@ -14,6 +14,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 	binfmt-support
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
+	check-config \
 	format bench clean
 
 help:
@@ -22,6 +23,7 @@ help:
 	@echo "make test-unit         hermetic unit tests only"
 	@echo "make test-integration  real server on loopback, real kubectl"
 	@echo "make check             ruff lint + format check, mypy strict (as CI runs them)"
+	@echo "make check-config      check this machine's kernel and system for k3py"
 	@echo "make bench             benchmarks; results in bench/results/"
 
 setup: apt venv
@@ -59,6 +61,10 @@ test-image: setup
 
 test-qemu: setup
 	$(PYTEST) -m qemu
+
+# Exits with the number of required failures (0 = this kernel suits k3py).
+check-config: venv
+	$(VENV)/bin/k3py check-config
 
 check: lint
 	$(PYTHON) -m mypy
