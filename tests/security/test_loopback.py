@@ -7,6 +7,7 @@ echoing the authenticated user.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import ssl
@@ -17,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -25,6 +27,7 @@ from k3py.cluster.api import jointoken
 from k3py.cluster.api.status import unauthorized
 from k3py.cluster.server import supervisor
 from k3py.cluster.server.auth import NODE_CERTIFICATE_PATH, Authenticator, is_anonymous_path
+from k3py.cluster.server.kubeconfig import write_kubeconfig
 from k3py.cluster.server.pki import ClusterPKI, ensure_pki
 from k3py.cluster.server.token import ensure_server_token
 from tests.security.conftest import key_pem, make_csr
@@ -151,9 +154,10 @@ async def _issue(
     *,
     node: str = "board2",
     password: str = NODE_PASSWORD,
-    key: ec.EllipticCurvePrivateKey | None = None,
-) -> tuple[int, bytes, ec.EllipticCurvePrivateKey, bytes]:
-    key, csr = make_csr(key=key)
+) -> tuple[int, bytes, ec.EllipticCurvePrivateKey]:
+    """Ask for a node certificate as an agent does: the key is made here and only its CSR
+    is sent."""
+    key, csr = make_csr()
     body = {"nodeName": node, "csr": csr.decode(), "nodePassword": password}
     code, answer = await _request(
         "POST",
@@ -162,15 +166,14 @@ async def _issue(
         headers={"Authorization": authorization},
         body=body,
     )
-    sent = json.dumps(body).encode()
-    assert b"PRIVATE KEY" not in sent
-    return code, answer, key, sent
+    assert "PRIVATE KEY" not in json.dumps(body)
+    return code, answer, key
 
 
 async def test_node_certificate_for_the_join_token_keeps_the_key_on_the_node(
     server: Server, tmp_path: Path
 ) -> None:
-    code, answer, key, _ = await _issue(server, f"Bearer {server.token}")
+    code, answer, key = await _issue(server, f"Bearer {server.token}")
     assert code == 200, answer
     issued = json.loads(answer)
     assert issued["caBundle"].encode() == server.pki.ca_bundle()
@@ -193,10 +196,10 @@ async def test_node_certificate_accepts_the_bare_secret_and_k3s_basic_auth(
     server: Server,
 ) -> None:
     secret = jointoken.parse(server.token).secret
-    code, _, _, _ = await _issue(server, f"Bearer {secret}")
+    code, _, _ = await _issue(server, f"Bearer {secret}")
     assert code == 200
     basic = base64.b64encode(f"node:{secret}".encode()).decode()
-    code, _, _, _ = await _issue(server, f"Basic {basic}")
+    code, _, _ = await _issue(server, f"Basic {basic}")
     assert code == 200
 
 
@@ -211,16 +214,16 @@ async def test_node_certificate_accepts_the_bare_secret_and_k3s_basic_auth(
 )
 async def test_node_certificate_refuses_a_wrong_token(server: Server, authorization: str) -> None:
     secret = jointoken.parse(server.token).secret
-    code, answer, _, _ = await _issue(server, authorization.replace("{secret}", secret))
+    code, answer, _ = await _issue(server, authorization.replace("{secret}", secret))
     assert code == 401
     assert _status(answer)["reason"] == "Unauthorized"
 
 
 async def test_node_certificate_refuses_bad_requests(server: Server) -> None:
     auth = f"Bearer {server.token}"
-    code, answer, _, _ = await _issue(server, auth, node="Not_A_Name")
+    code, answer, _ = await _issue(server, auth, node="Not_A_Name")
     assert (code, _status(answer)["reason"]) == (400, "BadRequest")
-    code, answer, _, _ = await _issue(server, auth, password="short")
+    code, answer, _ = await _issue(server, auth, password="short")
     assert code == 400
     code, answer = await _request(
         "POST",
@@ -237,7 +240,7 @@ async def test_another_machine_cannot_take_a_joined_nodes_name(server: Server) -
     auth = f"Bearer {server.token}"
     assert (await _issue(server, auth))[0] == 200
     assert (await _issue(server, auth))[0] == 200  # the same node again: renewal
-    code, answer, _, _ = await _issue(server, auth, password="another-machine-password")
+    code, answer, _ = await _issue(server, auth, password="another-machine-password")
     assert code == 403
     assert "node-passwd" in _status(answer)["message"]
 
@@ -256,3 +259,37 @@ def test_anonymous_paths() -> None:
     assert is_anonymous_path(NODE_CERTIFICATE_PATH)
     for path in ("/api", "/apis", "/api/v1/pods", "/openapi/v2", supervisor.CONNECT_PATH):
         assert not is_anonymous_path(path), path
+
+
+async def _kubectl(kubeconfig: Path, *args: str) -> tuple[int | None, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        "/usr/bin/kubectl",
+        "--kubeconfig",
+        str(kubeconfig),
+        *args,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), timeout=60)
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.integration
+async def test_real_kubectl_with_the_written_kubeconfig(server: Server, tmp_path: Path) -> None:
+    kubeconfig = tmp_path / "k3py.yaml"
+    write_kubeconfig(kubeconfig, 0o600, server.url, server.pki)
+    code, out, err = await _kubectl(kubeconfig, "get", "--raw", "/api")
+    assert code == 0, err
+    assert json.loads(out)["user"] == "system:admin"
+    # Without the client certificate, kubectl's bearer token decides: 401 Status when wrong.
+    doc = yaml.safe_load(kubeconfig.read_text())
+    for token, expected in (("wrong", 1), (server.authenticator.admin_token(), 0)):
+        doc["users"][0]["user"] = {"token": token}
+        kubeconfig.write_text(yaml.safe_dump(doc))
+        code, out, err = await _kubectl(kubeconfig, "get", "--raw", "/api")
+        assert code == expected, err
+        if expected:
+            assert "Unauthorized" in err
+        else:
+            assert json.loads(out)["user"] == "system:admin"
