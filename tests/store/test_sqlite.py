@@ -89,8 +89,10 @@ async def test_the_database_is_private_and_in_wal_mode(tmp_path: Path) -> None:
     store = open_datastore(None, tmp_path)
     await store.start()
     try:
+        await store.create("/registry/secrets/a/token", b"secret")
         path = tmp_path / "server" / "db" / "state.db"
-        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        for file in (path, path.with_name("state.db-wal"), path.with_name("state.db-shm")):
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
         with sqlite3.connect(path) as db:
             assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

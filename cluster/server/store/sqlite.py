@@ -124,6 +124,10 @@ class SQLiteDatastore:
                 f"{self.path} is in use by another k3py server; stop it or use another --data-dir"
             ) from None
         self._lock_file = lock_file
+        # Create the file private before SQLite opens it: SQLite gives its -wal and -shm files
+        # the database's mode, and Secrets live in there.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+        os.chmod(self.path, 0o600)
         try:
             self._write_conn = sqlite_log.connect(self.path, self.sync)
             state = sqlite_log.create_schema(self._write_conn, self.path)
@@ -137,7 +141,6 @@ class SQLiteDatastore:
                 f"cannot open the datastore {self.path}: {error}; check the file and its"
                 " directory (restore a backup if it is corrupt)"
             ) from error
-        os.chmod(self.path, 0o600)
         return state
 
     async def close(self) -> None:
