@@ -275,6 +275,9 @@ def authorize(user: UserInfo, attrs: RequestAttributes) -> str | None:
     if user.is_admin:
         return None
     if not attrs.resource:
+        # Non-resource URLs: the verb is the lower-case HTTP method, as in Kubernetes.
+        if is_anonymous_path(attrs.path):
+            return None
         if attrs.verb in {"get", "head"} and attrs.path.startswith(DISCOVERY_PREFIXES):
             return None
         return f"access to {attrs.path or 'this URL'} is not granted to {user.name}"

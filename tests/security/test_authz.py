@@ -114,6 +114,10 @@ def test_other_users_get_discovery_only(user: UserInfo) -> None:
     for path in ("/api", "/apis/apps/v1", "/openapi/v3", "/version", "/readyz"):
         assert authorize(user, RequestAttributes("get", "", "", path=path)) is None
     assert authorize(user, RequestAttributes("get", "", "", path="/metrics")) is not None
+    assert authorize(user, RequestAttributes("post", "", "", path="/apis")) is not None
+    # The supervisor's endpoints check the join token themselves.
+    issue = RequestAttributes("post", "", "", path="/v1-k3py/node-certificate")
+    assert authorize(user, issue) is None
 
 
 def test_node_may_only_register_itself() -> None:
