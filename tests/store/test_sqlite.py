@@ -173,3 +173,29 @@ async def test_acknowledged_writes_survive_kill_9(tmp_path: Path, sync: str) -> 
         assert store.current_revision >= max(kv.mod_revision for kv in stored.values())
     finally:
         await store.close()
+
+
+async def test_a_failed_transaction_fails_its_writes_and_leaves_no_hole(
+    sqlite_store: SQLiteDatastore,
+) -> None:
+    # A trigger stands in for a disk error: SQLite aborts the statement inside the transaction.
+    with sqlite3.connect(sqlite_store.path) as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON kine WHEN NEW.name = '/registry/bad'"
+            " BEGIN SELECT RAISE(ABORT, 'simulated I/O error'); END"
+        )
+    results = await asyncio.gather(
+        *(sqlite_store.create(f"/registry/ok{i}", b"1") for i in range(5)),
+        sqlite_store.create("/registry/bad", b"1"),
+        *(sqlite_store.create(f"/registry/ok{i}", b"1") for i in range(5, 10)),
+        return_exceptions=True,
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    assert failures, "the write hitting the error must fail"
+    assert all(isinstance(f, StoreError) and "simulated I/O error" in str(f) for f in failures)
+    written = sorted(r.mod_revision for r in results if not isinstance(r, BaseException))
+    assert written == list(range(1, len(written) + 1)), "rolled-back revisions were reused"
+    after = await sqlite_store.create("/registry/after", b"1")
+    assert after.mod_revision == len(written) + 1
+    listed = await sqlite_store.list("/registry/")
+    assert len(listed.items) == len(written) + 1

@@ -173,3 +173,22 @@ async def test_a_slow_watcher_is_cut_off_while_others_keep_receiving(
         fast.close()
     finally:
         await store.close()
+
+
+async def test_a_watcher_replaying_too_slowly_for_live_traffic_is_cut_off(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteDatastore(tmp_path / "s.db", retention=KEEP_NOTHING, max_watch_pending=20)
+    await store.start()
+    try:
+        for i in range(10):
+            await store.create(f"/registry/pods/a/old{i}", b"x")
+        watch = store.watch("/registry/pods/", revision=1)  # replay pending, nothing read yet
+        for i in range(30):
+            await store.create(f"/registry/pods/a/new{i}", b"x")
+        with pytest.raises(WatchExpired):
+            async for _ in watch:
+                pass
+        assert store.watcher_count == 0
+    finally:
+        await store.close()
