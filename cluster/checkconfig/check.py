@@ -166,7 +166,7 @@ def _report(
         release,
         version,
         config.arch,
-        modules.directory.as_posix() if modules else modules_note,
+        modules_note or (modules.directory.as_posix() if modules else ""),
         groups,
         tuple(g.name for g in requirements.groups if g.name in required),
     )
@@ -210,10 +210,11 @@ def check_kernel_dir(
     config = read_config(root / "boot" / f"config-{release}")
     directory = find_modules_dir(root, release)
     if directory is None:
-        index = ModuleIndex(root / "lib" / "modules" / release, frozenset(), {}, frozenset())
-    else:
-        index = ModuleIndex.scan(directory)
-    return _report(config, release, requirements, required, index, "")
+        expected = root / "lib" / "modules" / release
+        index = ModuleIndex(expected, frozenset(), {}, frozenset())
+        note = f"{expected} does not exist: every =m option fails"
+        return _report(config, release, requirements, required, index, note)
+    return _report(config, release, requirements, required, ModuleIndex.scan(directory), "")
 
 
 def _running_modules(
@@ -256,7 +257,7 @@ def check_config_file(
 
 
 def _is_running_config(path: Path, config: KernelConfig, system: HostSystem) -> bool:
-    if str(path) in config_candidates(system.kernel_release()):
+    if str(path.absolute()) in config_candidates(system.kernel_release()):
         return True
     running = system.read_bytes("/proc/config.gz")
     if running is None:

@@ -189,3 +189,12 @@ def test_kernel_dir_errors(tmp_path: Path) -> None:
     with pytest.raises(CheckConfigError) as garbage:
         check_kernel_dir(tmp_path, release="6.12.0-b")
     assert garbage.value.exit_code == 65
+
+
+def test_kernel_dir_without_modules_fails_every_module(tmp_path: Path) -> None:
+    (tmp_path / "boot").mkdir()
+    write_config(tmp_path / "boot" / "config-6.12.0-bare", required_values() | {"BRIDGE": "m"})
+    report = check_kernel_dir(tmp_path)
+    assert report.modules.endswith("lib/modules/6.12.0-bare does not exist: every =m option fails")
+    assert report.finding("CONFIG_BRIDGE").state is State.MISSING
+    assert report.failures == 1
