@@ -1,0 +1,119 @@
+"""HTTP endpoints for the OpenAPI documents: ``/openapi/v2``, ``/openapi/v3`` and its documents.
+
+As the Kubernetes API server does: every document carries an ``ETag`` (its hash, quoted) and
+answers ``If-None-Match`` with 304; a v3 document fetched through its ``?hash=`` URL is
+``Cache-Control: public, immutable`` with an ``Expires`` a year ahead, and a stale hash is
+redirected to the current one; everything else is ``no-cache, private``. Documents are served
+only as JSON — a request that accepts only protobuf (kubectl's first choice for v2) gets a 406
+Status, which kubectl accepts once the v3 documents answer. Bodies go out gzip-compressed when
+the client accepts it, straight from the compressed form the documents are kept in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+
+from aiohttp import web
+
+from k3py.cluster.api import status
+from k3py.cluster.server.openapi.documents import Document, Documents, documents
+
+JSON = "application/json"
+_ACCEPTS_JSON = frozenset({JSON, "application/*", "*/*"})
+_YEAR = 365 * 24 * 3600
+
+
+def add_routes(app: web.Application) -> None:
+    """Serve ``GET /openapi/v2``, ``GET /openapi/v3`` and ``GET /openapi/v3/{group-version}``."""
+    app.router.add_get("/openapi/v2", _v2)
+    app.router.add_get("/openapi/v3", _v3_index)
+    app.router.add_get("/openapi/v3/{path:.*}", _v3_document)
+
+
+async def _documents() -> Documents:
+    # The first call parses the data file and renders every document (a fraction of a second
+    # here, longer on a board): off the event loop, so watches keep flowing meanwhile.
+    return await asyncio.get_running_loop().run_in_executor(None, documents)
+
+
+def _error(error: status.ApiError) -> web.Response:
+    return web.Response(
+        status=error.code, body=json.dumps(error.to_status()).encode(), content_type=JSON
+    )
+
+
+def accepts_json(accept: str) -> bool:
+    """Whether an ``Accept`` header admits JSON (no header admits anything)."""
+    if not accept.strip():
+        return True
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return bool(media & _ACCEPTS_JSON)
+
+
+def _not_acceptable(request: web.Request) -> web.Response:
+    accept = request.headers.get("Accept", "")
+    return _error(
+        status.not_acceptable(
+            f"only application/json is supported for {request.path}, not {accept!r}"
+        )
+    )
+
+
+def _serve(request: web.Request, document: Document, cache_control: str) -> web.Response:
+    etag = f'"{document.hash}"'
+    headers = {"ETag": etag, "Cache-Control": cache_control, "Vary": "Accept, Accept-Encoding"}
+    if cache_control.startswith("public"):
+        headers["Expires"] = email.utils.formatdate(time.time() + _YEAR, usegmt=True)
+    if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+        return web.Response(status=304, headers=headers)
+    if "gzip" in request.headers.get("Accept-Encoding", "").lower():
+        headers["Content-Encoding"] = "gzip"
+        body = document.gzipped
+    else:
+        body = document.json()
+    return web.Response(body=body, headers=headers, content_type=JSON)
+
+
+async def _v2(request: web.Request) -> web.Response:
+    if not accepts_json(request.headers.get("Accept", "")):
+        return _not_acceptable(request)
+    docs = await _documents()
+    return _serve(request, docs.v2, "no-cache, private")
+
+
+def index(docs: Documents) -> dict[str, dict[str, dict[str, str]]]:
+    return {
+        "paths": {
+            path: {"serverRelativeURL": f"/openapi/v3/{path}?hash={document.hash}"}
+            for path, document in docs.v3.items()
+        }
+    }
+
+
+async def _v3_index(request: web.Request) -> web.Response:
+    if not accepts_json(request.headers.get("Accept", "")):
+        return _not_acceptable(request)
+    docs = await _documents()
+    headers = {"Cache-Control": "no-cache, private", "Vary": "Accept"}
+    return web.Response(body=json.dumps(index(docs)).encode(), headers=headers, content_type=JSON)
+
+
+async def _v3_document(request: web.Request) -> web.Response:
+    path = request.match_info["path"].strip("/")
+    docs = await _documents()
+    document = docs.v3.get(path)
+    if document is None:
+        return _error(status.path_not_found(request.path))
+    if not accepts_json(request.headers.get("Accept", "")):
+        return _not_acceptable(request)
+    wanted = request.query.get("hash")
+    if wanted is None:
+        return _serve(request, document, "no-cache, private")
+    if wanted != document.hash:
+        # An old hash (the server was upgraded): send the client to the current document.
+        location = f"/openapi/v3/{path}?hash={document.hash}"
+        raise web.HTTPMovedPermanently(location, headers={"Cache-Control": "no-cache, private"})
+    return _serve(request, document, "public, immutable")
