@@ -2,18 +2,21 @@
 
 A disk image is mostly empty; its bmap lists the block ranges that hold data, each with a
 checksum, so that flashing writes and verifies only those. :func:`create_bmap` writes format
-2.0 with SHA-256 checksums in the same XML layout as ``bmaptool create`` (mapped ranges found
-with ``SEEK_DATA``/``SEEK_HOLE``); :func:`read_bmap` reads ours and bmaptool's (1.x with SHA-1
-and 2.x), validating the checksum of the bmap file itself as bmaptool does: the file is hashed
-with the ``BmapFileChecksum`` value replaced by ASCII zeros.
+2.0 with SHA-256 checksums in the same XML layout as ``bmaptool create``, finding the ranges
+with ``SEEK_DATA``/``SEEK_HOLE`` plus the preallocated zeroed extents ``FIEMAP`` reports.
+:func:`read_bmap` reads ours and bmaptool's (1.x with SHA-1, and 2.x), validating the checksum
+of the bmap file itself as bmaptool does: the file is hashed with the ``BmapFileChecksum``
+value replaced by ASCII zeros.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import re
+import struct
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +31,10 @@ CHECKSUM_TYPE = "sha256"
 # Newest major version this reader understands (bmaptool 3.x writes 2.0).
 _SUPPORTED_MAJOR = 2
 _READ_CHUNK = 4 << 20
+_FS_IOC_FIEMAP = 0xC020660B
+_FIEMAP_FLAG_SYNC = 0x1
+_FIEMAP_EXTENT_LAST = 0x1
+_FIEMAP_EXTENT_UNWRITTEN = 0x800
 
 _HEADER = """<?xml version="1.0" ?>
 <!-- This file contains the block map for an image file, which is basically
@@ -116,41 +123,87 @@ def human_size(size: int) -> str:
     return f"{value:.1f} EiB"
 
 
-def mapped_ranges(fd: int, size: int, block_size: int = BLOCK_SIZE) -> Iterator[tuple[int, int]]:
-    """Yield ``(first, last)`` block ranges of a file that hold data, merged where adjacent.
-
-    Data extents are found with ``SEEK_DATA``/``SEEK_HOLE``; an extent that starts or ends inside
-    a block maps the whole block. A file system without hole support reports everything as data,
-    which is correct, only not sparse.
-    """
-    blocks = (size + block_size - 1) // block_size
-    pending: tuple[int, int] | None = None
+def _data_spans(fd: int, size: int) -> Iterator[tuple[int, int]]:
+    """Byte spans ``[start, end)`` that hold data, by ``SEEK_DATA``/``SEEK_HOLE``."""
     offset = 0
     while offset < size:
         try:
             data = os.lseek(fd, offset, os.SEEK_DATA)
         except OSError as err:
             if err.errno == errno.ENXIO:  # no data after offset
-                break
+                return
             raise
         if data >= size:
-            break
+            return
         try:
-            hole = os.lseek(fd, data, os.SEEK_HOLE)
+            hole = min(os.lseek(fd, data, os.SEEK_HOLE), size)
         except OSError as err:
             if err.errno != errno.ENXIO:
                 raise
             hole = size
-        hole = min(hole, size)
-        first = data // block_size
-        last = min((hole + block_size - 1) // block_size, blocks) - 1
+        yield data, hole
+        offset = hole
+
+
+def _zeroed_spans(fd: int, size: int) -> list[tuple[int, int]]:
+    """Byte spans allocated but never written (``fallocate``'s zero range), by ``FIEMAP``.
+
+    ``SEEK_DATA`` reports such extents as holes, yet the tool that made the image asked for
+    zeros there: mke2fs zeroes the journal and wipes old RAID superblocks at the end of the
+    disk this way. They must be written like data (bmaptool maps them too), or a card keeps
+    whatever it held before in those places. Empty where ``FIEMAP`` is not supported.
+    """
+    header = struct.Struct("=QQLLLL")  # struct fiemap
+    extent = struct.Struct("=QQQQQLLLL")  # struct fiemap_extent
+    count = 256
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    while offset < size:
+        request = bytearray(header.size + count * extent.size)
+        header.pack_into(request, 0, offset, size - offset, _FIEMAP_FLAG_SYNC, 0, count, 0)
+        try:
+            fcntl.ioctl(fd, _FS_IOC_FIEMAP, request)
+        except OSError as err:
+            if err.errno in (errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL):
+                return []
+            raise
+        mapped = header.unpack_from(request, 0)[3]
+        if mapped == 0:
+            break
+        last_flags = 0
+        for index in range(mapped):
+            logical, _, length, _, _, last_flags, *_ = extent.unpack_from(
+                request, header.size + index * extent.size
+            )
+            if last_flags & _FIEMAP_EXTENT_UNWRITTEN:
+                spans.append((logical, min(logical + length, size)))
+            offset = logical + length
+        if last_flags & _FIEMAP_EXTENT_LAST:
+            break
+    return spans
+
+
+def mapped_ranges(fd: int, size: int, block_size: int = BLOCK_SIZE) -> Iterator[tuple[int, int]]:
+    """Yield ``(first, last)`` block ranges of a file to be copied, merged where adjacent.
+
+    These are the spans holding data plus those explicitly zeroed (see :func:`_zeroed_spans`);
+    a span that starts or ends inside a block maps the whole block. A file system without hole
+    support reports everything as data, which is correct, only not sparse.
+    """
+    spans = sorted([*_data_spans(fd, size), *_zeroed_spans(fd, size)])
+    blocks = (size + block_size - 1) // block_size
+    pending: tuple[int, int] | None = None
+    for start, end in spans:
+        if end <= start:
+            continue
+        first = start // block_size
+        last = min((end + block_size - 1) // block_size, blocks) - 1
         if pending is not None and first <= pending[1] + 1:
             pending = (pending[0], max(pending[1], last))
-        else:
-            if pending is not None:
-                yield pending
-            pending = (first, last)
-        offset = max(hole, (last + 1) * block_size)
+            continue
+        if pending is not None:
+            yield pending
+        pending = (first, last)
     if pending is not None:
         yield pending
 
