@@ -1,41 +1,87 @@
-"""The committed OpenAPI definitions data file: where it lives and how it is read.
+"""The committed, generated OpenAPI files: where they live and how the server reads them.
 
-``definitions.json.gz`` holds every schema definition the served kinds need, named as
-Kubernetes names them, with references written as bare definition names (``"$ref":
-"io.k8s.api.core.v1.PodSpec"``) so that one file serves both the v2 and v3 documents. It is
-produced by :mod:`.generate` on the build host and only read here, never at import time.
+``generated/`` holds what :mod:`.generate` renders on the build host: each served document as
+gzip-compressed JSON (``openapi_v2.json.gz``, ``api__v1_openapi.json.gz``,
+``apis__apps__v1_openapi.json.gz``…), the unknown-field index (``fields.json.gz``) and
+``manifest.json`` naming them with each document's hash (uppercase hex SHA-512 of its JSON).
+The server parses only the manifest and the field index; documents are served as the
+compressed bytes they are stored as. Nothing is read at import time.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from k3py.errors import K3pyError
 
-DATA_FILE = Path(__file__).with_name("definitions.json.gz")
+GENERATED = Path(__file__).with_name("generated")
+MANIFEST = "manifest.json"
+FIELDS = "fields.json.gz"
 FORMAT = 1
 GENERATE = "python -m k3py.cluster.server.openapi.generate"
 
 
 class OpenAPIError(K3pyError):
-    """The OpenAPI data file is missing, unreadable or from another format."""
+    """The generated OpenAPI files are missing, unreadable or from another format."""
 
 
-def load(path: Path = DATA_FILE) -> dict[str, Any]:
-    """The data file's content: ``format``, ``source``, ``kinds`` and ``definitions``."""
+def _fail(path: Path, why: object) -> OpenAPIError:
+    return OpenAPIError(
+        f"cannot read the OpenAPI file {path}: {why}; reinstall k3py, or run `{GENERATE}` in "
+        "a development checkout"
+    )
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One generated document: its file under ``generated/`` and its hash."""
+
+    file: str
+    hash: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    source: str
+    kinds: tuple[str, ...]  # "apps/v1/Deployment", "v1/Pod", ...
+    v2: Entry
+    v3: dict[str, Entry]  # "api/v1", "apis/apps/v1", ... -> entry
+
+
+def read_bytes(name: str, directory: Path = GENERATED) -> bytes:
+    path = directory / name
     try:
-        content = json.loads(gzip.decompress(path.read_bytes()))
+        return path.read_bytes()
+    except OSError as error:
+        raise _fail(path, error.strerror or error) from error
+
+
+def read_json(name: str, directory: Path = GENERATED) -> Any:
+    """A generated JSON file, gzip-compressed or not."""
+    raw = read_bytes(name, directory)
+    try:
+        return json.loads(gzip.decompress(raw) if name.endswith(".gz") else raw)
     except (OSError, EOFError, ValueError) as error:
-        raise OpenAPIError(
-            f"cannot read the OpenAPI definitions {path}: {error}; reinstall k3py, or run "
-            f"`{GENERATE}` in a development checkout"
-        ) from error
+        raise _fail(directory / name, error) from error
+
+
+def load_manifest(directory: Path = GENERATED) -> Manifest:
+    content = read_json(MANIFEST, directory)
     if not isinstance(content, dict) or content.get("format") != FORMAT:
         found = content.get("format") if isinstance(content, dict) else None
-        raise OpenAPIError(
-            f"{path} has format {found!r}, this server reads format {FORMAT}; run `{GENERATE}`"
-        )
-    return content
+        raise _fail(directory / MANIFEST, f"format {found!r}, this server reads format {FORMAT}")
+    return Manifest(
+        source=content["source"],
+        kinds=tuple(content["kinds"]),
+        v2=Entry(**content["v2"]),
+        v3={path: Entry(**entry) for path, entry in content["v3"].items()},
+    )
+
+
+def file_name(group_version_path: str) -> str:
+    """``apis/apps/v1`` → ``apis__apps__v1_openapi.json.gz``, as Kubernetes names its files."""
+    return group_version_path.replace("/", "__") + "_openapi.json.gz"

@@ -5,8 +5,8 @@ not declare, as a JSON path (``.spec.replicaz``, ``.spec.template.spec.container
 ``.data[key].x`` inside maps of objects). Values of free-form types (RawExtension, FieldsV1)
 and of scalar-like types (Quantity, IntOrString, Time) are not descended into; wrong value types
 are validation's business, duplicate fields the request decoder's. The schema is reduced on
-first use to a small index (field name → what its value is), so a check costs one dictionary
-lookup per field and the definitions' descriptions are not kept in memory.
+generation to a small index (field name → what its value is, ``generated/fields.json.gz``),
+which the server loads on first use: a check costs one dictionary lookup per field.
 """
 
 from __future__ import annotations
@@ -59,10 +59,21 @@ def build_index(definitions: dict[str, dict[str, Any]]) -> FieldIndex:
     return FieldIndex(kinds=kinds, fields=fields)
 
 
+def encode_index(index: FieldIndex) -> dict[str, Any]:
+    """The index as JSON, for ``generated/fields.json.gz``."""
+    kinds = [[api_version, kind, name] for (api_version, kind), name in index.kinds.items()]
+    return {"kinds": sorted(kinds), "fields": index.fields}
+
+
+def decode_index(content: dict[str, Any]) -> FieldIndex:
+    kinds = {(api_version, kind): name for api_version, kind, name in content["kinds"]}
+    return FieldIndex(kinds=kinds, fields=content["fields"])
+
+
 @functools.cache
 def field_index() -> FieldIndex:
-    """The index of this process, built from the data file on first call."""
-    return build_index(data.load()["definitions"])
+    """The index of this process, read from the generated file on first call."""
+    return decode_index(data.read_json(data.FIELDS))
 
 
 def unknown_fields(api_version: str, kind: str, obj: dict[str, Any]) -> list[str]:

@@ -1,19 +1,21 @@
-"""Generate the OpenAPI definitions data file from the official Kubernetes Python client.
+"""Generate the served OpenAPI files from the official Kubernetes Python client's models.
 
 Run on the build host (``python -m k3py.cluster.server.openapi.generate``) whenever the served
 kinds (:data:`k3py.cluster.api.resources.RESOURCES`) or the client's version change; ``--check``
-only reports whether the committed file is current. It walks the client's model classes from
+only reports whether the committed files are current. It walks the client's model classes from
 every served kind, turns each into a Kubernetes-named definition (field types, descriptions,
-required fields), restores what the models lose from :mod:`.curation`, and writes
-``definitions.json.gz`` next to this module: deterministic bytes, so an unchanged input gives an
-unchanged file. The boards never run this (they have no ``kubernetes`` package); the server
-reads only the data file.
+required fields), restores what the models lose from :mod:`.curation` and the descriptions they
+drop from :mod:`.descriptions`, renders the v2 and v3 documents (:mod:`.render`) and the
+unknown-field index, and writes them to ``generated/`` (see :mod:`.data`): deterministic bytes,
+so an unchanged input gives unchanged files. The boards never run this (they have no
+``kubernetes`` package); the server reads only the generated files.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import inspect
 import json
 import re
@@ -22,8 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from k3py.cluster.api.resources import RESOURCES, group_versions
-from k3py.cluster.server.openapi import curation
-from k3py.cluster.server.openapi.data import DATA_FILE, FORMAT
+from k3py.cluster.server.openapi import curation, data, fields, render
 from k3py.cluster.server.openapi.descriptions import LightkubeDocs
 
 Schema = dict[str, Any]
@@ -237,7 +238,7 @@ def build(models: Any, docs: LightkubeDocs) -> dict[str, Any]:
     import kubernetes  # the generator runs only where the client is installed
 
     return {
-        "format": FORMAT,
+        "format": data.FORMAT,
         "source": f"kubernetes Python client {kubernetes.__version__}",
         # The client's major version follows the Kubernetes minor release it was built from.
         "kubernetes_version": f"v1.{kubernetes.__version__.split('.')[0]}",
@@ -262,28 +263,69 @@ def _check_references(definitions: dict[str, Schema]) -> None:
         walk(definition, name)
 
 
-def encode(content: dict[str, Any]) -> bytes:
+def _gzip_json(content: Any) -> tuple[bytes, bytes]:
     """Deterministic bytes: sorted keys, no whitespace, gzip without a timestamp."""
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return gzip.compress(text.encode(), compresslevel=9, mtime=0)
+    raw = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return raw, gzip.compress(raw, compresslevel=9, mtime=0)
+
+
+def files(content: dict[str, Any]) -> dict[str, bytes]:
+    """Every generated file by name: the documents, the field index and the manifest."""
+    rendered = render.build(content)
+    out: dict[str, bytes] = {}
+
+    def add(name: str, document: dict[str, Any]) -> dict[str, str]:
+        raw, out[name] = _gzip_json(document)
+        return {"file": name, "hash": hashlib.sha512(raw).hexdigest().upper()}
+
+    v2 = add("openapi_v2.json.gz", rendered.v2)
+    v3 = {path: add(data.file_name(path), doc) for path, doc in rendered.v3.items()}
+    index = fields.build_index(content["definitions"])
+    out[data.FIELDS] = _gzip_json(fields.encode_index(index))[1]
+    manifest = {
+        "format": content["format"],
+        "source": content["source"],
+        "kubernetes_version": content["kubernetes_version"],
+        "kinds": content["kinds"],
+        "v2": v2,
+        "v3": v3,
+    }
+    out[data.MANIFEST] = (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode()
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m k3py.cluster.server.openapi.generate")
-    parser.add_argument("--check", action="store_true", help="only compare with the file")
-    parser.add_argument("--output", type=Path, default=DATA_FILE)
+    parser.add_argument("--check", action="store_true", help="only compare with the files")
+    parser.add_argument("--output-dir", type=Path, default=data.GENERATED)
     args = parser.parse_args(argv)
     from kubernetes.client import models  # a dev dependency, absent on the boards
 
-    data = encode(build(models, LightkubeDocs()))
+    wanted = files(build(models, LightkubeDocs()))
+    directory: Path = args.output_dir
+    present = {p.name for p in directory.glob("*")} if directory.is_dir() else set()
     if args.check:
-        current = args.output.read_bytes() if args.output.exists() else b""
-        if current != data:
-            print(f"{args.output} is out of date: run {parser.prog}", file=sys.stderr)
+        stale = sorted(
+            name
+            for name in wanted.keys() | present
+            if name not in wanted
+            or name not in present
+            or (directory / name).read_bytes() != wanted[name]
+        )
+        if stale:
+            print(
+                f"{directory}: out of date ({', '.join(stale)}): run {parser.prog}",
+                file=sys.stderr,
+            )
             return 1
         return 0
-    args.output.write_bytes(data)
-    print(f"wrote {args.output} ({len(data)} bytes)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in present - wanted.keys():
+        (directory / name).unlink()
+    for name, content in sorted(wanted.items()):
+        (directory / name).write_bytes(content)
+    total = sum(len(content) for content in wanted.values())
+    print(f"wrote {len(wanted)} files to {directory} ({total} bytes)")
     return 0
 
 

@@ -19,7 +19,7 @@ import time
 from aiohttp import web
 
 from k3py.cluster.api import status
-from k3py.cluster.server.openapi.documents import Document, Documents, documents
+from k3py.cluster.server.openapi.documents import Document, Documents, served_documents
 
 JSON = "application/json"
 _ACCEPTS_JSON = frozenset({JSON, "application/*", "*/*"})
@@ -36,7 +36,7 @@ def add_routes(app: web.Application) -> None:
 async def _documents() -> Documents:
     # The first call parses the data file and renders every document (a fraction of a second
     # here, longer on a board): off the event loop, so watches keep flowing meanwhile.
-    return await asyncio.get_running_loop().run_in_executor(None, documents)
+    return await asyncio.get_running_loop().run_in_executor(None, served_documents)
 
 
 def _error(error: status.ApiError) -> web.Response:
