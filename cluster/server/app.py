@@ -1,0 +1,322 @@
+"""The API server application: middlewares, routes, lifecycle, and the process that serves it.
+
+:func:`create_app` assembles an aiohttp application from its parts (datastore, authenticator,
+optional supervisor endpoints) with all state under typed keys and the background work (the
+datastore, the default objects, the garbage collector) owned by the application's lifecycle.
+:func:`serve` is what ``k3py server`` runs: it creates or loads the PKI and join token, opens the
+datastore, listens with TLS, writes the admin kubeconfig, and stops cleanly on SIGTERM/SIGINT.
+Every error leaves as a Kubernetes ``Status``; unexpected ones are logged with their traceback
+and answered with a 500 Status that carries none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import platform
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from k3py import __version__
+from k3py.cluster.api import status
+from k3py.cluster.server import discovery
+from k3py.cluster.server.rest import bootstrap, garbage, routes
+from k3py.cluster.server.rest.access import AUTHENTICATOR, RequestAuthenticator, authentication
+from k3py.cluster.server.rest.context import REST, RestContext
+from k3py.cluster.server.rest.http import json_response, status_response
+from k3py.cluster.server.rest.objects import ObjectStore
+from k3py.cluster.server.settings import ServerSettings
+from k3py.cluster.server.store import Datastore, StoreError
+from k3py.errors import K3pyError
+
+logger = logging.getLogger("k3py.server")
+
+KUBERNETES_VERSION = (1, 32, 0)
+SETTINGS = web.AppKey("k3py.settings", ServerSettings)
+DATASTORE = web.AppKey("k3py.datastore", Datastore)
+READY = web.AppKey("k3py.ready", asyncio.Event)
+ADVERTISE = web.AppKey("k3py.advertise", str)
+
+_MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_PLATFORMS = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}
+
+
+def version_info() -> dict[str, str]:
+    major, minor, patch = KUBERNETES_VERSION
+    machine = platform.machine().lower()
+    return {
+        "major": str(major),
+        "minor": str(minor),
+        "gitVersion": f"v{major}.{minor}.{patch}-k3py1",
+        "gitCommit": __version__,
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": f"python{platform.python_version()}",
+        "compiler": sys.implementation.name,
+        "platform": f"{sys.platform}/{_PLATFORMS.get(machine, machine)}",
+    }
+
+
+@dataclass
+class InFlight:
+    """kube-apiserver's max-in-flight filter: requests beyond the limits get 429."""
+
+    limit: int
+    mutating_limit: int
+    reading: int = 0
+    mutating: int = 0
+
+
+LIMITS = web.AppKey("k3py.limits", InFlight)
+
+
+def _long_running(request: web.Request) -> bool:
+    watch = request.query.get("watch", "").lower() in ("1", "true")
+    return watch or "/watch/" in request.path
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes a Status; nothing unexpected leaks a traceback to the client."""
+    try:
+        return await handler(request)
+    except status.ApiError as err:
+        return status_response(err)
+    except web.HTTPException as exc:
+        if exc.status == 404:
+            return status_response(status.path_not_found(request.path))
+        if exc.status == 405:
+            return status_response(status.method_not_allowed(request.method, request.path))
+        if exc.status == 413:
+            limit = request.app[SETTINGS].max_request_body_bytes
+            return status_response(status.request_entity_too_large(limit))
+        if exc.status < 400:
+            raise
+        return status_response(status.ApiError(exc.status, exc.reason, exc.text or exc.reason))
+    except asyncio.CancelledError:
+        raise
+    except StoreError as err:
+        logger.error("datastore error", extra={"fields": {"path": request.path, "error": str(err)}})
+        return status_response(status.internal(f"the datastore failed: {err}"))
+    except Exception:
+        logger.exception(
+            "request failed", extra={"fields": {"method": request.method, "path": request.path}}
+        )
+        return status_response(status.internal("an unexpected error occurred; see the server log"))
+
+
+@web.middleware
+async def in_flight(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if _long_running(request):
+        return await handler(request)
+    limits = request.app[LIMITS]
+    mutating = request.method in _MUTATING_METHODS
+    if mutating:
+        if limits.mutating >= limits.mutating_limit:
+            raise status.too_many_requests(1)
+        limits.mutating += 1
+    else:
+        if limits.reading >= limits.limit:
+            raise status.too_many_requests(1)
+        limits.reading += 1
+    try:
+        return await handler(request)
+    finally:
+        if mutating:
+            limits.mutating -= 1
+        else:
+            limits.reading -= 1
+
+
+async def version(request: web.Request) -> web.Response:
+    return json_response(version_info())
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok", content_type="text/plain")
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if not request.app[READY].is_set():
+        return web.Response(status=503, text="not ready: starting", content_type="text/plain")
+    return web.Response(text="ok", content_type="text/plain")
+
+
+async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Start the datastore, put the default objects in place, run the collector; undo in order."""
+    datastore = app[DATASTORE]
+    ctx = app[REST]
+    settings = app[SETTINGS]
+    await datastore.start()
+    collector: asyncio.Task[None] | None = None
+    try:
+        await bootstrap.ensure_defaults(ctx, app[ADVERTISE], settings.https_listen_port or 6443)
+        collector = asyncio.create_task(garbage.run_collector(ctx), name="k3py-collector")
+        collector.add_done_callback(_report_crash)
+        app[READY].set()
+        yield
+    finally:
+        ctx.stopping.set()
+        if collector is not None:
+            collector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await collector
+        await datastore.close()
+
+
+def _report_crash(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("background task stopped", exc_info=task.exception())
+
+
+async def _stop_watches(app: web.Application) -> None:
+    app[REST].stopping.set()
+
+
+def create_app(
+    settings: ServerSettings,
+    datastore: Datastore,
+    authenticator: RequestAuthenticator,
+    *,
+    advertise_address: str = "127.0.0.1",
+) -> web.Application:
+    """The API server as an aiohttp application (not yet listening)."""
+    app = web.Application(
+        middlewares=[errors, in_flight, authentication],
+        client_max_size=settings.max_request_body_bytes,
+        handler_args={"max_field_size": 16384},
+    )
+    app[SETTINGS] = settings
+    app[DATASTORE] = datastore
+    app[AUTHENTICATOR] = authenticator
+    app[LIMITS] = InFlight(settings.max_requests_inflight, settings.max_mutating_requests_inflight)
+    app[READY] = asyncio.Event()
+    app[ADVERTISE] = advertise_address
+    app[REST] = RestContext(settings, ObjectStore(datastore))
+    app.router.add_get("/version", version)
+    app.router.add_get("/version/", version)
+    for path in ("/healthz", "/livez"):
+        app.router.add_get(path, healthz)
+    app.router.add_get("/readyz", readyz)
+    discovery.add_routes(app)
+    routes.add_routes(app)
+    from k3py.cluster.server import openapi
+
+    openapi.add_routes(app)
+    app.cleanup_ctx.append(_lifecycle)
+    # aiohttp's Signal annotation disagrees with aiosignal's generics; the call is correct.
+    app.on_shutdown.append(_stop_watches)  # type: ignore[arg-type]
+    return app
+
+
+def advertise_address(settings: ServerSettings) -> str:
+    """The address the ``kubernetes`` Endpoints point at: the bound one, else this machine's."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    if settings.bind_address not in ("0.0.0.0", "::", ""):
+        return settings.bind_address
+    from k3py.cluster.server.pki import machine_addresses
+
+    for address in machine_addresses():
+        if not address.startswith("127.") and ":" not in address:
+            return address
+    return "127.0.0.1"
+
+
+async def serve(settings: ServerSettings) -> None:
+    """Run the server until SIGTERM or SIGINT: PKI, token, datastore, TLS listener, kubeconfig."""
+    from k3py.cluster.server import kubeconfig, pki, supervisor, token
+    from k3py.cluster.server.auth import Authenticator
+    from k3py.cluster.server.store import Retention, open_datastore
+
+    cluster_pki = pki.ensure_pki(
+        settings.data_dir, settings.tls_sans, service_cidr=settings.service_cidr
+    )
+    join_token = token.ensure_server_token(
+        settings.data_dir, cluster_pki.ca_bundle(), settings.token
+    )
+    authenticator = Authenticator(cluster_pki, settings.data_dir)
+    retention = Retention(
+        min_revisions=settings.compact_min_revisions,
+        min_age_seconds=settings.compact_min_age_seconds,
+        interval_seconds=settings.compact_interval_seconds,
+    )
+    datastore = open_datastore(
+        settings.datastore_endpoint,
+        settings.data_dir,
+        sync="full" if settings.datastore_sync == "full" else "normal",
+        retention=retention,
+    )
+    app = create_app(
+        settings, datastore, authenticator, advertise_address=advertise_address(settings)
+    )
+    supervisor.add_routes(app, cluster_pki, join_token)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(
+            runner,
+            settings.bind_address,
+            settings.https_listen_port,
+            ssl_context=cluster_pki.server_ssl_context(),
+            backlog=1024,
+        )
+        try:
+            await site.start()
+        except OSError as err:
+            raise ServerError(
+                f"cannot listen on {settings.bind_address}:{settings.https_listen_port}: "
+                f"{err.strerror or err} (is another server running? choose another"
+                " --https-listen-port)"
+            ) from None
+        port = _bound_port(site, settings.https_listen_port)
+        kubeconfig.write_kubeconfig(
+            settings.write_kubeconfig,
+            settings.write_kubeconfig_mode,
+            f"https://127.0.0.1:{port}",
+            cluster_pki,
+        )
+        logger.info(
+            "k3py server is ready",
+            extra={
+                "fields": {
+                    "address": f"{settings.bind_address}:{port}",
+                    "kubeconfig": str(settings.write_kubeconfig),
+                    "datastore": settings.datastore_endpoint or "sqlite",
+                }
+            },
+        )
+        await _until_signalled()
+        logger.info("k3py server is stopping")
+    finally:
+        await runner.cleanup()
+
+
+class ServerError(K3pyError):
+    """The server cannot start: the message says why and what to change."""
+
+
+def _bound_port(site: web.TCPSite, wanted: int) -> int:
+    server = site._server  # aiohttp exposes the listening sockets only here
+    sockets = getattr(server, "sockets", None) or []
+    for sock in sockets:
+        return int(sock.getsockname()[1])
+    return wanted
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

@@ -1,0 +1,141 @@
+"""``k3py server``: flags in K3s's names, parsed once into :class:`ServerSettings`, then served.
+
+Flags also come from ``K3PY_<FLAG>`` variables and ``/etc/k3py/config.yaml`` (see
+:mod:`k3py.cli`). The heavy imports (aiohttp, cryptography, the datastore) happen in
+:func:`run`, so ``k3py --help`` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from k3py.cluster.server.settings import (
+    DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+    DEFAULT_MAX_REQUESTS_INFLIGHT,
+    ServerSettings,
+)
+from k3py.errors import UsageError
+
+CONFIG_FILES = ("/etc/k3py/config.yaml",)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--data-dir", default="/var/lib/k3py", help="state directory (default %(default)s)")
+    add("--bind-address", default="0.0.0.0", help="address to listen on (default %(default)s)")
+    add(
+        "--advertise-address",
+        default="",
+        help="address other nodes reach this server at (default: the bind address or the"
+        " machine's first address)",
+    )
+    add("--https-listen-port", type=int, default=6443, help="API port (default %(default)s)")
+    add(
+        "--tls-san",
+        action="append",
+        default=[],
+        help="extra host name or IP for the serving certificate (repeatable)",
+    )
+    add("--token", default=None, help="the join token or its secret (default: generated)")
+    add("--token-file", default=None, help="file holding the join token")
+    add(
+        "--write-kubeconfig",
+        default="/etc/k3py/k3py.yaml",
+        help="where to write the admin kubeconfig (default %(default)s)",
+    )
+    add(
+        "--write-kubeconfig-mode",
+        default="600",
+        help="file mode of the kubeconfig, octal (default %(default)s)",
+    )
+    add(
+        "--datastore-endpoint",
+        default="",
+        help="datastore: empty for the embedded SQLite, sqlite://<path> or memory://",
+    )
+    add(
+        "--datastore-sync",
+        choices=("normal", "full"),
+        default="normal",
+        help="full: every acknowledged write survives power loss (default %(default)s)",
+    )
+    add("--cluster-cidr", default="10.42.0.0/16", help="pod network (default %(default)s)")
+    add("--service-cidr", default="10.43.0.0/16", help="service network (default %(default)s)")
+    add(
+        "--disable-agent",
+        action="store_true",
+        help="do not run an agent next to the server (accepted; the server runs none yet)",
+    )
+    add(
+        "--max-requests-inflight",
+        type=int,
+        default=DEFAULT_MAX_REQUESTS_INFLIGHT,
+        help="non-mutating requests served at once before 429 (default %(default)s)",
+    )
+    add(
+        "--max-mutating-requests-inflight",
+        type=int,
+        default=DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
+        help="mutating requests served at once before 429 (default %(default)s)",
+    )
+    # Datastore history retention; tests shorten it to exercise 410 Gone.
+    add("--datastore-compact-min-revisions", type=int, default=1000, help=argparse.SUPPRESS)
+    add("--datastore-compact-min-age", type=float, default=300.0, help=argparse.SUPPRESS)
+    add("--datastore-compact-interval", type=float, default=60.0, help=argparse.SUPPRESS)
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return str(args.token)
+    if args.token_file:
+        path = Path(args.token_file)
+        try:
+            text = path.read_text().strip()
+        except OSError as err:
+            raise UsageError(f"cannot read --token-file {path}: {err.strerror or err}") from None
+        if not text:
+            raise UsageError(f"--token-file {path} is empty")
+        return text
+    return None
+
+
+def settings_from(args: argparse.Namespace) -> ServerSettings:
+    from k3py.cluster.server.kubeconfig import parse_mode
+
+    if not 0 <= args.https_listen_port <= 65535:
+        raise UsageError(f"--https-listen-port {args.https_listen_port} is not a TCP port")
+    try:
+        mode = parse_mode(args.write_kubeconfig_mode)
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    return ServerSettings(
+        data_dir=Path(args.data_dir),
+        bind_address=args.bind_address,
+        advertise_address=args.advertise_address,
+        https_listen_port=args.https_listen_port,
+        tls_sans=tuple(args.tls_san),
+        token=_token(args),
+        write_kubeconfig=Path(args.write_kubeconfig),
+        write_kubeconfig_mode=mode,
+        datastore_endpoint=args.datastore_endpoint,
+        datastore_sync=args.datastore_sync,
+        cluster_cidr=args.cluster_cidr,
+        service_cidr=args.service_cidr,
+        disable_agent=bool(args.disable_agent),
+        max_requests_inflight=max(1, args.max_requests_inflight),
+        max_mutating_requests_inflight=max(1, args.max_mutating_requests_inflight),
+        compact_min_revisions=args.datastore_compact_min_revisions,
+        compact_min_age_seconds=args.datastore_compact_min_age,
+        compact_interval_seconds=args.datastore_compact_interval,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from k3py.cluster.server.app import serve
+
+    settings = settings_from(args)
+    asyncio.run(serve(settings))
+    return 0

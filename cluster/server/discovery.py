@@ -1,0 +1,146 @@
+"""API discovery: ``/api``, ``/api/v1``, ``/apis`` and ``/apis/<group>[/<version>]``.
+
+The documents are built from the resource registry (``RESOURCES``): every served resource with
+its verbs, short names and categories, and each subresource as its own entry (``pods/status``,
+``deployments/scale`` as an autoscaling/v1 Scale...), which is how kubectl learns that ``kubectl
+scale`` and ``kubectl get all`` apply. Only the legacy (unaggregated) form is served: clients
+that ask for aggregated discovery fall back to it, as they do with older API servers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from k3py.cluster.api import status
+from k3py.cluster.api.resources import ResourceInfo, group_versions, resources_in
+from k3py.cluster.server.rest.http import json_response
+
+# Subresource -> (group, version, kind, verbs); "" group/version/kind: the parent's.
+_SUBRESOURCES: dict[str, tuple[str, str, str, tuple[str, ...]]] = {
+    "status": ("", "", "", ("get", "patch", "update")),
+    "scale": ("autoscaling", "v1", "Scale", ("get", "patch", "update")),
+    "binding": ("", "", "Binding", ("create",)),
+    "eviction": ("policy", "v1", "Eviction", ("create",)),
+    "log": ("", "", "Pod", ("get",)),
+    "exec": ("", "", "PodExecOptions", ("create", "get")),
+    "attach": ("", "", "PodAttachOptions", ("create", "get")),
+    "portforward": ("", "", "PodPortForwardOptions", ("create", "get")),
+    "ephemeralcontainers": ("", "", "", ("get", "patch", "update")),
+    "finalize": ("", "", "", ("update",)),
+    "proxy": ("", "", "", ("create", "delete", "get", "patch", "update")),
+}
+_PROXY_KINDS = {
+    "Pod": "PodProxyOptions",
+    "Node": "NodeProxyOptions",
+    "Service": "ServiceProxyOptions",
+}
+
+
+def _resource(info: ResourceInfo) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": info.plural,
+        "singularName": info.singular,
+        "namespaced": info.namespaced,
+        "kind": info.kind,
+        "verbs": list(info.verbs),
+    }
+    if info.short_names:
+        entry["shortNames"] = list(info.short_names)
+    if info.categories:
+        entry["categories"] = list(info.categories)
+    return entry
+
+
+def _subresource(info: ResourceInfo, name: str) -> dict[str, Any]:
+    group, version, kind, verbs = _SUBRESOURCES.get(name, ("", "", "", ("get",)))
+    if name == "proxy":
+        kind = _PROXY_KINDS.get(info.kind, "")
+    entry: dict[str, Any] = {
+        "name": f"{info.plural}/{name}",
+        "singularName": "",
+        "namespaced": info.namespaced,
+        "kind": kind or info.kind,
+        "verbs": list(verbs),
+    }
+    if group:
+        entry["group"] = group
+        entry["version"] = version
+    return entry
+
+
+def resource_list(group: str, version: str) -> dict[str, Any] | None:
+    infos = resources_in(group, version)
+    if not infos:
+        return None
+    resources: list[dict[str, Any]] = []
+    for info in infos:
+        resources.append(_resource(info))
+        resources.extend(_subresource(info, sub) for sub in info.subresources)
+    return {
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": infos[0].api_version,
+        "resources": resources,
+    }
+
+
+def _group(name: str) -> dict[str, Any]:
+    versions = [
+        {"groupVersion": f"{name}/{gv.version}", "version": gv.version}
+        for gv in group_versions()
+        if gv.group == name
+    ]
+    return {"name": name, "versions": versions, "preferredVersion": versions[0]}
+
+
+def group_list() -> dict[str, Any]:
+    names = list(dict.fromkeys(gv.group for gv in group_versions() if gv.group))
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+
+
+async def core_versions(request: web.Request) -> web.Response:
+    host = request.host or "127.0.0.1"
+    return json_response(
+        {
+            "kind": "APIVersions",
+            "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": host}],
+        }
+    )
+
+
+async def core_resources(request: web.Request) -> web.Response:
+    document = resource_list("", request.match_info["version"])
+    if document is None:
+        raise status.path_not_found(request.path)
+    return json_response(document)
+
+
+async def groups(request: web.Request) -> web.Response:
+    return json_response(group_list())
+
+
+async def group(request: web.Request) -> web.Response:
+    name = request.match_info["group"]
+    if not any(gv.group == name for gv in group_versions()):
+        raise status.path_not_found(request.path)
+    return json_response({"kind": "APIGroup", "apiVersion": "v1", **_group(name)})
+
+
+async def group_resources(request: web.Request) -> web.Response:
+    document = resource_list(request.match_info["group"], request.match_info["version"])
+    if document is None:
+        raise status.path_not_found(request.path)
+    return json_response(document)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/api", core_versions)
+    app.router.add_get("/api/", core_versions)
+    app.router.add_get("/api/{version}", core_resources)
+    app.router.add_get("/apis", groups)
+    app.router.add_get("/apis/", groups)
+    app.router.add_get("/apis/{group}", group)
+    app.router.add_get("/apis/{group}/{version}", group_resources)

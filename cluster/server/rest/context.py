@@ -1,0 +1,60 @@
+"""What every REST handler works with, kept on the aiohttp application under typed keys.
+
+:class:`RestContext` bundles the settings, the object store, the clock and the queue of work for
+the in-server garbage collector (namespace finalization and ownerReference propagation). The
+application factory builds one per application and stores it under :data:`REST`; handlers
+reach it through ``request.app[REST]``. Nothing here is module-level state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from k3py.cluster.server.rest.objects import ObjectStore
+from k3py.cluster.server.settings import ServerSettings
+
+USER_KEY = "k3py.user"  # per-request: the authenticated user (an auth.UserInfo)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def timestamp(moment: datetime) -> str:
+    """RFC 3339 with seconds, as Kubernetes' ``metav1.Time`` marshals."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class CollectorWork:
+    """One job for the garbage collector: what to finalize, and how."""
+
+    kind: str  # "namespace" | "dependents"
+    uid: str = ""
+    namespace: str | None = None
+    name: str = ""
+    policy: str = "Background"  # for "dependents": Background or Foreground
+    owner: tuple[str, str, str] = ("", "", "")  # api_version, plural, name of the owner
+
+
+@dataclass
+class RestContext:
+    settings: ServerSettings
+    objects: ObjectStore
+    clock: Callable[[], datetime] = utc_now
+    collector_queue: asyncio.Queue[CollectorWork] = field(default_factory=asyncio.Queue)
+    # Serialises Service clusterIP and nodePort allocation (one server process owns them).
+    allocation_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Set when the server shuts down: open watches end so that shutdown does not wait on them.
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def now(self) -> str:
+        return timestamp(self.clock())
+
+
+REST = web.AppKey("k3py.rest", RestContext)

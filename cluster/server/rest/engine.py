@@ -1,0 +1,188 @@
+"""Create, update and read-modify-write of objects, independent of HTTP.
+
+The handlers, the bootstrap of default objects and the garbage collector all write through
+these functions, so every write gets the same treatment: the kind's strategy, defaulting,
+validation (422 with causes), Service allocation, no-op detection (an update that changes
+nothing keeps its resourceVersion, which keeps ``kubectl apply`` idempotent), and the end of a
+deletion once the last finalizer is gone.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from k3py.cluster.api import status
+from k3py.cluster.api.resources import ResourceInfo, by_kind
+from k3py.cluster.server.rest import services, strategy
+from k3py.cluster.server.rest.context import CollectorWork, RestContext
+from k3py.cluster.server.rest.standins import apply_defaults, validate_create, validate_update
+
+Object = dict[str, Any]
+# Returns the object to store, or None to leave the stored one as it is.
+Mutation = Callable[[Object], Object | None]
+# Admission: may raise (403) before the object is stored; args are the new and the old object.
+Check = Callable[[Object | None, Object | None], Awaitable[None]]
+
+_RETRIES = 8
+SERVICE_ACCOUNTS = by_kind("v1", "ServiceAccount")
+
+
+def _name(obj: Object) -> str:
+    return str(obj.get("metadata", {}).get("name", ""))
+
+
+def _raise_invalid(info: ResourceInfo, obj: Object, causes: list[status.Cause]) -> None:
+    if causes:
+        raise status.invalid(info.group, info.kind, _name(obj), causes)
+
+
+async def create_object(
+    ctx: RestContext,
+    info: ResourceInfo,
+    obj: Object,
+    *,
+    dry_run: bool = False,
+    check: Check | None = None,
+) -> Object:
+    """Store a new object (metadata and namespace already in place); returns it as stored."""
+    strategy.prepare_for_create(info, obj, ctx.now())
+    apply_defaults(info, obj)
+    _raise_invalid(info, obj, validate_create(info, obj))
+    if check is not None:
+        await check(obj, None)
+    if dry_run:
+        if info.kind == "Service":
+            async with ctx.allocation_lock:
+                await services.allocate(ctx, obj, None)
+        return obj
+    if info.kind == "Namespace":
+        stored = await ctx.objects.create(info, obj)
+        await ensure_service_account(ctx, obj["metadata"]["name"])
+        return stored
+    if info.kind != "Service":
+        return await ctx.objects.create(info, obj)
+    async with ctx.allocation_lock:
+        await services.allocate(ctx, obj, None)
+        return await ctx.objects.create(info, obj)
+
+
+async def ensure_service_account(ctx: RestContext, namespace: str) -> None:
+    """The ``default`` ServiceAccount of a namespace, as the service account controller makes."""
+    assert SERVICE_ACCOUNTS is not None
+    if await ctx.objects.get_or_none(SERVICE_ACCOUNTS, namespace, "default") is not None:
+        return
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "default", "namespace": namespace},
+    }
+    try:
+        await create_object(ctx, SERVICE_ACCOUNTS, account)
+    except status.ApiError as err:
+        if err.reason != "AlreadyExists":
+            raise
+
+
+def _same(a: Object, b: Object) -> bool:
+    meta_a = {k: v for k, v in a.get("metadata", {}).items() if k != "resourceVersion"}
+    meta_b = {k: v for k, v in b.get("metadata", {}).items() if k != "resourceVersion"}
+    if meta_a != meta_b:
+        return False
+    return {k: v for k, v in a.items() if k != "metadata"} == {
+        k: v for k, v in b.items() if k != "metadata"
+    }
+
+
+def deletion_complete(obj: Object) -> bool:
+    """An object being deleted whose finalizers are all gone is removed (as the registry does)."""
+    meta = obj["metadata"]
+    if obj.get("kind") == "Namespace" and (obj.get("spec") or {}).get("finalizers"):
+        return False
+    return (
+        bool(meta.get("deletionTimestamp"))
+        and not meta.get("finalizers")
+        and not meta.get("deletionGracePeriodSeconds")
+    )
+
+
+async def update_object(
+    ctx: RestContext,
+    info: ResourceInfo,
+    obj: Object,
+    old: Object,
+    *,
+    subresource: str = "",
+    dry_run: bool = False,
+    check: Check | None = None,
+) -> Object:
+    """Store ``obj`` over ``old`` (as read, with its resourceVersion) through ``subresource``.
+
+    Raises 409 when ``old`` is no longer the stored version.
+    """
+    expected = int(old["metadata"]["resourceVersion"])
+    new = strategy.prepare_for_update(info, obj, old, subresource)
+    new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
+    apply_defaults(info, new)
+    _raise_invalid(info, new, validate_update(info, new, old))
+    if check is not None:
+        await check(new, old)
+    if _same(new, old):
+        return old
+    if dry_run:
+        return new
+    if deletion_complete(new):
+        gone = await ctx.objects.delete(info, new, expected)
+        ctx.collector_queue.put_nowait(dependents_work(info, gone))
+        return gone
+    if info.kind != "Service":
+        return await ctx.objects.update(info, new, expected)
+    async with ctx.allocation_lock:
+        await services.allocate(ctx, new, old)
+        return await ctx.objects.update(info, new, expected)
+
+
+def dependents_work(info: ResourceInfo, owner: Object, policy: str = "Background") -> CollectorWork:
+    """The collector's job of deleting what ``owner`` owned."""
+    meta = owner["metadata"]
+    return CollectorWork(
+        "dependents",
+        uid=meta.get("uid", ""),
+        namespace=meta.get("namespace") if info.namespaced else None,
+        name=meta.get("name", ""),
+        policy=policy,
+        owner=(info.api_version, info.plural, meta.get("name", "")),
+    )
+
+
+async def mutate(
+    ctx: RestContext,
+    info: ResourceInfo,
+    namespace: str | None,
+    name: str,
+    change: Mutation,
+    *,
+    subresource: str = "",
+) -> Object | None:
+    """Read, change and write one object, retrying when someone else wrote in between.
+
+    Returns the stored object, or None if it does not exist (any more).
+    """
+    for _ in range(_RETRIES):
+        old = await ctx.objects.get_or_none(info, namespace, name)
+        if old is None:
+            return None
+        new = change(copy.deepcopy(old))
+        if new is None:
+            return old
+        try:
+            return await update_object(ctx, info, new, old, subresource=subresource)
+        except status.ApiError as err:
+            if err.code == 404:
+                return None
+            if err.reason != "Conflict":
+                raise
+    raise status.conflict(
+        info.group, info.plural, name, "too many concurrent writers; try again later"
+    )

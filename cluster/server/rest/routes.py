@@ -1,0 +1,64 @@
+"""URL routing for the served resources: one catch-all per API root, dispatched by target.
+
+aiohttp's router cannot tell ``/api/v1/namespaces/x/pods`` (pods in x) from
+``/api/v1/namespaces/x/status`` (a namespace's status) by pattern, so every resource path goes
+to :func:`handle` which parses the target once (the auth middleware already did) and picks the
+handler for its verb and subresource.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from k3py.cluster.api import status
+from k3py.cluster.server import watch
+from k3py.cluster.server.rest import delete, read, subresources, write
+from k3py.cluster.server.rest.http import RequestTarget, parse_target
+
+Handler = Callable[[web.Request, RequestTarget], Awaitable[web.StreamResponse]]
+
+_VERBS: dict[str, Handler] = {
+    "get": read.get,
+    "list": read.list_,
+    "watch": watch.serve_watch,
+    "create": write.create,
+    "update": write.update,
+    "patch": write.patch,
+    "delete": delete.delete,
+    "deletecollection": delete.delete_collection,
+}
+# Subresources served like the object itself (GET returns the whole object).
+_OBJECT_LIKE = {"status": ("get", "update", "patch"), "finalize": ("update",)}
+
+
+def _pick(target: RequestTarget, request: web.Request) -> Handler:
+    sub = target.subresource
+    if target.info.plural == "bindings":
+        if target.verb != "create":
+            raise status.method_not_allowed(request.method, request.path)
+        return subresources.binding
+    if not sub:
+        return _VERBS[target.verb]
+    if sub in _OBJECT_LIKE:
+        if target.verb not in _OBJECT_LIKE[sub]:
+            raise status.method_not_allowed(request.method, request.path)
+        return _VERBS[target.verb]
+    if sub == "scale":
+        return subresources.scale
+    if sub in ("binding", "eviction"):
+        if target.verb != "create":
+            raise status.method_not_allowed(request.method, request.path)
+        return subresources.binding if sub == "binding" else subresources.eviction
+    return subresources.unavailable
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    target = parse_target(request)
+    return await _pick(target, request)(request, target)
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_route("*", "/api/{version}/{tail:.+}", handle)
+    app.router.add_route("*", "/apis/{group}/{version}/{tail:.+}", handle)

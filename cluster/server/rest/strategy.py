@@ -1,0 +1,130 @@
+"""Per-kind rules the API server applies around a write, as Kubernetes' registry strategies do.
+
+On create: a new uid, creationTimestamp and generation 1, status reset where clients may not
+set it (a new Deployment has an empty status, a new Pod is Pending, a new Namespace is Active
+and carries the ``kubernetes`` finalizer). On update: metadata the server owns is carried over,
+the spec/status split is enforced (the main endpoint keeps the stored status, ``/status``
+keeps everything but the status), and ``metadata.generation`` grows only when the spec does.
+"""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from typing import Any
+
+from k3py.cluster.api.resources import ResourceInfo
+
+Object = dict[str, Any]
+
+# Metadata only the server sets; an update cannot change it.
+_SERVER_OWNED_META = (
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+)
+_STATUS_RESET: dict[str, Any] = {
+    "Deployment": {},
+    "ReplicaSet": {},
+    "DaemonSet": {},
+    "Job": {},
+    "Service": {"loadBalancer": {}},
+}
+NAMESPACE_FINALIZER = "kubernetes"
+
+
+def prepare_for_create(info: ResourceInfo, obj: Object, now: str) -> None:
+    meta = obj["metadata"]
+    meta["uid"] = str(uuid.uuid4())
+    meta["creationTimestamp"] = now
+    meta["generation"] = 1
+    for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
+        meta.pop(key, None)
+    meta.pop("managedFields", None)  # field ownership is not tracked
+    if info.kind in _STATUS_RESET:
+        obj["status"] = copy.deepcopy(_STATUS_RESET[info.kind])
+    elif info.kind == "Pod":
+        obj["status"] = {"phase": "Pending", "qosClass": qos_class(obj)}
+    elif info.kind == "Namespace":
+        obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
+        obj["status"] = {"phase": "Active"}
+
+
+def prepare_for_update(info: ResourceInfo, obj: Object, old: Object, subresource: str) -> Object:
+    """The object to store for an update of ``old`` with ``obj`` through ``subresource``."""
+    if subresource == "status":
+        new = copy.deepcopy(old)
+        if "status" in obj:
+            new["status"] = obj["status"]
+        else:
+            new.pop("status", None)
+        return new
+    if subresource == "finalize":  # namespaces/finalize: only spec.finalizers changes
+        new = copy.deepcopy(old)
+        finalizers = (obj.get("spec") or {}).get("finalizers") or []
+        new.setdefault("spec", {})["finalizers"] = finalizers
+        return new
+    new = obj
+    meta = new["metadata"]
+    old_meta = old["metadata"]
+    for key in _SERVER_OWNED_META:
+        if key in old_meta:
+            meta[key] = old_meta[key]
+        else:
+            meta.pop(key, None)
+    meta.pop("managedFields", None)
+    meta.pop("selfLink", None)
+    if "status" in info.subresources or info.kind == "Namespace":
+        if "status" in old:
+            new["status"] = copy.deepcopy(old["status"])
+        else:
+            new.pop("status", None)
+    if info.kind == "Namespace":
+        new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers", [])
+    if info.kind == "Service":
+        _keep_allocated(new, old)
+    if spec_of(new) != spec_of(old):
+        meta["generation"] = int(old_meta.get("generation", 1)) + 1
+    return new
+
+
+def spec_of(obj: Object) -> dict[str, Any]:
+    """Everything but metadata and status: what ``metadata.generation`` counts changes of."""
+    return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
+
+
+def _keep_allocated(new: Object, old: Object) -> None:
+    # As kube-apiserver does: an update that leaves allocated values out keeps them, so
+    # ``kubectl replace`` of a manifest without clusterIP works.
+    spec = new.setdefault("spec", {})
+    old_spec = old.get("spec") or {}
+    for key in ("clusterIP", "clusterIPs", "healthCheckNodePort"):
+        if not spec.get(key) and old_spec.get(key):
+            spec[key] = copy.deepcopy(old_spec[key])
+    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in old_spec.get("ports") or []}
+    for port in spec.get("ports") or []:
+        previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
+        if previous and "nodePort" not in port and previous.get("nodePort"):
+            port["nodePort"] = previous["nodePort"]
+
+
+def qos_class(pod: Object) -> str:
+    """Guaranteed, Burstable or BestEffort, from the containers' requests and limits."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    requests_seen = False
+    guaranteed = bool(containers)
+    for container in containers:
+        resources = container.get("resources") or {}
+        requests = resources.get("requests") or {}
+        limits = resources.get("limits") or {}
+        if requests or limits:
+            requests_seen = True
+        for resource in ("cpu", "memory"):
+            limit = limits.get(resource)
+            if limit is None or str(requests.get(resource, limit)) != str(limit):
+                guaranteed = False
+    if not requests_seen:
+        return "BestEffort"
+    return "Guaranteed" if guaranteed else "Burstable"

@@ -1,0 +1,341 @@
+"""The write verbs over HTTP: create (POST), update (PUT) and patch (PATCH).
+
+Each handler reads the body under the size cap, decodes it, checks that the kind and name match
+the URL, applies ``fieldValidation`` (unknown and duplicate fields: refused with Strict, a
+``Warning`` header with Warn, dropped silently with Ignore), honours ``dryRun=All`` and hands
+the object to :mod:`~k3py.cluster.server.rest.engine`. Patches are applied to the stored object
+with the engine for their content type; a patch or update without a resourceVersion retries
+internally when a concurrent writer wins, one with a resourceVersion gets 409.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from k3py.cluster.api import status
+from k3py.cluster.api.resources import ResourceInfo, by_kind
+from k3py.cluster.server.openapi import unknown_fields
+from k3py.cluster.server.rest import engine
+from k3py.cluster.server.rest.access import admission
+from k3py.cluster.server.rest.context import REST, RestContext
+from k3py.cluster.server.rest.http import (
+    RequestTarget,
+    decode_body,
+    decode_object,
+    find_duplicate_fields,
+    json_response,
+    media_type,
+    read_body,
+)
+from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
+from k3py.cluster.server.rest.standins import (
+    apply_json_patch,
+    apply_merge_patch,
+    apply_strategic_merge_patch,
+)
+
+NAMESPACES = by_kind("v1", "Namespace")
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as apiserver's generateName (no vowels)
+_PATCH_TYPES = (
+    "application/json-patch+json",
+    "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
+)
+# unknown_fields paths: ``.spec.template`` keys, ``[0]`` list indexes, ``[name]`` map keys.
+_PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[([^\]]*)\]")
+_RETRIES = 8
+
+
+@dataclass(frozen=True)
+class WriteOptions:
+    dry_run: bool
+    field_validation: str  # Strict | Warn | Ignore
+
+
+def write_options(request: web.Request) -> WriteOptions:
+    dry_run = request.query.getall("dryRun", [])
+    for value in dry_run:
+        if value != "All":
+            raise status.bad_request(
+                f'Invalid dryRun value "{value}": supported values are "All" or empty'
+            )
+    validation = request.query.get("fieldValidation", "Warn") or "Warn"
+    canonical = {"strict": "Strict", "warn": "Warn", "ignore": "Ignore"}.get(validation.lower())
+    if canonical is None:
+        raise status.bad_request(
+            f"fieldValidation must be one of Ignore, Warn or Strict, got {validation!r}"
+        )
+    return WriteOptions(dry_run=bool(dry_run), field_validation=canonical)
+
+
+def check_kind(info: ResourceInfo, obj: Object) -> None:
+    """Fill in apiVersion and kind from the URL when missing; 400 when they disagree with it."""
+    api_version = obj.setdefault("apiVersion", info.api_version)
+    kind = obj.setdefault("kind", info.kind)
+    if api_version != info.api_version or kind != info.kind:
+        raise status.bad_request(
+            f"the object provided is a {kind} in {api_version}, but this endpoint serves"
+            f" {info.kind} in {info.api_version}"
+        )
+    meta = obj.setdefault("metadata", {})
+    if not isinstance(meta, dict):
+        raise status.bad_request("metadata must be an object")
+
+
+def _drop(obj: Any, path: str) -> None:
+    """Remove the field at an ``unknown_fields`` path (the server drops what it does not know)."""
+    tokens = [
+        m.group(1) if m.group(1) is not None else m.group(2) for m in _PATH_TOKEN.finditer(path)
+    ]
+    current = obj
+    for token in tokens[:-1]:
+        if isinstance(current, list) and token.isdigit() and int(token) < len(current):
+            current = current[int(token)]
+        elif isinstance(current, dict) and token in current:
+            current = current[token]
+        else:
+            return
+    if tokens and isinstance(current, dict):
+        current.pop(tokens[-1], None)
+
+
+def check_fields(
+    info: ResourceInfo, obj: Object, raw: bytes | None, opts: WriteOptions
+) -> list[str]:
+    """Unknown and duplicate fields per ``fieldValidation``; returns the warnings to send."""
+    unknown = unknown_fields(info.api_version, info.kind, obj)
+    duplicates = (
+        find_duplicate_fields(raw) if raw is not None and opts.field_validation != "Ignore" else []
+    )
+    for path in unknown:
+        _drop(obj, path)
+    problems = [f'unknown field "{p.lstrip(".")}"' for p in unknown]
+    problems += [f'duplicate field "{d}"' for d in duplicates]
+    if not problems or opts.field_validation == "Ignore":
+        return []
+    if opts.field_validation == "Strict":
+        raise status.bad_request("strict decoding error: " + ", ".join(problems))
+    return problems
+
+
+def respond(obj: Object, code: int, warnings: list[str]) -> web.Response:
+    headers = {}
+    if warnings:
+        headers["Warning"] = ", ".join(
+            "299 - " + json.dumps(w, ensure_ascii=False) for w in warnings
+        )
+    return json_response(obj, code=code, headers=headers)
+
+
+async def namespace_accepts(ctx: RestContext, namespace: str) -> None:
+    """New objects go only into namespaces that exist and are not being deleted."""
+    assert NAMESPACES is not None
+    ns = await ctx.objects.get_or_none(NAMESPACES, None, namespace)
+    if ns is None:
+        raise status.not_found("", "namespaces", namespace)
+    if ns["metadata"].get("deletionTimestamp"):
+        error = status.ApiError(
+            403,
+            "Forbidden",
+            f"unable to create new content in namespace {namespace} because it is being terminated",
+            name=namespace,
+            kind="namespaces",
+        )
+        error.causes.append(
+            status.Cause(
+                "NamespaceTerminating",
+                f"namespace {namespace} is being terminated",
+                "metadata.namespace",
+            )
+        )
+        raise error
+
+
+def place(target: RequestTarget, obj: Object) -> None:
+    """The object's namespace and name agree with the URL (filled in where missing)."""
+    meta = obj["metadata"]
+    if target.info.namespaced:
+        given = meta.get("namespace")
+        if given and given != target.namespace:
+            raise status.bad_request(
+                "the namespace of the provided object does not match the namespace sent on"
+                " the request"
+            )
+        meta["namespace"] = target.namespace
+    else:
+        meta.pop("namespace", None)
+    if target.name is not None and meta.get("name") != target.name:
+        if not meta.get("name"):
+            meta["name"] = target.name
+        else:
+            raise status.bad_request(
+                f"the name of the object ({meta.get('name')}) does not match the name on the"
+                f" URL ({target.name})"
+            )
+
+
+async def create(request: web.Request, target: RequestTarget) -> web.Response:
+    ctx = request.app[REST]
+    info = target.info
+    opts = write_options(request)
+    raw = await read_body(request, ctx.settings.max_request_body_bytes)
+    obj = decode_object(raw, media_type(request))
+    check_kind(info, obj)
+    warnings = check_fields(info, obj, raw, opts)
+    place(target, obj)
+    meta = obj["metadata"]
+    if info.namespaced:
+        await namespace_accepts(ctx, meta["namespace"])
+    generate = meta.get("generateName") if not meta.get("name") else None
+    if not meta.get("name") and not generate:
+        raise status.invalid(
+            info.group,
+            info.kind,
+            "",
+            [
+                status.Cause(
+                    "FieldValueRequired", "name or generateName is required", "metadata.name"
+                )
+            ],
+        )
+    for attempt in range(_RETRIES if generate else 1):
+        candidate = copy.deepcopy(obj) if generate else obj
+        if generate:
+            suffix = "".join(random.choices(_NAME_ALPHABET, k=5))  # noqa: S311 - not secret
+            candidate["metadata"]["name"] = generate[:58] + suffix
+        try:
+            stored = await engine.create_object(
+                ctx, info, candidate, dry_run=opts.dry_run, check=admission(request, target)
+            )
+        except status.ApiError as err:
+            if err.reason == "AlreadyExists" and generate and attempt < _RETRIES - 1:
+                continue
+            raise
+        return respond(stored, 201, warnings)
+    raise AssertionError("unreachable")
+
+
+def _precondition(obj: Object) -> int:
+    value = obj.get("metadata", {}).get("resourceVersion") or ""
+    if not value:
+        return 0
+    try:
+        revision = int(value)
+    except (TypeError, ValueError):
+        raise status.bad_request(f"invalid resourceVersion {value!r}") from None
+    if revision <= 0:
+        raise status.bad_request(f"invalid resourceVersion {value!r}")
+    return revision
+
+
+def _stale(info: ResourceInfo, name: str) -> status.ApiError:
+    return status.conflict(info.group, info.plural, name, CONFLICT_MESSAGE)
+
+
+async def update(request: web.Request, target: RequestTarget) -> web.Response:
+    ctx = request.app[REST]
+    info = target.info
+    assert target.name is not None
+    opts = write_options(request)
+    raw = await read_body(request, ctx.settings.max_request_body_bytes)
+    obj = decode_object(raw, media_type(request))
+    check_kind(info, obj)
+    warnings = check_fields(info, obj, raw, opts)
+    place(target, obj)
+    wanted = _precondition(obj)
+    for _ in range(_RETRIES):
+        old = await ctx.objects.get(info, target.namespace, target.name)
+        if wanted and wanted != int(old["metadata"]["resourceVersion"]):
+            raise _stale(info, target.name)
+        try:
+            stored = await engine.update_object(
+                ctx,
+                info,
+                copy.deepcopy(obj),
+                old,
+                subresource=target.subresource,
+                dry_run=opts.dry_run,
+                check=admission(request, target),
+            )
+        except status.ApiError as err:
+            if err.reason == "Conflict" and not wanted:
+                continue  # an unconditional update: read again and retry
+            raise
+        return respond(stored, 200, warnings)
+    raise _stale(info, target.name)
+
+
+def apply_patch(info: ResourceInfo, old: Object, patch_type: str, patch: Any) -> Object:
+    """``old`` with ``patch`` applied per its content type (a new object)."""
+    base = copy.deepcopy(old)
+    if patch_type == "application/json-patch+json":
+        if not isinstance(patch, list):
+            raise status.bad_request("a JSON patch must be a list of operations")
+        result = apply_json_patch(base, patch)
+    elif patch_type == "application/merge-patch+json":
+        if not isinstance(patch, dict):
+            raise status.bad_request("a merge patch must be a JSON object")
+        result = apply_merge_patch(base, patch)
+    else:
+        if not isinstance(patch, dict):
+            raise status.bad_request("a strategic merge patch must be a JSON object")
+        result = apply_strategic_merge_patch(base, patch, info)
+    if not isinstance(result, dict):
+        raise status.bad_request("the patched object is not a JSON object")
+    return result
+
+
+async def patch(request: web.Request, target: RequestTarget) -> web.Response:
+    ctx = request.app[REST]
+    info = target.info
+    assert target.name is not None
+    opts = write_options(request)
+    patch_type = media_type(request)
+    if patch_type not in _PATCH_TYPES:
+        if patch_type == "application/apply-patch+yaml":
+            raise status.ApiError(
+                415,
+                "UnsupportedMediaType",
+                "server-side apply is not supported by this server; use client-side"
+                " `kubectl apply` (without --server-side)",
+            )
+        raise status.unsupported_media_type(patch_type)
+    raw = await read_body(request, ctx.settings.max_request_body_bytes)
+    body = decode_body(raw, "application/json")
+    for _ in range(_RETRIES):
+        old = await ctx.objects.get(info, target.namespace, target.name)
+        patched = apply_patch(info, old, patch_type, body)
+        check_kind(info, patched)
+        warnings = check_fields(info, patched, None, opts)
+        if patched["metadata"].get("name") != target.name:
+            raise status.bad_request("the name of an object cannot be changed by a patch")
+        if info.namespaced:
+            patched["metadata"]["namespace"] = target.namespace
+        # A resourceVersion in the patch is a precondition; without one, a concurrent write
+        # just means patching the newer object.
+        wanted = _precondition(patched)
+        if wanted and wanted != int(old["metadata"]["resourceVersion"]):
+            raise _stale(info, target.name)
+        try:
+            stored = await engine.update_object(
+                ctx,
+                info,
+                patched,
+                old,
+                subresource=target.subresource,
+                dry_run=opts.dry_run,
+                check=admission(request, target),
+            )
+        except status.ApiError as err:
+            if err.reason == "Conflict":
+                continue
+            raise
+        return respond(stored, 200, warnings)
+    raise _stale(info, target.name)
