@@ -82,7 +82,11 @@ def unknown_fields(api_version: str, kind: str, obj: dict[str, Any]) -> list[str
     A kind the schemas do not describe yields no paths: the REST layer rejects unknown kinds
     before asking.
     """
-    index = field_index()
+    return unknown_in(field_index(), api_version, kind, obj)
+
+
+def unknown_in(index: FieldIndex, api_version: str, kind: str, obj: dict[str, Any]) -> list[str]:
+    """:func:`unknown_fields` against a given index."""
     definition = index.kinds.get((api_version, kind))
     if definition is None:
         return []
