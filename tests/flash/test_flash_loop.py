@@ -328,6 +328,18 @@ def test_bmap_of_another_image_is_refused(
     assert "partly written" in error
 
 
+def test_bmap_is_identical_to_bmaptool_create(images: Images, tmp_path: Path) -> None:
+    theirs = tmp_path / "theirs.bmap"
+    subprocess.run(
+        ["bmaptool", "create", "-o", str(theirs), str(images.image.path)],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+    assert (images.directory / "board-agent.bmap").read_text() == theirs.read_text()
+
+
 def test_bmaptool_copy_accepts_our_bmap(
     images: Images, loop_device: Callable[..., LoopDevice], tmp_path: Path
 ) -> None:
