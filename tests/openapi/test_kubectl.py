@@ -55,6 +55,69 @@ metadata: {name: settings, namespace: default}
 data: {mode: blue}
 """
 
+# One object of each other served kind, with the field types the Python client flattens
+# (IntOrString, Quantity, MicroTime, bytes) and lists merged by key.
+OTHER_KINDS = """\
+apiVersion: v1
+kind: Namespace
+metadata: {name: demo, labels: {team: a}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: token, namespace: default}
+data: {key: dmFsdWU=}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: robot, namespace: default}
+secrets: [{name: token}]
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: probe
+  namespace: default
+  ownerReferences: [{apiVersion: v1, kind: Node, name: node1, uid: u1}]
+spec:
+  containers:
+  - name: main
+    image: busybox:1.36
+    resources: {limits: {cpu: 100m, memory: 64Mi}}
+    readinessProbe: {httpGet: {port: http, path: /}}
+    volumeMounts: [{name: scratch, mountPath: /scratch}]
+  volumes: [{name: scratch, emptyDir: {sizeLimit: 1Gi}}]
+  tolerations: [{key: k, operator: Exists}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: default}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: busybox:1.36}]
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent, namespace: default}
+spec:
+  selector: {matchLabels: {app: agent}}
+  updateStrategy: {rollingUpdate: {maxUnavailable: 1}}
+  template:
+    metadata: {labels: {app: agent}}
+    spec: {containers: [{name: main, image: busybox:1.36}]}
+---
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: leader, namespace: default}
+spec: {holderIdentity: a, renewTime: "2024-01-01T00:00:00.000000Z"}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web, namespace: default}
+subsets: [{addresses: [{ip: 192.0.2.1}], ports: [{port: 80}]}]
+"""
+
 
 @dataclass(frozen=True)
 class Kubectl:
@@ -167,6 +230,30 @@ async def test_apply_leaves_validation_to_the_server_and_patches_by_merge_key(
             "env": [{"name": "MODE", "value": "green"}],
         }
     ]
+
+
+async def test_apply_computes_every_kinds_patch_from_v3(kubectl: Kubectl, tmp_path: Path) -> None:
+    manifest = tmp_path / "kinds.yaml"
+    manifest.write_text(OTHER_KINDS)
+    code, _, err = await kubectl.run("apply", "-f", str(manifest))
+    assert code == 0, err
+    changed = (
+        OTHER_KINDS.replace("busybox:1.36", "busybox:1.37")
+        .replace("team: a", "team: b")
+        .replace("dmFsdWU=", "dmFsdWY=")
+        .replace("holderIdentity: a", "holderIdentity: b")
+        .replace("192.0.2.1", "192.0.2.2")
+        .replace("cpu: 100m", "cpu: 200m")
+    )
+    manifest.write_text(changed)
+    code, _, err = await kubectl.run("apply", "-f", str(manifest))
+    assert code == 0, err
+    assert "warning" not in err.lower()
+    patches = [r for r in kubectl.state.requests if r.method == "PATCH"]
+    assert all(r.content_type == "application/strategic-merge-patch+json" for r in patches)
+    assert len(patches) == 7  # every object but the unchanged ServiceAccount
+    pod = next(json.loads(r.body) for r in patches if r.path.endswith("/pods/probe"))
+    assert pod["spec"]["$setElementOrder/containers"] == [{"name": "main"}]
 
 
 async def test_the_python_client_reads_both_documents(kubectl: Kubectl) -> None:
