@@ -15,6 +15,7 @@ import gzip
 import lzma
 import mmap
 import os
+import stat
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -161,10 +162,10 @@ def _xz_size(data: mmap.mmap, path: Path) -> int:
 def inspect_image(path: Path) -> ImageInfo:
     """Recognise an image's packing and check its container; refuse what cannot be read."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise FlashError(f"image {path} is not a regular file")
         with path.open("rb") as file:
             size = os.fstat(file.fileno()).st_size
-            if not path.is_file():
-                raise FlashError(f"image {path} is not a regular file")
             head = file.read(6)
             if size == 0:
                 raise FlashError(f"image {path} is empty")

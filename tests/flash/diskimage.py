@@ -55,7 +55,9 @@ def build_image(
         timeout=60,
     )
     _run(
-        "mkfs.vfat", "--offset", str(boot_offset // SECTOR), "-n", "BOOT", "-i", "6b337079",
+        # FAT16 fits the small boot partitions used here (mkfs.vfat would size for the file).
+        "mkfs.vfat", "-F", "16", "--offset", str(boot_offset // SECTOR), "-n", "BOOT",
+        "-i", "6b337079",
         str(path), str(boot_size // 1024),
     )  # fmt: skip
     config_txt = path.parent / f".{path.name}.config.txt"
