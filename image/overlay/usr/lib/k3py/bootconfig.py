@@ -1,0 +1,136 @@
+"""Apply the boot partition's ``k3py.yaml`` on every boot (in the spirit of k3OS's config.yaml).
+
+One image serves many boards: what differs per board (role check, server URL, token, node name,
+labels, taints, node IP, flannel interface, SSH keys, root password hash, DHCP or static network)
+is read here from the FAT boot partition and written where the system reads it:
+``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
+(shell variables for the early-boot script), ``/run/k3py/shadow`` and root's authorized keys.
+A bad file is reported on the console and the defaults apply, so a typo never bricks a board.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+ROLE_FILE = Path("/etc/k3py-role")
+CONFIG = Path("/etc/k3py/config.yaml")
+BOOT_ENV = Path("/run/k3py/boot.env")
+SHADOW = Path("/run/k3py/shadow")
+AUTHORIZED_KEYS = Path("/var/lib/root/.ssh/authorized_keys")
+# k3py.yaml keys passed on to the service as flags (K3s's names), by role.
+FLAG_KEYS = {
+    "server": (
+        "token",
+        "node-name",
+        "node-label",
+        "node-taint",
+        "node-ip",
+        "flannel-iface",
+        "data-dir",
+        "cluster-cidr",
+        "service-cidr",
+        "bind-address",
+        "https-listen-port",
+        "write-kubeconfig-mode",
+        "datastore-endpoint",
+        "tls-san",
+    ),
+    "agent": (
+        "server",
+        "token",
+        "node-name",
+        "node-label",
+        "node-taint",
+        "node-ip",
+        "flannel-iface",
+        "data-dir",
+    ),
+}
+
+
+def say(message: str) -> None:
+    print(f"k3py-bootconfig: {message}", file=sys.stderr)
+
+
+def load(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        say(f"{path} is not valid YAML ({err}); using defaults")
+        return {}
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        say(f"{path}: expected a mapping of settings; using defaults")
+        return {}
+    return {str(k).replace("_", "-"): v for k, v in data.items()}
+
+
+def cmdline_slot() -> str:
+    try:
+        words = Path("/proc/cmdline").read_text().split()
+    except OSError:
+        return "a"
+    return next((w.split("=", 1)[1] for w in words if w.startswith("k3py.slot=")), "a")
+
+
+def write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.new")
+    partial.write_text(text)
+    os.chmod(partial, mode)
+    os.replace(partial, path)
+
+
+def main(argv: list[str]) -> int:
+    settings = load(Path(argv[1]) if len(argv) > 1 else Path("/boot/firmware/k3py.yaml"))
+    role = ROLE_FILE.read_text().strip()
+    if settings.get("role", role) != role:
+        say(
+            f"k3py.yaml asks for role {settings['role']!r}, but this is a {role} image; "
+            "ignoring the role (build a matching image to change it)"
+        )
+
+    flags = {k: settings[k] for k in FLAG_KEYS[role] if k in settings}
+    import yaml
+
+    write(CONFIG, yaml.safe_dump(flags, default_flow_style=False, sort_keys=True), 0o600)
+
+    network = settings.get("network") or {}
+    if not isinstance(network, dict):
+        say("'network' must be a mapping (mode, interface, address, gateway, dns); using DHCP")
+        network = {}
+    dns = network.get("dns", [])
+    env = {
+        "K3PY_HOSTNAME": str(settings.get("hostname", settings.get("node-name", f"k3py-{role}"))),
+        "K3PY_NETWORK": str(network.get("mode", "dhcp")),
+        "K3PY_IFACE": str(network.get("interface", settings.get("flannel-iface", "eth0"))),
+        "K3PY_ADDRESS": str(network.get("address", "")),
+        "K3PY_GATEWAY": str(network.get("gateway", "")),
+        "K3PY_DNS": " ".join(str(d) for d in (dns if isinstance(dns, list) else [dns])),
+        "K3PY_SLOT": cmdline_slot(),
+    }
+    if env["K3PY_NETWORK"] == "static" and not env["K3PY_ADDRESS"]:
+        say("network.mode is static but network.address is empty; using DHCP")
+        env["K3PY_NETWORK"] = "dhcp"
+    write(BOOT_ENV, "".join(f"{k}={shlex.quote(v)}\n" for k, v in env.items()))
+
+    password = str(settings.get("root-password-hash", ""))
+    write(SHADOW, f"root:{password}:19000:0:99999:7:::\n", 0o600)
+    keys = settings.get("ssh-authorized-keys", [])
+    if isinstance(keys, str):
+        keys = [keys]
+    write(AUTHORIZED_KEYS, "".join(f"{key}\n" for key in keys), 0o600)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

@@ -1,0 +1,207 @@
+"""The root file system: assembled from packages, configured for an appliance, pruned.
+
+No maintainer script runs; what they would have done for us (users and groups, alternatives,
+busybox applet links) is done here from data in ``content.toml``, together with the appliance's
+own layout: a read-only root whose mutable paths point into ``/run`` or the data partition
+(``/var``), busybox init with a respawning supervisor, and the k3py firmware itself.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import shutil
+import subprocess
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from k3py.image import debfile
+from k3py.image.debian import Package
+from k3py.image.errors import ImageError, command_failed
+
+OVERLAY = Path(__file__).resolve().parent / "overlay"
+PYTHON_DIRS = ("usr/lib/python3.13", "usr/lib/python3/dist-packages")
+FIRMWARE_DIR = "usr/lib/python3/dist-packages/k3py"
+
+USERS = """root:x:0:0:root:/root:/bin/sh
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin
+"""
+GROUP = """root:x:0:
+daemon:x:1:
+tty:x:5:
+disk:x:6:
+kmem:x:15:
+dialout:x:20:
+docker:x:120:
+nogroup:x:65534:
+"""
+
+
+def assemble(root: Path, packages: Iterable[Package], debs: Mapping[str, Path]) -> dict[str, str]:
+    """Unpack every package into ``root``; returns each file's owning package."""
+    root.mkdir(parents=True, exist_ok=True)
+    debfile.create_merged_links(root)
+    owners: dict[str, str] = {}
+    for package in packages:
+        debfile.unpack(debs[package.name], root, package.name, owners)
+    return owners
+
+
+def prune(root: Path, patterns: Iterable[str]) -> int:
+    """Delete what an appliance never reads; returns the bytes freed."""
+    freed = 0
+    for pattern in patterns:
+        for path in sorted(root.glob(pattern)):
+            if path.is_symlink() or path.is_file():
+                freed += path.lstat().st_size
+                path.unlink()
+            elif path.is_dir():
+                freed += sum(f.lstat().st_size for f in path.rglob("*") if not f.is_dir())
+                shutil.rmtree(path)
+    return freed
+
+
+def _link(root: Path, path: str, target: str) -> None:
+    link = root / path
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.is_file():
+        link.unlink()
+    elif link.is_dir():
+        shutil.rmtree(link)
+    link.symlink_to(target)
+
+
+def _write(root: Path, path: str, text: str, mode: int = 0o644) -> None:
+    file = root / path
+    file.parent.mkdir(parents=True, exist_ok=True)
+    if file.is_symlink():
+        file.unlink()
+    file.write_text(text)
+    os.chmod(file, mode)
+
+
+def configure(
+    root: Path,
+    *,
+    role: str,
+    console: str,
+    applets: Iterable[str],
+    alternatives: Mapping[str, str],
+    boot_modules: Iterable[str],
+    version: str,
+    architecture: str,
+) -> None:
+    """The appliance layout: users, mounts, init and services, links and identity files."""
+    for directory in ("proc", "sys", "dev", "run", "tmp", "var", "boot/firmware", "mnt"):
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    os.chmod(root / "tmp", 0o1777)  # noqa: S103 (/tmp is sticky and world-writable)
+    shutil.copytree(OVERLAY, root, symlinks=True, dirs_exist_ok=True)
+
+    _write(root, "etc/passwd", USERS)
+    _write(root, "etc/group", GROUP)
+    # Mutable state lives in /run (rebuilt each boot from k3py.yaml) or on the data partition.
+    _link(root, "etc/shadow", "../run/k3py/shadow")
+    _link(root, "etc/resolv.conf", "../run/resolv.conf")
+    _link(root, "etc/mtab", "../proc/self/mounts")
+    _link(root, "etc/k3py", "../var/lib/k3py/etc")
+    _link(root, "etc/dropbear", "../var/lib/dropbear")
+    _link(root, "root", "var/lib/root")
+    _write(root, "etc/hostname", "k3py\n")
+    _write(root, "etc/k3py-role", f"{role}\n")
+    _write(
+        root,
+        "usr/lib/os-release",
+        f'NAME="k3py"\nID=k3py\nID_LIKE=debian\nVERSION_ID="{version}"\n'
+        f'PRETTY_NAME="k3py {version} ({role}, {architecture})"\nVARIANT_ID={role}\n',
+    )
+    _link(root, "etc/os-release", "../usr/lib/os-release")
+    _write(root, "usr/lib/k3py/boot-modules", "\n".join(boot_modules) + "\n")
+
+    busybox = "usr/bin/busybox"
+    if not (root / busybox).exists():
+        raise ImageError("busybox is missing from the root file system (content.toml packages)")
+    for applet in applets:
+        if not any(
+            (root / d / applet).is_symlink() or (root / d / applet).exists()
+            for d in ("usr/bin", "usr/sbin")
+        ):
+            _link(root, f"usr/bin/{applet}", "busybox")
+    _link(root, "usr/sbin/init", "../bin/busybox")
+    for link, target in sorted(alternatives.items()):
+        if (root / link).parent.joinpath(target).exists():
+            _link(root, link, target)
+
+    services = ["::sysinit:/usr/lib/k3py/rcS"]
+    if role == "agent":
+        services.append(
+            "::respawn:/usr/lib/k3py/supervise dockerd /usr/sbin/dockerd "
+            "--data-root /var/lib/docker --exec-root /run/docker"
+        )
+    services.append(f"::respawn:/usr/lib/k3py/supervise k3py /usr/bin/k3py {role}")
+    services.append("::respawn:/usr/lib/k3py/supervise dropbear /usr/sbin/dropbear -F -E -R -p 22")
+    services.append(
+        f"{console}::respawn:/usr/bin/getty -L -n -l /usr/lib/k3py/console-login "
+        f"115200 {console} vt100"
+    )
+    services += ["::ctrlaltdel:/usr/bin/reboot", "::shutdown:/usr/bin/umount -a -r"]
+    _write(root, "etc/inittab", "\n".join(services) + "\n")
+
+
+def install_firmware(root: Path, source: Path, version: str) -> list[str]:
+    """Copy the ``k3py`` import package (links resolved, minus the build host's ``image``)."""
+    target = root / FIRMWARE_DIR
+    if target.exists():
+        shutil.rmtree(target)
+
+    def ignore(directory: str, names: list[str]) -> set[str]:
+        skipped = {n for n in names if n in {"__pycache__", ".mypy_cache"} or n.endswith(".pyc")}
+        if Path(directory).resolve() == source.resolve():
+            skipped.add("image")
+        return skipped
+
+    shutil.copytree(source, target, symlinks=False, ignore=ignore)
+    dist_info = target.parent / f"k3py-{version}.dist-info"
+    if dist_info.exists():
+        shutil.rmtree(dist_info)
+    dist_info.mkdir()
+    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: k3py\nVersion: {version}\n")
+    (dist_info / "INSTALLER").write_text("k3py-image\n")
+    _write(
+        root,
+        "usr/bin/k3py",
+        "#!/usr/bin/python3\nimport sys\n\nfrom k3py.cli import main\n\nsys.exit(main())\n",
+        0o755,
+    )
+    return sorted(str(p.relative_to(target)) for p in target.rglob("*.py"))
+
+
+def compile_bytecode(root: Path, python: list[str]) -> int:
+    """Compile every module for the target's interpreter; returns the number of ``.pyc`` files.
+
+    ``python`` runs the same Python version as the target (its magic number matches), natively
+    on the build host. Unchecked-hash pycs never stat their sources: the root is read-only and
+    replaced only whole, by an update of its slot.
+    """
+    dirs = [str(root / d) for d in PYTHON_DIRS if (root / d).is_dir()]
+    argv = [
+        *python, "-I", "-m", "compileall", "-q", "-o", "0", "-o", "1",
+        "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/", *dirs,
+    ]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+    if result.returncode != 0:
+        raise command_failed(argv, result.returncode, result.stdout + result.stderr)
+    return sum(1 for d in dirs for _ in Path(d).rglob("*.pyc"))
+
+
+def clamp_times(root: Path, epoch: int) -> None:
+    """Every file's times set to ``SOURCE_DATE_EPOCH``: part of a bit-identical rebuild."""
+    for directory, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            os.utime(Path(directory, name), (epoch, epoch), follow_symlinks=False)
+    os.utime(root, (epoch, epoch))
+
+
+def fnmatch_any(path: str, patterns: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(path, p) for p in patterns)
