@@ -55,9 +55,10 @@ def build_image(
         timeout=60,
     )
     _run(
-        # FAT16 fits the small boot partitions used here (mkfs.vfat would size for the file).
-        "mkfs.vfat", "-F", "16", "--offset", str(boot_offset // SECTOR), "-n", "BOOT",
-        "-i", "6b337079",
+        # FAT16 with about 16k clusters fits the boot sizes used here; left to itself,
+        # mkfs.vfat would size the file system for the whole image file.
+        "mkfs.vfat", "-F", "16", "-s", str(1 << max(0, (boot_mib // 8).bit_length() - 1)),
+        "--offset", str(boot_offset // SECTOR), "-n", "BOOT", "-i", "6b337079",
         str(path), str(boot_size // 1024),
     )  # fmt: skip
     config_txt = path.parent / f".{path.name}.config.txt"
