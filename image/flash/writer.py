@@ -16,7 +16,7 @@ import hashlib
 import mmap
 import queue
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 from k3py.image.bmap import Bmap
@@ -102,7 +102,7 @@ class _Pipeline:
         except BaseException as err:  # handed to the consuming thread, which raises it
             self._filled.put(err)
 
-    def chunks(self) -> Iterator[_Chunk]:
+    def chunks(self) -> Generator[_Chunk, None, None]:
         self._thread.start()
         try:
             while True:
@@ -193,12 +193,14 @@ def write_extents(
     progress.start("writing", sum(e.size for e in extents))
     pipe = _Pipeline(produce)
     try:
-        for chunk in pipe.chunks():
-            with memoryview(chunk.buffer) as view:
-                target.write(chunk.offset, view[: chunk.length])
-            # Only a written buffer goes back to the pool, so the reader never refills it early.
-            pipe.release(chunk.buffer)
-            progress.advance(chunk.length)
+        # closing(): a failed write stops and joins the reader thread at once.
+        with contextlib.closing(pipe.chunks()) as chunks:
+            for chunk in chunks:
+                with memoryview(chunk.buffer) as view:
+                    target.write(chunk.offset, view[: chunk.length])
+                # Only a written buffer goes back to the pool: the reader never refills it early.
+                pipe.release(chunk.buffer)
+                progress.advance(chunk.length)
     except BaseException:
         progress.finish(ok=False)
         raise

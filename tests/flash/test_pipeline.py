@@ -11,6 +11,7 @@ import gzip
 import io
 import lzma
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ from k3py.image.bmap import Bmap, create_bmap
 from k3py.image.flash.errors import FlashError
 from k3py.image.flash.flashing import FlashSettings, bmap_candidates, flash
 from k3py.image.flash.progress import Progress
+from k3py.image.flash.source import inspect_image, open_image
+from k3py.image.flash.target import TargetHandle
+from k3py.image.flash.writer import plan_extents, write_extents
 
 MIB = 1 << 20
 SIZE = 8 * MIB
@@ -273,3 +277,32 @@ def test_personalising_needs_a_boot_partition_and_is_checked_first(tmp_path: Pat
         flash(settings(bare, target, hostname="Bad_Name"), FakeConsole())
 
     assert not target.exists()
+
+
+class _FailingTarget(TargetHandle):
+    """A target whose second write fails, as a card pulled out mid-write does."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.writes = 0
+
+    def write(self, offset: int, data: memoryview) -> None:
+        self.writes += 1
+        if self.writes == 2:
+            raise FlashError(f"writing {self.path} failed at byte {offset}: Input/output error")
+
+
+def test_failed_write_stops_the_reader_thread(tmp_path: Path) -> None:
+    path = tmp_path / "big.img"
+    sparse_image(path, {0: os.urandom(64 * 1024)}, size=64 * MIB)
+    extents = plan_extents(None, 64 * MIB)
+    target = _FailingTarget(tmp_path / "card")
+
+    with open_image(inspect_image(path)) as stream, pytest.raises(FlashError, match="I/O|Input"):
+        write_extents(
+            stream, target, extents, checksum_type="sha256", image_size=64 * MIB,
+            check_length=False, progress=Recorder(),
+        )  # fmt: skip
+
+    assert target.writes == 2
+    assert not [t for t in threading.enumerate() if t.name == "flash-reader"]
