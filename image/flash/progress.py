@@ -57,10 +57,10 @@ class _Meter:
     def status(self) -> str:
         percent = 100.0 * self.done / self.total if self.total else 100.0
         rate = self.rate()
-        left = (self.total - self.done) / rate if rate > 0 else 0.0
+        left = format_duration((self.total - self.done) / rate) if rate > 0 else "--:--"
         return (
             f"{self.stage} {human_size(self.done)} of {human_size(self.total)} ({percent:.0f}%), "
-            f"{human_size(int(rate))}/s, ETA {format_duration(left)}"
+            f"{human_size(int(rate))}/s, ETA {left}"
         )
 
     def summary(self) -> str:

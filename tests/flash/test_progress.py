@@ -60,7 +60,7 @@ def test_failed_stage_keeps_its_last_line() -> None:
     progress.start("writing", MIB)
     progress.finish(ok=False)
 
-    assert out.getvalue().endswith("writing 0 bytes of 1.0 MiB (0%), 0 bytes/s, ETA 0:00\n")
+    assert out.getvalue().endswith("writing 0 bytes of 1.0 MiB (0%), 0 bytes/s, ETA --:--\n")
 
 
 def test_durations() -> None:
