@@ -1,0 +1,460 @@
+"""The real container runtime: a Docker engine, driven through the ``docker`` package.
+
+The ``docker`` package is synchronous, so its calls run on a small thread pool owned by the
+runtime; everything else in the agent stays on the event loop. Endpoints that stream for a long
+time or hijack the connection (logs, events, exec) are spoken directly over the engine's unix
+socket with asyncio (:mod:`.dockerstream`): a blocked thread per ``kubectl logs -f`` or per
+probe that hangs past its timeout would exhaust the pool, and an asyncio stream is cancelled by
+closing it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import json
+import logging
+import urllib.parse
+from collections.abc import AsyncIterator, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
+from k3py.cluster.agent.runtime import (
+    ContainerConfig,
+    ContainerEvent,
+    ContainerInfo,
+    ContainerStatus,
+    ExecResult,
+    ExecSession,
+    LogOptions,
+    dockerstream,
+)
+
+if TYPE_CHECKING:
+    import docker
+
+logger = logging.getLogger("k3py.agent.runtime")
+
+DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
+_T = TypeVar("_T")
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def parse_docker_time(text: str | None) -> datetime.datetime | None:
+    """Docker's RFC 3339 times carry nanoseconds; Python keeps microseconds."""
+    if not text or text.startswith("0001-01-01"):
+        return None
+    main, _, rest = text.partition(".")
+    if rest:
+        digits = "".join(c for c in rest if c.isdigit())
+        zone = rest[len(digits) :]
+        text = f"{main}.{digits[:6].ljust(6, '0')}{zone}"
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def _status(state: Mapping[str, Any]) -> ContainerStatus:
+    name = str(state.get("Status", ""))
+    if name in {"running", "paused", "restarting"}:
+        return "running"
+    if name == "created":
+        return "created"
+    return "exited"
+
+
+def info_from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
+    """A :class:`ContainerInfo` from ``docker inspect`` output."""
+    state = data.get("State") or {}
+    config = data.get("Config") or {}
+    network = data.get("NetworkSettings") or {}
+    ip = str(network.get("IPAddress") or "")
+    if not ip:
+        for net in (network.get("Networks") or {}).values():
+            if isinstance(net, dict) and net.get("IPAddress"):
+                ip = str(net["IPAddress"])
+                break
+    status = _status(state)
+    return ContainerInfo(
+        id=str(data.get("Id", "")),
+        name=str(data.get("Name", "")).lstrip("/"),
+        labels=dict(config.get("Labels") or {}),
+        image=str(config.get("Image", "")),
+        image_id=str(data.get("Image", "")),
+        status=status,
+        exit_code=int(state.get("ExitCode", 0)) if status == "exited" else None,
+        started_at=parse_docker_time(state.get("StartedAt")),
+        finished_at=parse_docker_time(state.get("FinishedAt")),
+        created_at=parse_docker_time(data.get("Created")),
+        oom_killed=bool(state.get("OOMKilled")),
+        error=str(state.get("Error") or ""),
+        ip=ip,
+    )
+
+
+def socket_path(endpoint: str) -> str:
+    if not endpoint.startswith("unix://"):
+        raise RuntimeUnavailable(
+            f"container runtime endpoint {endpoint!r}: only unix:// sockets are supported "
+            "(for example unix:///var/run/docker.sock)"
+        )
+    return endpoint[len("unix://") :]
+
+
+class DockerRuntime:
+    """A :class:`~k3py.cluster.agent.runtime.ContainerRuntime` on a Docker engine."""
+
+    def __init__(self, endpoint: str = DEFAULT_ENDPOINT, workers: int = 4) -> None:
+        self._endpoint = endpoint
+        self._socket = socket_path(endpoint)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
+        self._client: docker.APIClient | None = None
+        self._inspected: dict[str, tuple[str, ContainerInfo]] = {}
+
+    def _api(self) -> docker.APIClient:
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = docker.APIClient(base_url=self._endpoint, version="auto")
+            except docker.errors.DockerException as err:
+                raise RuntimeUnavailable(
+                    f"cannot reach the Docker engine at {self._endpoint}: {err}; start dockerd "
+                    "or point --container-runtime-endpoint at its socket"
+                ) from None
+        return self._client
+
+    async def _call(self, fn: Callable[[docker.APIClient], _T]) -> _T:
+        import docker.errors
+
+        def run() -> _T:
+            return fn(self._api())
+
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, run)
+        except (OSError, docker.errors.DockerException) as err:
+            if isinstance(err, docker.errors.APIError):
+                raise
+            raise RuntimeUnavailable(
+                f"the Docker engine at {self._endpoint} does not answer: {err}"
+            ) from None
+
+    async def version(self) -> str:
+        data = await self._call(lambda api: api.version())
+        return f"docker://{data.get('Version', 'unknown')}"
+
+    async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        summaries = await self._call(lambda api: api.containers(all=True, filters=filters))
+        infos = []
+        for summary in summaries:
+            # What inspect reports only changes with the container's state, so an idle agent
+            # that relists its pods costs one engine call, not one per container.
+            container_id, state = str(summary["Id"]), str(summary.get("State", ""))
+            cached = self._inspected.get(container_id)
+            if cached is None or cached[0] != state:
+                info = await self.inspect_container(container_id)
+                if info is None:
+                    continue
+                cached = self._inspected[container_id] = (state, info)
+            infos.append(cached[1])
+        return infos
+
+    async def inspect_container(self, container_id: str) -> ContainerInfo | None:
+        import docker.errors
+
+        try:
+            data = await self._call(lambda api: api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return None
+        return info_from_inspect(data)
+
+    async def create_container(self, config: ContainerConfig) -> str:
+        import docker.errors
+
+        def create(api: docker.APIClient) -> str:
+            network = config.network or "bridge"
+            ports = [f"{p.container_port}/{p.protocol}" for p in config.ports]
+            bindings = {
+                f"{p.container_port}/{p.protocol}": (p.host_ip or "0.0.0.0", p.host_port)
+                for p in config.ports
+            }
+            host_config = api.create_host_config(
+                binds=[
+                    f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in config.mounts
+                ],
+                network_mode=network,
+                port_bindings=bindings or None,
+                mem_limit=config.memory_limit,
+                nano_cpus=config.cpu_limit_millis * 1_000_000 if config.cpu_limit_millis else None,
+                cpu_shares=config.cpu_shares,
+                privileged=config.privileged,
+                read_only=config.read_only_rootfs,
+                # Pod containers share the sandbox's IPC namespace, as in Kubernetes.
+                ipc_mode=network if network.startswith("container:") else "shareable",
+            )
+            created = api.create_container(
+                config.image,
+                command=list(config.cmd) if config.cmd is not None else None,
+                entrypoint=list(config.entrypoint) if config.entrypoint is not None else None,
+                environment=dict(config.env),
+                working_dir=config.working_dir,
+                labels=dict(config.labels),
+                name=config.name,
+                hostname=None if network.startswith("container:") else config.hostname,
+                user=config.user,
+                tty=config.tty,
+                stdin_open=config.stdin,
+                ports=ports or None,
+                host_config=host_config,
+            )
+            return str(created["Id"])
+
+        try:
+            return await self._call(create)
+        except docker.errors.ImageNotFound as err:
+            raise ImageError(f"image {config.image} is not present: {err.explanation}") from None
+        except docker.errors.APIError as err:
+            raise RuntimeUnavailable(
+                f"cannot create container {config.name}: {err.explanation or err}"
+            ) from None
+
+    async def start_container(self, container_id: str) -> None:
+        import docker.errors
+
+        try:
+            await self._call(lambda api: api.start(container_id))
+        except docker.errors.APIError as err:
+            raise RuntimeUnavailable(
+                f"cannot start container {container_id[:12]}: {err.explanation or err}"
+            ) from None
+
+    async def stop_container(self, container_id: str, grace_seconds: float) -> None:
+        import docker.errors
+
+        timeout = max(0, round(grace_seconds))
+        try:
+            await self._call(lambda api: api.stop(container_id, timeout=timeout))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as err:
+            if err.status_code != 304:  # already stopped
+                raise RuntimeUnavailable(
+                    f"cannot stop container {container_id[:12]}: {err.explanation or err}"
+                ) from None
+
+    async def remove_container(self, container_id: str) -> None:
+        import docker.errors
+
+        self._inspected.pop(container_id, None)
+        try:
+            await self._call(lambda api: api.remove_container(container_id, v=True, force=True))
+        except docker.errors.NotFound:
+            return
+        except docker.errors.APIError as err:
+            if err.status_code == 409 and "in progress" in str(err.explanation):
+                return
+            raise RuntimeUnavailable(
+                f"cannot remove container {container_id[:12]}: {err.explanation or err}"
+            ) from None
+
+    async def image_id(self, reference: str) -> str | None:
+        import docker.errors
+
+        try:
+            data = await self._call(lambda api: api.inspect_image(reference))
+        except docker.errors.ImageNotFound:
+            return None
+        except docker.errors.APIError as err:
+            if err.status_code == 404:
+                return None
+            raise
+        return str(data.get("Id", ""))
+
+    async def pull_image(self, reference: str) -> str:
+        import docker.errors
+
+        repository, tag = _split_reference(reference)
+        try:
+            await self._call(lambda api: api.pull(repository, tag=tag))
+        except docker.errors.APIError as err:
+            raise ImageError(f"cannot pull {reference}: {err.explanation or err}") from None
+        found = await self.image_id(reference)
+        if found is None:
+            raise ImageError(f"pulled {reference} but the engine does not list it")
+        return found
+
+    async def load_images(self, archive: Path) -> list[str]:
+        import docker.errors
+
+        def load(api: docker.APIClient) -> list[str]:
+            loaded: list[str] = []
+            with archive.open("rb") as data:
+                for chunk in api.load_image(data):
+                    text = str(chunk.get("stream", "")).strip()
+                    if "errorDetail" in chunk or "error" in chunk:
+                        raise ImageError(f"cannot load {archive}: {chunk.get('error')}")
+                    for prefix in ("Loaded image: ", "Loaded image ID: "):
+                        if text.startswith(prefix):
+                            loaded.append(text[len(prefix) :])
+            return loaded
+
+        try:
+            return await self._call(load)
+        except docker.errors.APIError as err:
+            raise ImageError(f"cannot load {archive}: {err.explanation or err}") from None
+
+    async def import_rootfs(self, rootfs_tar: bytes, reference: str, cmd: list[str]) -> str:
+        import docker.errors
+
+        repository, tag = _split_reference(reference)
+        change = f"CMD {json.dumps(cmd)}"
+        try:
+            await self._call(
+                lambda api: api.import_image_from_data(
+                    rootfs_tar, repository=repository, tag=tag, changes=[change]
+                )
+            )
+        except docker.errors.APIError as err:
+            raise ImageError(f"cannot import {reference}: {err.explanation or err}") from None
+        found = await self.image_id(reference)
+        if found is None:
+            raise ImageError(f"imported {reference} but the engine does not list it")
+        return found
+
+    async def _exec_create(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool
+    ) -> str:
+        import docker.errors
+
+        try:
+            created = await self._call(
+                lambda api: api.exec_create(
+                    container_id, command, stdin=stdin, tty=tty, stdout=True, stderr=True
+                )
+            )
+        except docker.errors.APIError as err:
+            raise RuntimeUnavailable(
+                f"cannot exec in container {container_id[:12]}: {err.explanation or err}"
+            ) from None
+        return str(created["Id"])
+
+    async def _exec_exit_code(self, exec_id: str) -> int:
+        data = await self._call(lambda api: api.exec_inspect(exec_id))
+        code = data.get("ExitCode")
+        return int(code) if code is not None else -1
+
+    async def exec_sync(
+        self, container_id: str, command: list[str], time_limit: float
+    ) -> ExecResult:
+        exec_id = await self._exec_create(container_id, command, tty=False, stdin=False)
+        stream = await dockerstream.exec_start(self._socket, exec_id, tty=False)
+        chunks: list[bytes] = []
+        try:
+            async with asyncio.timeout(time_limit):
+                while (item := await stream.read()) is not None:
+                    if sum(len(c) for c in chunks) < 64 * 1024:
+                        chunks.append(item[1])
+        finally:
+            await stream.close()
+        return ExecResult(await self._exec_exit_code(exec_id), b"".join(chunks))
+
+    async def exec_session(
+        self, container_id: str, command: list[str], *, tty: bool, stdin: bool
+    ) -> ExecSession:
+        exec_id = await self._exec_create(container_id, command, tty=tty, stdin=stdin)
+        stream = await dockerstream.exec_start(self._socket, exec_id, tty=tty)
+        return _DockerExec(self, exec_id, stream)
+
+    async def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
+        query: dict[str, str] = {
+            "stdout": "1",
+            "stderr": "1",
+            "follow": "1" if options.follow else "0",
+            "timestamps": "1" if options.timestamps else "0",
+            "tail": "all" if options.tail is None else str(max(0, options.tail)),
+        }
+        if options.since is not None:
+            query["since"] = f"{options.since.timestamp():.9f}"
+        import docker.errors
+
+        try:
+            data = await self._call(lambda api: api.inspect_container(container_id))
+        except docker.errors.NotFound:
+            return
+        # A TTY's output is one raw stream; otherwise the engine frames stdout and stderr.
+        tty = bool((data.get("Config") or {}).get("Tty"))
+        path = f"/containers/{container_id}/logs?{urllib.parse.urlencode(query)}"
+        async for _, chunk in dockerstream.get_stream(self._socket, path, multiplexed=not tty):
+            yield chunk
+
+    async def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
+        filters = {"type": ["container"], "label": [f"{k}={v}" for k, v in labels.items()]}
+        path = "/events?" + urllib.parse.urlencode({"filters": json.dumps(filters)})
+        async for line in dockerstream.get_lines(self._socket, path):
+            try:
+                event = json.loads(line)
+            except ValueError:
+                continue
+            actor = event.get("Actor") or {}
+            yield ContainerEvent(
+                container_id=str(actor.get("ID") or event.get("id") or ""),
+                action=str(event.get("Action") or event.get("status") or "").split(":")[0],
+                labels=dict(actor.get("Attributes") or {}),
+            )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class _DockerExec:
+    def __init__(self, runtime: DockerRuntime, exec_id: str, stream: dockerstream.Hijacked):
+        self._runtime = runtime
+        self._exec_id = exec_id
+        self._stream = stream
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await self._stream.read()
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+
+    async def close_stdin(self) -> None:
+        await self._stream.close_write()
+
+    async def resize(self, width: int, height: int) -> None:
+        await self._runtime._call(
+            lambda api: api.exec_resize(self._exec_id, height=height, width=width)
+        )
+
+    async def exit_code(self) -> int:
+        # The engine records the exit code a moment after the output stream ends.
+        for _ in range(50):
+            data = await self._runtime._call(lambda api: api.exec_inspect(self._exec_id))
+            if not data.get("Running"):
+                code = data.get("ExitCode")
+                return int(code) if code is not None else -1
+            await asyncio.sleep(0.02)
+        return -1
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+def _split_reference(reference: str) -> tuple[str, str]:
+    """``repo[:tag]`` → (repo, tag); digests and registry ports are kept intact."""
+    if "@" in reference:
+        repository, _, digest = reference.partition("@")
+        return repository, digest
+    slash = reference.rfind("/")
+    colon = reference.rfind(":")
+    if colon > slash:
+        return reference[:colon], reference[colon + 1 :]
+    return reference, "latest"

@@ -1,0 +1,145 @@
+"""Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
+
+Three endpoint shapes: a long GET whose body is framed output (``/containers/{id}/logs``), a
+long GET of JSON lines (``/events``), and ``POST /exec/{id}/start`` which upgrades the
+connection to a raw bidirectional stream. Requests that stream are sent as HTTP/1.0 so the
+engine answers without chunked encoding and closes at the end; the exec start upgrades as the
+Docker CLI does. Without a TTY the engine frames output as ``[stream, 0, 0, 0, size(4, BE)]``
+followed by ``size`` bytes (stdcopy); with a TTY the output is raw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+from k3py.cluster.agent.errors import RuntimeUnavailable
+
+_HEADER_LIMIT = 64 * 1024
+
+
+async def _connect(socket: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    try:
+        return await asyncio.open_unix_connection(socket, limit=1024 * 1024)
+    except OSError as err:
+        raise RuntimeUnavailable(
+            f"cannot connect to the Docker engine at unix://{socket}: {err.strerror or err}"
+        ) from None
+
+
+async def _read_head(reader: asyncio.StreamReader, what: str) -> int:
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        raise RuntimeUnavailable(f"the Docker engine sent no valid answer to {what}") from None
+    status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = status_line.split(" ", 2)
+    try:
+        return int(parts[1])
+    except (IndexError, ValueError):
+        raise RuntimeUnavailable(
+            f"the Docker engine answered {what} with {status_line!r}"
+        ) from None
+
+
+async def _error_body(reader: asyncio.StreamReader) -> str:
+    with contextlib.suppress(Exception):
+        body = await asyncio.wait_for(reader.read(_HEADER_LIMIT), 5)
+        return str(json.loads(body).get("message", body.decode(errors="replace")))
+    return "no details"
+
+
+async def _open_get(socket: str, path: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await _connect(socket)
+    writer.write(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+    await writer.drain()
+    status = await _read_head(reader, path)
+    if status != 200:
+        message = await _error_body(reader)
+        writer.close()
+        raise RuntimeUnavailable(f"Docker engine: GET {path.split('?')[0]}: {status} {message}")
+    return reader, writer
+
+
+async def _read_frame(reader: asyncio.StreamReader, multiplexed: bool) -> tuple[int, bytes] | None:
+    if not multiplexed:
+        data = await reader.read(32 * 1024)
+        return (1, data) if data else None
+    try:
+        header = await reader.readexactly(8)
+        payload = await reader.readexactly(int.from_bytes(header[4:8], "big"))
+    except asyncio.IncompleteReadError:
+        return None
+    # Stream 0 is stdin echoed back; treat it as stdout as the Docker CLI does.
+    return (header[0] or 1, payload)
+
+
+async def get_stream(
+    socket: str, path: str, *, multiplexed: bool
+) -> AsyncIterator[tuple[int, bytes]]:
+    """The body of a streaming GET as (stream, data) chunks; closing the iterator disconnects."""
+    reader, writer = await _open_get(socket, path)
+    try:
+        while (frame := await _read_frame(reader, multiplexed)) is not None:
+            yield frame
+    finally:
+        writer.close()
+
+
+async def get_lines(socket: str, path: str) -> AsyncIterator[bytes]:
+    """The body of a streaming GET, line by line."""
+    reader, writer = await _open_get(socket, path)
+    try:
+        while line := await reader.readline():
+            if line.strip():
+                yield line
+    finally:
+        writer.close()
+
+
+class Hijacked:
+    """An exec's upgraded connection: framed (or raw, with a TTY) output, and stdin."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, tty: bool):
+        self._reader = reader
+        self._writer = writer
+        self._tty = tty
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await _read_frame(self._reader, not self._tty)
+
+    async def write(self, data: bytes) -> None:
+        self._writer.write(data)
+        await self._writer.drain()
+
+    async def close_write(self) -> None:
+        if self._writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                self._writer.write_eof()
+
+    async def close(self) -> None:
+        self._writer.close()
+        with contextlib.suppress(OSError, ConnectionError):
+            await self._writer.wait_closed()
+
+
+async def exec_start(socket: str, exec_id: str, *, tty: bool) -> Hijacked:
+    reader, writer = await _connect(socket)
+    body = json.dumps({"Detach": False, "Tty": tty}).encode()
+    writer.write(
+        (
+            f"POST /exec/{exec_id}/start HTTP/1.1\r\nHost: docker\r\n"
+            "Content-Type: application/json\r\nConnection: Upgrade\r\nUpgrade: tcp\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+    )
+    await writer.drain()
+    status = await _read_head(reader, "exec start")
+    if status not in (101, 200):
+        message = await _error_body(reader)
+        writer.close()
+        raise RuntimeUnavailable(f"Docker engine: exec start: {status} {message}")
+    return Hijacked(reader, writer, tty)
