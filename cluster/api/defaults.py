@@ -14,6 +14,7 @@ that left them out, as the API server does for ``kubectl replace``.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 from collections.abc import Callable
@@ -438,6 +439,12 @@ def _ip_family(address: str) -> str:
 def _default_secret(secret: Obj) -> None:
     if not secret.get("type"):
         secret["type"] = "Opaque"
+    # stringData is write-only: its entries overwrite data (base64-encoded) and it is not kept.
+    string_data = secret.pop("stringData", None)
+    if isinstance(string_data, dict) and string_data:
+        data = _child(secret, "data")
+        for key, value in string_data.items():
+            data[key] = base64.b64encode(str(value).encode()).decode()
 
 
 def _default_namespace(namespace: Obj) -> None:
