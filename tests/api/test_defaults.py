@@ -322,3 +322,14 @@ def test_prepare_for_update_carries_server_assigned_values() -> None:
     assert new["metadata"]["uid"] == "u1"
     assert new["spec"]["clusterIP"] == "10.43.0.10"
     assert new["spec"]["ports"][0]["nodePort"] == 30080
+
+
+def test_secret_string_data_is_folded_into_data() -> None:
+    secret = {
+        "metadata": {"name": "s"},
+        "data": {"a": "eA==", "b": "eA=="},
+        "stringData": {"b": "hunter2", "c": "ok"},
+    }
+    result = _defaulted("Secret", secret)
+    assert "stringData" not in result
+    assert result["data"] == {"a": "eA==", "b": "aHVudGVyMg==", "c": "b2s="}
