@@ -462,6 +462,13 @@ def _default_namespace(namespace: Obj) -> None:
 
 
 def _default_node(node: Obj) -> None:
+    # v1 keeps podCIDR (the primary) and podCIDRs in step, as its conversion does.
+    spec = node.get("spec")
+    if isinstance(spec, dict):
+        if spec.get("podCIDR") and not spec.get("podCIDRs"):
+            spec["podCIDRs"] = [spec["podCIDR"]]
+        elif spec.get("podCIDRs") and not spec.get("podCIDR"):
+            spec["podCIDR"] = spec["podCIDRs"][0]
     status = node.get("status")
     if not isinstance(status, dict):
         return
