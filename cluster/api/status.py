@@ -139,6 +139,8 @@ def unsupported_media_type(content_type: str) -> ApiError:
 
 def invalid(group: str, kind: str, name: str, causes: list[Cause]) -> ApiError:
     summary = ", ".join(f"{c.field}: {c.message}" if c.field else c.message for c in causes)
+    if len(causes) > 1:  # the API server brackets an aggregate of several field errors
+        summary = f"[{summary}]"
     message = (
         f'{kind}.{group} "{name}" is invalid: {summary}'
         if group
