@@ -13,6 +13,7 @@ from k3py.cluster.client.client import (
     resource_path,
 )
 from k3py.cluster.client.clock import Clock, FakeClock, RealClock, wait_event
+from k3py.cluster.client.events import EventRecorder
 from k3py.cluster.client.informer import Informer, object_key, split_key
 from k3py.cluster.client.protocol import KubeApi
 from k3py.cluster.client.workqueue import ShutDown, WorkQueue
@@ -20,6 +21,7 @@ from k3py.cluster.client.workqueue import ShutDown, WorkQueue
 __all__ = [
     "ClientError",
     "Clock",
+    "EventRecorder",
     "FakeClock",
     "Informer",
     "KubeApi",

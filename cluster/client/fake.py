@@ -3,10 +3,11 @@
 :class:`FakeApi` keeps objects per resource with one global resourceVersion counter and the API
 server's object semantics that reconcile loops rely on: uid, generateName, creationTimestamp,
 ``generation`` bumped on spec changes, optimistic concurrency (stale resourceVersion → 409),
-the status subresource split, the pod ``binding`` subresource, finalizers holding a deletion,
+the status subresource split, the pod ``binding`` subresource, finalizers and (for pods on a
+node) grace periods holding a deletion until finished,
 label and field selectors, and watches from a resourceVersion (410 Expired once
-:meth:`FakeApi.compact` dropped the history). Strategic merge patches are applied as merge
-patches, which is what the reconcile loops send. It runs on a :class:`Clock` for timestamps.
+:meth:`FakeApi.compact` dropped the history). Objects are defaulted as the API server
+defaults them; patches use the object model's engines. It runs on a :class:`Clock` for timestamps.
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, Literal
 
 from k3py.cluster.api import status
+from k3py.cluster.api.defaults import apply_defaults
+from k3py.cluster.api.patch import (
+    apply_json_patch,
+    apply_merge_patch,
+    apply_strategic_merge_patch,
+)
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.api.selectors import FieldSelector, LabelSelector
 from k3py.cluster.client.clock import Clock, RealClock
@@ -30,49 +37,6 @@ _WITHOUT_GENERATION = ("status", "metadata", "apiVersion", "kind")
 
 def rfc3339(clock: Clock) -> str:
     return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def json_patch(doc: Any, ops: builtins.list[Any]) -> Any:
-    """RFC 6902 for the operations reconcile loops use: add, replace, remove, test."""
-    doc = copy.deepcopy(doc)
-    for op in ops:
-        parts = [p.replace("~1", "/").replace("~0", "~") for p in op["path"].split("/")[1:]]
-        parent = doc
-        for part in parts[:-1]:
-            parent = parent[int(part)] if isinstance(parent, list) else parent[part]
-        last = parts[-1]
-        kind = op["op"]
-        if kind == "test":
-            here = parent[int(last)] if isinstance(parent, list) else parent.get(last)
-            if here != op["value"]:
-                raise status.ApiError(422, "Invalid", f"test operation failed at {op['path']}")
-        elif kind == "remove":
-            if isinstance(parent, list):
-                parent.pop(int(last))
-            else:
-                parent.pop(last)
-        elif isinstance(parent, list):
-            index = len(parent) if last == "-" else int(last)
-            if kind == "add":
-                parent.insert(index, op["value"])
-            else:
-                parent[index] = op["value"]
-        else:
-            parent[last] = op["value"]
-    return doc
 
 
 class FakeApi:
@@ -212,6 +176,7 @@ class FakeApi:
         meta["creationTimestamp"] = rfc3339(self.clock)
         if "spec" in obj or info.kind in ("Deployment", "ReplicaSet", "DaemonSet", "Job"):
             meta["generation"] = 1
+        apply_defaults(info, obj)
         self._bump(obj)
         store[key] = obj
         self._record(info, "ADDED", obj)
@@ -277,6 +242,7 @@ class FakeApi:
             if _spec_of(new) != _spec_of(current):
                 meta["generation"] = generation + 1
         new["apiVersion"], new["kind"] = info.api_version, info.kind
+        apply_defaults(info, new)
         if new == current:
             return copy.deepcopy(current)
         if meta.get("deletionTimestamp") and not meta.get("finalizers"):
@@ -307,10 +273,12 @@ class FakeApi:
         if current is None:
             raise self._not_found(info, name)
         if patch_type == "json":
-            assert isinstance(patch, list)
-            new = json_patch(current, patch)
+            new = apply_json_patch(copy.deepcopy(current), patch)
+        elif patch_type == "strategic":
+            assert isinstance(patch, dict)
+            new = apply_strategic_merge_patch(copy.deepcopy(current), patch, info)
         else:
-            new = merge_patch(current, patch)
+            new = apply_merge_patch(copy.deepcopy(current), patch)
         wanted = (new.get("metadata") or {}).get("resourceVersion")
         if wanted and wanted != current["metadata"]["resourceVersion"]:
             raise status.conflict(info.group, info.plural, name, "the object has been modified")
@@ -338,7 +306,8 @@ class FakeApi:
                     info.group, info.plural, name, f"Precondition failed: {field}: {value}"
                 )
         meta = current["metadata"]
-        if meta.get("finalizers"):
+        if meta.get("finalizers") or _graceful(info, current, grace_period_seconds):
+            # Finalizers hold the object; a pod on a node waits for that node to finish it.
             if not meta.get("deletionTimestamp"):
                 meta["deletionTimestamp"] = rfc3339(self.clock)
                 self._bump(current)
@@ -348,6 +317,13 @@ class FakeApi:
         self._bump(current)
         self._record(info, "DELETED", current)
         return None
+
+
+def _graceful(info: ResourceInfo, obj: Object, grace: int | None) -> bool:
+    if info.kind != "Pod" or grace == 0:
+        return False
+    phase = (obj.get("status") or {}).get("phase")
+    return bool((obj.get("spec") or {}).get("nodeName")) and phase not in ("Succeeded", "Failed")
 
 
 def _spec_of(obj: Object) -> Any:

@@ -251,6 +251,25 @@ class Informer:
         if version:
             self.resource_version = version
 
+    def assume(self, obj: Object) -> None:
+        """Put a write's answer into the cache before its watch event arrives.
+
+        A controller that created or changed ``obj`` sees its own write at once (no duplicate
+        creations on the next pass); a newer cached version is never replaced by an older one.
+        """
+        key = object_key(obj)
+        old = self._cache.get(key)
+        if old is not None and _newer_or_same(old, obj):
+            return
+        if (obj.get("metadata") or {}).get("deletionTimestamp") is None or old is not None:
+            self._upsert(key, obj)
+
+    def assume_deleted(self, obj: Object) -> None:
+        """Drop an object a controller deleted outright, before the watch says so."""
+        key = object_key(obj)
+        if key in self._cache:
+            self._remove(key, obj)
+
     def _upsert(self, key: str, obj: Object) -> None:
         old = self._cache.get(key)
         if old is not None and _version(old) == _version(obj) and _version(obj):
@@ -294,6 +313,13 @@ class Informer:
             handler(*args)
         except Exception:
             logger.exception("informer handler failed", extra={"fields": self._fields()})
+
+
+def _newer_or_same(cached: Object, candidate: Object) -> bool:
+    try:
+        return int(_version(cached)) >= int(_version(candidate))
+    except ValueError:
+        return False
 
 
 def _version(obj: Object) -> str:

@@ -53,7 +53,7 @@ async def test_cache_handlers_and_index_follow_the_server() -> None:
 
     await api.create(PODS, pod("b", "n2"))
     await api.patch(PODS, "b", {"spec": {"nodeName": "n1"}}, "default")
-    await api.delete(PODS, "a", "default")
+    await api.delete(PODS, "a", "default", grace_period_seconds=0)
     await settle()
     assert rec.events == [("add", "a"), ("add", "b"), ("update", "b"), ("delete", "a")]
     assert [p["metadata"]["name"] for p in informer.by_index("node", "n1")] == ["b"]

@@ -1,0 +1,141 @@
+"""Recording core/v1 Events about objects, as client-go's event recorder does.
+
+Controllers, the scheduler and the agent call :meth:`EventRecorder.event` and move on: the
+events are written by one background task, so a slow API server never stalls a reconcile loop, and a
+full backlog drops events (they are advisory) instead of growing memory. A repeat of the same
+reason and message about the same object within ten minutes bumps the existing Event's
+``count`` and ``lastTimestamp`` instead of creating another, which keeps ``kubectl describe``
+readable when a pod stays unschedulable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.status import ApiError
+from k3py.cluster.client.client import ClientError
+from k3py.cluster.client.clock import Clock
+from k3py.cluster.client.protocol import KubeApi
+
+logger = logging.getLogger("k3py.client.events")
+
+Object = dict[str, Any]
+EVENTS = by_kind("v1", "Event")
+BACKLOG = 1000
+AGGREGATE_SECONDS = 600.0
+_REMEMBERED = 4096
+
+
+@dataclass(frozen=True)
+class _Pending:
+    involved: Object
+    event_type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class _Seen:
+    name: str
+    namespace: str
+    count: int
+    first: str
+    at: float
+
+
+def timestamp(clock: Clock) -> str:
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def micro_timestamp(clock: Clock) -> str:
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class EventRecorder:
+    def __init__(self, api: KubeApi, clock: Clock, component: str, instance: str = "") -> None:
+        self.api = api
+        self.clock = clock
+        self.component = component
+        self.instance = instance or component
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(BACKLOG)
+        self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
+        self.dropped = 0
+
+    def event(self, obj: Object, event_type: str, reason: str, message: str) -> None:
+        """Queue an Event about ``obj`` (``Normal`` or ``Warning``)."""
+        meta = obj.get("metadata") or {}
+        involved = {
+            "apiVersion": obj.get("apiVersion", ""),
+            "kind": obj.get("kind", ""),
+            "name": meta.get("name", ""),
+            "uid": meta.get("uid", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        }
+        if meta.get("namespace"):
+            involved["namespace"] = meta["namespace"]
+        try:
+            self._queue.put_nowait(_Pending(involved, event_type, reason, message))
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def run(self) -> None:
+        while True:
+            pending = await self._queue.get()
+            try:
+                await self._write(pending)
+            except (ApiError, ClientError) as err:
+                logger.debug("event not recorded", extra={"fields": {"error": str(err)}})
+
+    async def flush(self) -> None:
+        """Write everything queued now (tests, shutdown)."""
+        while not self._queue.empty():
+            pending = self._queue.get_nowait()
+            try:
+                await self._write(pending)
+            except (ApiError, ClientError) as err:
+                logger.debug("event not recorded", extra={"fields": {"error": str(err)}})
+
+    async def _write(self, p: _Pending) -> None:
+        assert EVENTS is not None
+        namespace = p.involved.get("namespace") or "default"
+        key = (str(p.involved.get("uid") or p.involved["name"]), p.event_type, p.reason, p.message)
+        now = timestamp(self.clock)
+        seen = self._seen.get(key)
+        if seen is not None and self.clock.monotonic() - seen.at < AGGREGATE_SECONDS:
+            seen.count += 1
+            seen.at = self.clock.monotonic()
+            try:
+                await self.api.patch(
+                    EVENTS, seen.name, {"count": seen.count, "lastTimestamp": now}, seen.namespace
+                )
+                return
+            except ApiError as err:
+                if err.code != 404:
+                    raise
+        name = f"{p.involved['name']}.{time.time_ns():x}"
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": name, "namespace": namespace},
+            "involvedObject": p.involved,
+            "reason": p.reason,
+            "message": p.message,
+            "type": p.event_type,
+            "source": {"component": self.component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "eventTime": None,
+            "reportingComponent": self.component,
+            "reportingInstance": self.instance,
+        }
+        await self.api.create(EVENTS, event, namespace)
+        self._seen[key] = _Seen(name, namespace, 1, now, self.clock.monotonic())
+        while len(self._seen) > _REMEMBERED:
+            self._seen.popitem(last=False)

@@ -1,0 +1,204 @@
+"""The ReplicaSet controller: keeps ``spec.replicas`` pods of a template alive and reports them.
+
+Pods are found through the owner index (their controller ownerReference); orphan pods that
+match the selector are adopted. Missing pods are created in slow-start batches (1, 2, 4, …) so
+a failing template costs few requests; surplus pods are deleted worst first (unscheduled,
+pending, not ready, newest). Each write goes into the informer cache at once, so the next pass
+never counts a pod twice. Status carries replicas, ready and available counts (available =
+ready for ``minReadySeconds``) and ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+from typing import Any
+
+from k3py.cluster.api.selectors import LabelSelector
+from k3py.cluster.api.status import ApiError
+from k3py.cluster.server.controllers import podutil
+from k3py.cluster.server.controllers.base import (
+    PODS,
+    REPLICASETS,
+    ControllerContext,
+    QueueController,
+)
+
+logger = logging.getLogger("k3py.controllers.replicaset")
+
+Object = dict[str, Any]
+BURST = 500
+
+
+def owned_pods(ctx: ControllerContext, owner: Object) -> list[Object]:
+    pods = ctx.informers.get(PODS)
+    return list(pods.by_index("owner", podutil.uid_of(owner)))
+
+
+def replica_status(
+    rs: Object, pods: list[Object], now: datetime.datetime
+) -> tuple[Object, float | None]:
+    """The status the ReplicaSet should show, and when a pod will next become available."""
+    spec = rs.get("spec") or {}
+    min_ready = int(spec.get("minReadySeconds") or 0)
+    template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    active = [p for p in pods if podutil.is_active(p)]
+    ready = [p for p in active if podutil.is_ready(p)]
+    available = [p for p in ready if podutil.is_available(p, min_ready, now)]
+    labelled = [
+        p
+        for p in active
+        if all(
+            (podutil.meta(p).get("labels") or {}).get(k) == v for k, v in template_labels.items()
+        )
+    ]
+    waits = [
+        w for p in ready if (w := podutil.seconds_until_available(p, min_ready, now)) is not None
+    ]
+    status: Object = {
+        "replicas": len(active),
+        "fullyLabeledReplicas": len(labelled),
+        "readyReplicas": len(ready),
+        "availableReplicas": len(available),
+        "observedGeneration": podutil.meta(rs).get("generation", 0),
+    }
+    old = rs.get("status") or {}
+    if old.get("conditions"):
+        status["conditions"] = old["conditions"]
+    for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
+        if not status[key]:
+            del status[key]  # omitted when zero, as the API server serialises it
+    return status, (min(waits) if waits else None)
+
+
+class ReplicaSetController(QueueController):
+    name = "replicaset"
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        self.replicasets = ctx.informers.get(REPLICASETS)
+        self.pods = ctx.informers.get(PODS)
+        self.replicasets.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
+        self.pods.add_handler(self._pod_event, self._pod_changed, self._pod_event)
+
+    def _pod_event(self, pod: Object) -> None:
+        self.enqueue_owner(pod, "ReplicaSet")
+        if podutil.controller_ref(pod) is None:
+            self._enqueue_selecting(pod)
+
+    def _pod_changed(self, old: Object, new: Object) -> None:
+        self._pod_event(new)
+        if podutil.controller_ref(old) != podutil.controller_ref(new):
+            self.enqueue_owner(old, "ReplicaSet")
+
+    def _enqueue_selecting(self, pod: Object) -> None:
+        labels = podutil.meta(pod).get("labels") or {}
+        for rs in self.replicasets.list(podutil.namespace_of(pod)):
+            selector = LabelSelector.from_object((rs.get("spec") or {}).get("selector"))
+            if not selector.empty and selector.matches(labels):
+                self.enqueue(rs)
+
+    async def reconcile(self, key: str) -> float | None:
+        rs = self.replicasets.get_by_key(key)
+        if rs is None:
+            return None
+        pods = await self._claim(rs, owned_pods(self.ctx, rs))
+        if not podutil.is_terminating(rs):
+            await self.manage_replicas(rs, pods)
+            pods = owned_pods(self.ctx, rs)
+        status, wait = replica_status(rs, pods, self.clock.now())
+        if status != (rs.get("status") or {}):
+            updated = await self.api.update(
+                REPLICASETS, {**rs, "status": status}, subresource="status"
+            )
+            self.replicasets.assume(updated)
+        return wait
+
+    async def _claim(self, rs: Object, owned: list[Object]) -> list[Object]:
+        """Adopt orphan pods the selector matches (as after ``delete --cascade=orphan``)."""
+        if podutil.is_terminating(rs):
+            return owned
+        selector = LabelSelector.from_object((rs.get("spec") or {}).get("selector"))
+        if selector.empty:
+            return owned
+        ref = podutil.owner_reference(rs)
+        for pod in self.pods.list(podutil.namespace_of(rs)):
+            if podutil.controller_ref(pod) is not None or not podutil.is_active(pod):
+                continue
+            if not selector.matches(podutil.meta(pod).get("labels") or {}):
+                continue
+            refs = [*(podutil.meta(pod).get("ownerReferences") or []), ref]
+            patch = {
+                "metadata": {
+                    "ownerReferences": refs,
+                    "resourceVersion": podutil.meta(pod).get("resourceVersion"),
+                }
+            }
+            try:
+                adopted = await self.api.patch(
+                    PODS, podutil.name_of(pod), patch, podutil.namespace_of(pod)
+                )
+            except ApiError as err:
+                if err.code in (404, 409):
+                    continue
+                raise
+            self.pods.assume(adopted)
+            owned.append(adopted)
+        return owned
+
+    async def manage_replicas(self, rs: Object, pods: list[Object]) -> None:
+        wanted = int((rs.get("spec") or {}).get("replicas", 1) or 0)
+        active = [p for p in pods if podutil.is_active(p)]
+        diff = len(active) - wanted
+        if diff < 0:
+            await self.create_pods(rs, min(-diff, BURST))
+        elif diff > 0:
+            doomed = sorted(active, key=podutil.deletion_rank)[:diff]
+            await asyncio.gather(*(self._delete_pod(rs, pod) for pod in doomed))
+
+    async def create_pods(self, rs: Object, count: int) -> None:
+        template = (rs.get("spec") or {}).get("template") or {}
+        created = 0
+        batch = 1
+        while created < count:
+            size = min(batch, count - created)
+            results = await asyncio.gather(
+                *(self._create_pod(rs, template) for _ in range(size)), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            created += size - len(failures)
+            if failures:
+                first = failures[0]
+                if isinstance(first, ApiError):
+                    self.recorder.event(rs, "Warning", "FailedCreate", f"Error creating: {first}")
+                raise first
+            batch *= 2
+
+    async def _create_pod(self, rs: Object, template: Object) -> None:
+        pod = podutil.pod_from_template(template, rs, generate_name=f"{podutil.name_of(rs)}-")
+        created = await self.api.create(PODS, pod, podutil.namespace_of(rs))
+        self.pods.assume(created)
+        self.recorder.event(
+            rs, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}"
+        )
+
+    async def _delete_pod(self, rs: Object, pod: Object) -> None:
+        try:
+            result = await self.api.delete(
+                PODS,
+                podutil.name_of(pod),
+                podutil.namespace_of(pod),
+                preconditions={"uid": podutil.uid_of(pod)},
+            )
+        except ApiError as err:
+            if err.code in (404, 409):
+                return
+            raise
+        if result is None:
+            self.pods.assume_deleted(pod)
+        else:
+            self.pods.assume(result)
+        self.recorder.event(
+            rs, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}"
+        )
