@@ -35,7 +35,7 @@ def stored_node(cluster: Cluster, name: str) -> Object:
 
 
 def ready(n: Object) -> str:
-    return next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready")
+    return str(next(c["status"] for c in n["status"]["conditions"] if c["type"] == "Ready"))
 
 
 def taint_keys(n: Object) -> list[tuple[str, str]]:
