@@ -38,6 +38,7 @@ class _Pending:
     event_type: str
     reason: str
     message: str
+    component: str
 
 
 @dataclass
@@ -67,8 +68,10 @@ class EventRecorder:
         self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
         self.dropped = 0
 
-    def event(self, obj: Object, event_type: str, reason: str, message: str) -> None:
-        """Queue an Event about ``obj`` (``Normal`` or ``Warning``)."""
+    def event(
+        self, obj: Object, event_type: str, reason: str, message: str, component: str = ""
+    ) -> None:
+        """Queue an Event about ``obj`` (``Normal`` or ``Warning``), from ``component``."""
         meta = obj.get("metadata") or {}
         involved = {
             "apiVersion": obj.get("apiVersion", ""),
@@ -80,7 +83,8 @@ class EventRecorder:
         if meta.get("namespace"):
             involved["namespace"] = meta["namespace"]
         try:
-            self._queue.put_nowait(_Pending(involved, event_type, reason, message))
+            pending = _Pending(involved, event_type, reason, message, component or self.component)
+            self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             self.dropped += 1
 
@@ -127,12 +131,12 @@ class EventRecorder:
             "reason": p.reason,
             "message": p.message,
             "type": p.event_type,
-            "source": {"component": self.component},
+            "source": {"component": p.component},
             "firstTimestamp": now,
             "lastTimestamp": now,
             "count": 1,
             "eventTime": None,
-            "reportingComponent": self.component,
+            "reportingComponent": p.component,
             "reportingInstance": self.instance,
         }
         await self.api.create(EVENTS, event, namespace)

@@ -146,6 +146,7 @@ class QueueController:
     """A reconcile loop over keys (``namespace/name``) of its primary kind."""
 
     name = "controller"
+    component = "k3py-controller-manager"  # the Events' source, as kube-controller-manager names it
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
@@ -153,6 +154,9 @@ class QueueController:
         self.clock = ctx.clock
         self.recorder = ctx.recorder
         self.queue: WorkQueue[str] = WorkQueue(ctx.clock)
+
+    def event(self, obj: Object, event_type: str, reason: str, message: str) -> None:
+        self.recorder.event(obj, event_type, reason, message, self.component)
 
     def enqueue(self, obj: Object) -> None:
         self.queue.add(object_key(obj))

@@ -99,6 +99,7 @@ def target_node(pod: Object) -> str:
 
 class DaemonSetController(QueueController):
     name = "daemonset"
+    component = "daemonset-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
@@ -198,9 +199,7 @@ class DaemonSetController(QueueController):
         pod["spec"] = daemon_pod_spec(template.get("spec") or {}, node)
         created = await self.api.create(PODS, pod, podutil.namespace_of(ds))
         self.pods.assume(created)
-        self.recorder.event(
-            ds, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}"
-        )
+        self.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
 
     async def _delete(self, ds: Object, pod: Object) -> None:
         try:
@@ -218,9 +217,7 @@ class DaemonSetController(QueueController):
             self.pods.assume_deleted(pod)
         else:
             self.pods.assume(result)
-        self.recorder.event(
-            ds, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}"
-        )
+        self.event(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")
 
     async def _sync_status(
         self, ds: Object, eligible: set[str], current_hash: str, now: datetime.datetime

@@ -37,6 +37,7 @@ Object = dict[str, Any]
 
 class DeploymentController(QueueController):
     name = "deployment"
+    component = "deployment-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
@@ -167,7 +168,7 @@ class DeploymentController(QueueController):
 
     def _scaled(self, deployment: Object, rs: Object, before: int, after: int) -> None:
         direction = "up" if after > before else "down"
-        self.recorder.event(
+        self.event(
             deployment,
             "Normal",
             "ScalingReplicaSet",

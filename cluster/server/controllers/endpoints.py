@@ -94,6 +94,7 @@ def endpoint_subsets(service: Object, pods: list[Object]) -> list[Object]:
 
 class EndpointsController(QueueController):
     name = "endpoints"
+    component = "endpoint-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)

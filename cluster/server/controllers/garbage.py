@@ -45,6 +45,7 @@ SETTLE_SECONDS = 2.0
 
 class GarbageCollector(QueueController):
     name = "garbagecollector"
+    component = "garbage-collector-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)

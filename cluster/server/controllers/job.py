@@ -62,6 +62,7 @@ def last_failure(pods: list[Object]) -> datetime.datetime | None:
 
 class JobController(QueueController):
     name = "job"
+    component = "job-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
@@ -130,7 +131,7 @@ class JobController(QueueController):
                 active = []
                 conditions.append(_job_condition("FailureTarget", *failure, stamp))
                 conditions.append(_job_condition("Failed", *failure, stamp))
-                self.recorder.event(job, "Warning", failure[0], failure[1])
+                self.event(job, "Warning", failure[0], failure[1])
                 wait = None
             elif done:
                 for pod in active:
@@ -142,7 +143,7 @@ class JobController(QueueController):
                 )
                 conditions.append(_job_condition("Complete", "CompletionsReached", message, stamp))
                 status["completionTime"] = stamp
-                self.recorder.event(job, "Normal", "Completed", "Job completed")
+                self.event(job, "Normal", "Completed", "Job completed")
                 wait = None
             elif spec.get("suspend"):
                 for pod in active:
@@ -196,9 +197,7 @@ class JobController(QueueController):
         pod = podutil.pod_from_template(template, job, generate_name=f"{podutil.name_of(job)}-")
         created = await self.api.create(PODS, pod, podutil.namespace_of(job))
         self.pods.assume(created)
-        self.recorder.event(
-            job, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}"
-        )
+        self.event(job, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
         return created
 
     async def _delete(self, job: Object, pod: Object) -> None:
@@ -217,6 +216,4 @@ class JobController(QueueController):
             self.pods.assume_deleted(pod)
         else:
             self.pods.assume(result)
-        self.recorder.event(
-            job, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}"
-        )
+        self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")

@@ -120,6 +120,7 @@ class CIDRAllocator:
 
 class NodeLifecycleController(QueueController):
     name = "nodelifecycle"
+    component = "node-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
@@ -237,7 +238,7 @@ class NodeLifecycleController(QueueController):
             return node
         cidr = self.cidrs.take()
         if cidr is None:
-            self.recorder.event(
+            self.event(
                 node, "Normal", "CIDRNotAvailable",
                 f"Node {podutil.name_of(node)} status is now: CIDRNotAvailable",
             )  # fmt: skip
@@ -252,7 +253,7 @@ class NodeLifecycleController(QueueController):
             self.cidrs.used.discard(cidr)
             raise
         self.nodes.assume(updated)
-        self.recorder.event(node, "Normal", "CIDRAssignmentSucceeded", f"Assigned {cidr}")
+        self.event(node, "Normal", "CIDRAssignmentSucceeded", f"Assigned {cidr}")
         return updated
 
     async def _mark_unknown(self, node: Object) -> Object:
@@ -288,7 +289,7 @@ class NodeLifecycleController(QueueController):
             subresource="status",
         )
         self.nodes.assume(updated)
-        self.recorder.event(
+        self.event(
             updated, "Normal", "NodeNotReady",
             f"Node {podutil.name_of(node)} status is now: NodeNotReady",
         )  # fmt: skip
@@ -331,7 +332,7 @@ class NodeLifecycleController(QueueController):
 
     async def _evict_pod(self, pod: Object) -> None:
         name, namespace = podutil.name_of(pod), podutil.namespace_of(pod)
-        self.recorder.event(
+        self.event(
             pod, "Normal", "TaintManagerEviction", f"Marking for deletion Pod {namespace}/{name}"
         )
         condition = {

@@ -74,6 +74,7 @@ def replica_status(
 
 class ReplicaSetController(QueueController):
     name = "replicaset"
+    component = "replicaset-controller"
 
     def __init__(self, ctx: ControllerContext) -> None:
         super().__init__(ctx)
@@ -171,7 +172,7 @@ class ReplicaSetController(QueueController):
             if failures:
                 first = failures[0]
                 if isinstance(first, ApiError):
-                    self.recorder.event(rs, "Warning", "FailedCreate", f"Error creating: {first}")
+                    self.event(rs, "Warning", "FailedCreate", f"Error creating: {first}")
                 raise first
             batch *= 2
 
@@ -179,9 +180,7 @@ class ReplicaSetController(QueueController):
         pod = podutil.pod_from_template(template, rs, generate_name=f"{podutil.name_of(rs)}-")
         created = await self.api.create(PODS, pod, podutil.namespace_of(rs))
         self.pods.assume(created)
-        self.recorder.event(
-            rs, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}"
-        )
+        self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
 
     async def _delete_pod(self, rs: Object, pod: Object) -> None:
         try:
@@ -199,6 +198,4 @@ class ReplicaSetController(QueueController):
             self.pods.assume_deleted(pod)
         else:
             self.pods.assume(result)
-        self.recorder.event(
-            rs, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}"
-        )
+        self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")
