@@ -14,10 +14,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from k3py.cluster.api import status
+from k3py.cluster.api.defaults import apply_defaults
 from k3py.cluster.api.resources import ResourceInfo, by_kind
+from k3py.cluster.api.validation import validate_create, validate_update
 from k3py.cluster.server.rest import services, strategy
 from k3py.cluster.server.rest.context import CollectorWork, RestContext
-from k3py.cluster.server.rest.standins import apply_defaults, validate_create, validate_update
 
 Object = dict[str, Any]
 # Returns the object to store, or None to leave the stored one as it is.

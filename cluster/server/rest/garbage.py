@@ -102,9 +102,8 @@ async def finalize_namespace(ctx: RestContext, name: str) -> bool:
             options = DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
         with contextlib.suppress(Exception):
             await delete_object(ctx, info, obj, options)
-    if remaining:
-        # Check again soon: most objects went at once, the rest wait for finalizers.
-        return not [o for _, o in await objects_in_scope(ctx, name)]
+    if remaining and await objects_in_scope(ctx, name):
+        return False  # some wait for finalizers or grace periods: check again soon
 
     def drop_finalizer(current: Object) -> Object | None:
         finalizers = (current.get("spec") or {}).get("finalizers") or []

@@ -21,10 +21,10 @@ from aiohttp import web
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.selectors import FieldSelector, LabelSelector
+from k3py.cluster.api.tables import to_table
 from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import RequestTarget, json_response, response_form
 from k3py.cluster.server.rest.objects import Object, decode, too_large
-from k3py.cluster.server.rest.standins import to_table
 
 _PAGE = 500
 

@@ -13,6 +13,7 @@ import copy
 import uuid
 from typing import Any
 
+from k3py.cluster.api import defaults
 from k3py.cluster.api.resources import ResourceInfo
 
 Object = dict[str, Any]
@@ -30,7 +31,7 @@ _STATUS_RESET: dict[str, Any] = {
     "ReplicaSet": {},
     "DaemonSet": {},
     "Job": {},
-    "Service": {"loadBalancer": {}},
+    "Service": {},
 }
 NAMESPACE_FINALIZER = "kubernetes"
 
@@ -46,7 +47,7 @@ def prepare_for_create(info: ResourceInfo, obj: Object, now: str) -> None:
     if info.kind in _STATUS_RESET:
         obj["status"] = copy.deepcopy(_STATUS_RESET[info.kind])
     elif info.kind == "Pod":
-        obj["status"] = {"phase": "Pending", "qosClass": qos_class(obj)}
+        obj["status"] = {}  # defaulting makes it Pending with its QoS class
     elif info.kind == "Namespace":
         obj.setdefault("spec", {})["finalizers"] = [NAMESPACE_FINALIZER]
         obj["status"] = {"phase": "Active"}
@@ -83,8 +84,9 @@ def prepare_for_update(info: ResourceInfo, obj: Object, old: Object, subresource
             new.pop("status", None)
     if info.kind == "Namespace":
         new.setdefault("spec", {})["finalizers"] = (old.get("spec") or {}).get("finalizers", [])
-    if info.kind == "Service":
-        _keep_allocated(new, old)
+    # Values the server assigned (a Service's clusterIPs, nodePorts) survive an update that
+    # leaves them out, as for ``kubectl replace``.
+    defaults.prepare_for_update(info, new, old)
     if spec_of(new) != spec_of(old):
         meta["generation"] = int(old_meta.get("generation", 1)) + 1
     return new
@@ -93,38 +95,3 @@ def prepare_for_update(info: ResourceInfo, obj: Object, old: Object, subresource
 def spec_of(obj: Object) -> dict[str, Any]:
     """Everything but metadata and status: what ``metadata.generation`` counts changes of."""
     return {k: v for k, v in obj.items() if k not in ("metadata", "status")}
-
-
-def _keep_allocated(new: Object, old: Object) -> None:
-    # As kube-apiserver does: an update that leaves allocated values out keeps them, so
-    # ``kubectl replace`` of a manifest without clusterIP works.
-    spec = new.setdefault("spec", {})
-    old_spec = old.get("spec") or {}
-    for key in ("clusterIP", "clusterIPs", "healthCheckNodePort"):
-        if not spec.get(key) and old_spec.get(key):
-            spec[key] = copy.deepcopy(old_spec[key])
-    old_ports = {(p.get("port"), p.get("protocol", "TCP")): p for p in old_spec.get("ports") or []}
-    for port in spec.get("ports") or []:
-        previous = old_ports.get((port.get("port"), port.get("protocol", "TCP")))
-        if previous and "nodePort" not in port and previous.get("nodePort"):
-            port["nodePort"] = previous["nodePort"]
-
-
-def qos_class(pod: Object) -> str:
-    """Guaranteed, Burstable or BestEffort, from the containers' requests and limits."""
-    containers = (pod.get("spec") or {}).get("containers") or []
-    requests_seen = False
-    guaranteed = bool(containers)
-    for container in containers:
-        resources = container.get("resources") or {}
-        requests = resources.get("requests") or {}
-        limits = resources.get("limits") or {}
-        if requests or limits:
-            requests_seen = True
-        for resource in ("cpu", "memory"):
-            limit = limits.get(resource)
-            if limit is None or str(requests.get(resource, limit)) != str(limit):
-                guaranteed = False
-    if not requests_seen:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
 from k3py.cluster.server.rest.context import REST, RestContext
@@ -28,7 +29,6 @@ from k3py.cluster.server.rest.http import (
     read_body,
 )
 from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
-from k3py.cluster.server.rest.standins import apply_json_patch, apply_merge_patch
 
 PODS = by_kind("v1", "Pod")
 _RETRIES = 8

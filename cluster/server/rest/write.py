@@ -20,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.openapi import unknown_fields
 from k3py.cluster.server.rest import engine
@@ -35,11 +36,6 @@ from k3py.cluster.server.rest.http import (
     read_body,
 )
 from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
-from k3py.cluster.server.rest.standins import (
-    apply_json_patch,
-    apply_merge_patch,
-    apply_strategic_merge_patch,
-)
 
 NAMESPACES = by_kind("v1", "Namespace")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as apiserver's generateName (no vowels)
