@@ -11,9 +11,10 @@ HOST_PY   ?= python3
 # Debian packages the test tiers and the image pipeline use. Installed only when missing.
 APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
 	mtools dosfstools e2fsprogs fdisk bmap-tools mmdebstrap qemu-system-arm qemu-user-static \
-	binfmt-support
+	binfmt-support docker.io busybox-static
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
+	docker-engine test-docker \
 	check-config \
 	format bench clean
 
@@ -47,7 +48,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m pip install -q -e '.[dev]'
 	touch $@
 
-test: setup
+test: setup docker-engine
 	$(PYTEST)
 
 test-unit: venv
@@ -58,6 +59,13 @@ test-integration: setup
 
 test-image: setup
 	$(PYTEST) -m image
+
+# The docker tier needs a Docker engine: start dockerd in the background unless one answers.
+docker-engine: apt
+	.ci/start-dockerd
+
+test-docker: setup docker-engine
+	$(PYTEST) -m docker
 
 test-qemu: setup
 	$(PYTEST) -m qemu
