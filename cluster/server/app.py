@@ -26,6 +26,7 @@ from aiohttp.typedefs import Handler
 from k3py import __version__
 from k3py.cluster.api import status
 from k3py.cluster.server import discovery
+from k3py.cluster.server.auth import CONNECT_PATH
 from k3py.cluster.server.rest import bootstrap, garbage, routes
 from k3py.cluster.server.rest.access import AUTHENTICATOR, RequestAuthenticator, authentication
 from k3py.cluster.server.rest.context import REST, RestContext
@@ -78,7 +79,9 @@ LIMITS = web.AppKey("k3py.limits", InFlight)
 
 def _long_running(request: web.Request) -> bool:
     watch = request.query.get("watch", "").lower() in ("1", "true")
-    return watch or "/watch/" in request.path
+    # The agent tunnel, exec sessions and followed logs stay open as long as their user wants.
+    streaming = request.path == CONNECT_PATH or request.path.endswith(("/exec", "/log"))
+    return watch or streaming or "/watch/" in request.path
 
 
 @web.middleware
