@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("k3py.server.auth")
 
 NODE_CERTIFICATE_PATH = "/v1-k3py/node-certificate"
+# The agent tunnel: only node credentials may open it (see supervisor.connect).
+CONNECT_PATH = "/v1-k3py/connect"
 # Reachable without credentials. The node certificate endpoint authenticates the join token
 # itself, so the API's authenticator must let it through.
 ANONYMOUS_PATHS = frozenset(
@@ -277,6 +279,8 @@ def authorize(user: UserInfo, attrs: RequestAttributes) -> str | None:
     if not attrs.resource:
         # Non-resource URLs: the verb is the lower-case HTTP method, as in Kubernetes.
         if is_anonymous_path(attrs.path):
+            return None
+        if attrs.path == CONNECT_PATH and user.node_name is not None and attrs.verb == "get":
             return None
         if attrs.verb in {"get", "head"} and attrs.path.startswith(DISCOVERY_PREFIXES):
             return None

@@ -12,7 +12,9 @@
   records a hash of its node password (``<data-dir>/server/cred/node-passwd``) and later requests
   for that name must present the same password, so one node's join token cannot obtain another
   node's identity; a reinstalled node with a new password is refused until its line is removed.
-- ``/v1-k3py/connect``: reserved for the agent's websocket tunnel (501 for now).
+- ``GET /v1-k3py/connect``: the agent's websocket tunnel (:mod:`k3py.cluster.server.tunnel`),
+  opened with the node's client certificate; the server carries ``kubectl logs`` and
+  ``kubectl exec`` to the node over it.
 
 Every refusal is a Kubernetes ``Status`` (400, 401, 403, 413).
 """
@@ -34,7 +36,12 @@ from aiohttp import web
 
 from k3py.cluster.api import jointoken
 from k3py.cluster.api.status import ApiError, bad_request, request_entity_too_large, unauthorized
-from k3py.cluster.server.auth import NODE_CERTIFICATE_PATH, NODE_USER_PREFIX, NODES_GROUP
+from k3py.cluster.server.auth import (
+    CONNECT_PATH,
+    NODE_CERTIFICATE_PATH,
+    NODE_USER_PREFIX,
+    NODES_GROUP,
+)
 from k3py.cluster.server.pki import CSRError, write_private
 
 if TYPE_CHECKING:
@@ -42,7 +49,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("k3py.server.supervisor")
 
-CONNECT_PATH = "/v1-k3py/connect"
+__all__ = ["CONNECT_PATH", "NodePasswords", "Supervisor", "add_routes"]
+
 MAX_REQUEST_BYTES = 64 * 1024
 _DNS1123_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
@@ -134,9 +142,25 @@ class Supervisor:
     async def ping(self, request: web.Request) -> web.Response:
         return web.Response(text="pong")
 
-    async def connect(self, request: web.Request) -> web.Response:
-        error = ApiError(501, "NotImplemented", f"{CONNECT_PATH} is reserved for the agent tunnel")
-        return _status_response(error)
+    async def connect(self, request: web.Request) -> web.StreamResponse:
+        from k3py.cluster.api.tunnel import PROTOCOL
+        from k3py.cluster.server.rest.access import user_of
+        from k3py.cluster.server.tunnel import TUNNELS
+
+        user = user_of(request)
+        node = user.node_name if user is not None else None
+        if node is None:
+            return _status_response(
+                ApiError(403, "Forbidden", f"{CONNECT_PATH} is for node credentials only")
+            )
+        ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=0)
+        if not ws.can_prepare(request).ok:
+            return _status_response(
+                bad_request(f"{CONNECT_PATH} is a websocket ({PROTOCOL}); send an upgrade")
+            )
+        await ws.prepare(request)
+        await request.app[TUNNELS].serve(node, ws)
+        return ws
 
     async def node_certificate(self, request: web.Request) -> web.Response:
         try:
@@ -202,4 +226,13 @@ def add_routes(app: web.Application, pki: ClusterPKI, token: str) -> None:
     app.router.add_get("/cacerts", supervisor.cacerts)
     app.router.add_get("/ping", supervisor.ping)
     app.router.add_post(NODE_CERTIFICATE_PATH, supervisor.node_certificate)
-    app.router.add_route("*", CONNECT_PATH, supervisor.connect)
+    app.router.add_get(CONNECT_PATH, supervisor.connect)
+    from k3py.cluster.server.tunnel import TUNNELS, TunnelHub
+
+    hub = app[TUNNELS] = TunnelHub()
+
+    async def close_tunnels(_: web.Application) -> None:
+        await hub.close()
+
+    # aiohttp's Signal annotation disagrees with aiosignal's generics; the call is correct.
+    app.on_shutdown.append(close_tunnels)  # type: ignore[arg-type]

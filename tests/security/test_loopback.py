@@ -245,12 +245,12 @@ async def test_another_machine_cannot_take_a_joined_nodes_name(server: Server) -
     assert "node-passwd" in _status(answer)["message"]
 
 
-async def test_tunnel_endpoint_is_reserved(server: Server) -> None:
+async def test_tunnel_endpoint_is_for_nodes_only(server: Server) -> None:
     code, answer = await _request(
         "GET", server.url + supervisor.CONNECT_PATH, server.pki.client_ssl_context()
     )
-    assert code == 501
-    assert _status(answer)["code"] == 501
+    assert code == 403
+    assert "node credentials" in _status(answer)["message"]
 
 
 def test_anonymous_paths() -> None:

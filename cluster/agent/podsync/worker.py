@@ -130,6 +130,7 @@ class PodWorker:
         self._waiting: dict[str, tuple[str, str]] = {}
         self._pull_failed_at: dict[str, float] = {}
         self._next: float | None = None
+        self._reported: dict[str, Any] | None = None
         self.finished = asyncio.Event()
         self.syncs = 0
 
@@ -201,7 +202,7 @@ class PodWorker:
         failed: tuple[str, str] | None = None
         acted = False
         sandbox = _latest(by_name, SANDBOX_NAME)
-        terminal = _terminal(self.pod)
+        terminal = _terminal(self._current())
         if terminal:
             if sandbox is not None and sandbox.status == "running":
                 await self._deps.runtime.remove_container(sandbox.id)
@@ -574,8 +575,9 @@ class PodWorker:
             host_ip=self._deps.node.host_ip,
             sandbox_ready=sandbox is not None and sandbox.status == "running",
         )
-        old = self.pod.get("status") or {}
-        if _terminal(self.pod):
+        current = self._current()
+        old = current.get("status") or {}
+        if _terminal(current):
             view.failed_reason = str(old.get("reason") or "")
             view.failed_message = str(old.get("message") or "")
             if not view.pod_ip and old.get("podIP"):
@@ -583,13 +585,15 @@ class PodWorker:
         if failed is not None:
             view.failed_reason, view.failed_message = failed
         status = pod_status(
-            self.pod, view, scheme=self._deps.node.runtime_scheme, now=self._deps.clock.now()
+            current, view, scheme=self._deps.node.runtime_scheme, now=self._deps.clock.now()
         )
-        if _terminal(self.pod) and old.get("phase") in {"Succeeded", "Failed"}:
+        if _terminal(current):
             status["phase"] = old["phase"]
-        if status != old:
+        # Compare with what this worker last wrote, not with the server's copy: a server that
+        # normalises a field must not make the agent write the same status forever.
+        if status != (self._reported if self._reported is not None else old):
             await self._deps.host.report_status(self.pod, status)
-            self.pod = {**self.pod, "status": status}
+            self._reported = status
 
     # -- termination ------------------------------------------------------------------------
 
@@ -616,6 +620,12 @@ class PodWorker:
             with contextlib.suppress(Exception):
                 await self._deps.host.finish_deletion(self.pod)
         self.finished.set()
+
+    def _current(self) -> Pod:
+        """The pod with the newest status: the one written last, or the server's."""
+        if self._reported is None:
+            return self.pod
+        return {**self.pod, "status": self._reported}
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self._deps.host.event(self.pod, kind, reason, message)

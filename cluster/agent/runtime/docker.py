@@ -14,10 +14,13 @@ import asyncio
 import datetime
 import json
 import logging
+import sys
 import urllib.parse
+import warnings
 from collections.abc import AsyncIterator, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
@@ -97,6 +100,36 @@ def info_from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
     )
 
 
+def import_docker() -> ModuleType:
+    """Import the ``docker`` package without ``charset_normalizer``.
+
+    ``requests`` (under ``docker``) imports ``charset_normalizer`` only to guess the encoding
+    of text responses, and it costs about 3 MB of resident memory, which the agent's budget
+    cannot spare. The engine answers JSON, whose encoding needs no guessing, so while
+    ``docker`` is imported the guesser is hidden (``requests`` then falls back to UTF-8), and
+    it is made importable again right after for any other user in the process.
+    """
+    if "docker" in sys.modules:
+        return sys.modules["docker"]
+    hide = "requests" not in sys.modules and "charset_normalizer" not in sys.modules
+    if hide:
+        sys.modules["charset_normalizer"] = None  # type: ignore[assignment]
+    try:
+        with warnings.catch_warnings():
+            # requests warns that it found no encoding guesser; that is the point.
+            warnings.simplefilter("ignore")
+            import docker  # noqa: F401 (imported for sys.modules)
+    finally:
+        if hide and sys.modules.get("charset_normalizer", False) is None:
+            del sys.modules["charset_normalizer"]
+    module: ModuleType = sys.modules["docker"]
+    return module
+
+
+def _errors() -> Any:
+    return import_docker().errors
+
+
 def socket_path(endpoint: str) -> str:
     if not endpoint.startswith("unix://"):
         raise RuntimeUnavailable(
@@ -112,17 +145,16 @@ class DockerRuntime:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, workers: int = 4) -> None:
         self._endpoint = endpoint
         self._socket = socket_path(endpoint)
+        import_docker()
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
         self._client: docker.APIClient | None = None
         self._inspected: dict[str, tuple[str, ContainerInfo]] = {}
 
     def _api(self) -> docker.APIClient:
         if self._client is None:
-            import docker
-
             try:
-                self._client = docker.APIClient(base_url=self._endpoint, version="auto")
-            except docker.errors.DockerException as err:
+                self._client = import_docker().APIClient(base_url=self._endpoint, version="auto")
+            except _errors().DockerException as err:
                 raise RuntimeUnavailable(
                     f"cannot reach the Docker engine at {self._endpoint}: {err}; start dockerd "
                     "or point --container-runtime-endpoint at its socket"
@@ -130,15 +162,13 @@ class DockerRuntime:
         return self._client
 
     async def _call(self, fn: Callable[[docker.APIClient], _T]) -> _T:
-        import docker.errors
-
         def run() -> _T:
             return fn(self._api())
 
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, run)
-        except (OSError, docker.errors.DockerException) as err:
-            if isinstance(err, docker.errors.APIError):
+        except (OSError, _errors().DockerException) as err:
+            if isinstance(err, _errors().APIError):
                 raise
             raise RuntimeUnavailable(
                 f"the Docker engine at {self._endpoint} does not answer: {err}"
@@ -166,17 +196,13 @@ class DockerRuntime:
         return infos
 
     async def inspect_container(self, container_id: str) -> ContainerInfo | None:
-        import docker.errors
-
         try:
             data = await self._call(lambda api: api.inspect_container(container_id))
-        except docker.errors.NotFound:
+        except _errors().NotFound:
             return None
         return info_from_inspect(data)
 
     async def create_container(self, config: ContainerConfig) -> str:
-        import docker.errors
-
         def create(api: docker.APIClient) -> str:
             network = config.network or "bridge"
             ports = [f"{p.container_port}/{p.protocol}" for p in config.ports]
@@ -217,46 +243,40 @@ class DockerRuntime:
 
         try:
             return await self._call(create)
-        except docker.errors.ImageNotFound as err:
+        except _errors().ImageNotFound as err:
             raise ImageError(f"image {config.image} is not present: {err.explanation}") from None
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise RuntimeUnavailable(
                 f"cannot create container {config.name}: {err.explanation or err}"
             ) from None
 
     async def start_container(self, container_id: str) -> None:
-        import docker.errors
-
         try:
             await self._call(lambda api: api.start(container_id))
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise RuntimeUnavailable(
                 f"cannot start container {container_id[:12]}: {err.explanation or err}"
             ) from None
 
     async def stop_container(self, container_id: str, grace_seconds: float) -> None:
-        import docker.errors
-
         timeout = max(0, round(grace_seconds))
         try:
             await self._call(lambda api: api.stop(container_id, timeout=timeout))
-        except docker.errors.NotFound:
+        except _errors().NotFound:
             return
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             if err.status_code != 304:  # already stopped
                 raise RuntimeUnavailable(
                     f"cannot stop container {container_id[:12]}: {err.explanation or err}"
                 ) from None
 
     async def remove_container(self, container_id: str) -> None:
-        import docker.errors
-
         self._inspected.pop(container_id, None)
         try:
             await self._call(lambda api: api.remove_container(container_id, v=True, force=True))
-        except docker.errors.NotFound:
+        except _errors().NotFound:
             return
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             if err.status_code == 409 and "in progress" in str(err.explanation):
                 return
             raise RuntimeUnavailable(
@@ -264,25 +284,21 @@ class DockerRuntime:
             ) from None
 
     async def image_id(self, reference: str) -> str | None:
-        import docker.errors
-
         try:
             data = await self._call(lambda api: api.inspect_image(reference))
-        except docker.errors.ImageNotFound:
+        except _errors().ImageNotFound:
             return None
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             if err.status_code == 404:
                 return None
             raise
         return str(data.get("Id", ""))
 
     async def pull_image(self, reference: str) -> str:
-        import docker.errors
-
         repository, tag = _split_reference(reference)
         try:
             await self._call(lambda api: api.pull(repository, tag=tag))
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise ImageError(f"cannot pull {reference}: {err.explanation or err}") from None
         found = await self.image_id(reference)
         if found is None:
@@ -290,8 +306,6 @@ class DockerRuntime:
         return found
 
     async def load_images(self, archive: Path) -> list[str]:
-        import docker.errors
-
         def load(api: docker.APIClient) -> list[str]:
             loaded: list[str] = []
             with archive.open("rb") as data:
@@ -306,12 +320,10 @@ class DockerRuntime:
 
         try:
             return await self._call(load)
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise ImageError(f"cannot load {archive}: {err.explanation or err}") from None
 
     async def import_rootfs(self, rootfs_tar: bytes, reference: str, cmd: list[str]) -> str:
-        import docker.errors
-
         repository, tag = _split_reference(reference)
         change = f"CMD {json.dumps(cmd)}"
         try:
@@ -320,7 +332,7 @@ class DockerRuntime:
                     rootfs_tar, repository=repository, tag=tag, changes=[change]
                 )
             )
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise ImageError(f"cannot import {reference}: {err.explanation or err}") from None
         found = await self.image_id(reference)
         if found is None:
@@ -330,15 +342,13 @@ class DockerRuntime:
     async def _exec_create(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool
     ) -> str:
-        import docker.errors
-
         try:
             created = await self._call(
                 lambda api: api.exec_create(
                     container_id, command, stdin=stdin, tty=tty, stdout=True, stderr=True
                 )
             )
-        except docker.errors.APIError as err:
+        except _errors().APIError as err:
             raise RuntimeUnavailable(
                 f"cannot exec in container {container_id[:12]}: {err.explanation or err}"
             ) from None
@@ -381,11 +391,9 @@ class DockerRuntime:
         }
         if options.since is not None:
             query["since"] = f"{options.since.timestamp():.9f}"
-        import docker.errors
-
         try:
             data = await self._call(lambda api: api.inspect_container(container_id))
-        except docker.errors.NotFound:
+        except _errors().NotFound:
             return
         # A TTY's output is one raw stream; otherwise the engine frames stdout and stderr.
         tty = bool((data.get("Config") or {}).get("Tty"))

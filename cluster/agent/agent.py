@@ -1,0 +1,194 @@
+"""The agent process, top to bottom: identity, runtime, images, pods, node, tunnel.
+
+:func:`run_agent` is what ``k3py agent`` runs. Its steps, in order: obtain the node's
+credentials (stored, or by joining), reach the container runtime, make sure the sandbox image
+exists and load air-gap images, start the pod sync loop on the pods of the local store (so a
+node that boots without its server runs its pods anyway), then start watching the server's pods,
+registering the Node and renewing its Lease, and the tunnel. Every background task is
+supervised: one that fails is logged at once and restarted. SIGTERM or SIGINT stops the agent
+and leaves the containers running, as a kubelet does, so that a restarted agent adopts them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from k3py.cluster.agent.autonomy.store import LocalStore
+from k3py.cluster.agent.errors import RuntimeUnavailable
+from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+from k3py.cluster.agent.node.identity import NodeIdentity, ensure_identity
+from k3py.cluster.agent.node.machine import Machine, node_ip
+from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
+from k3py.cluster.agent.podsource import ClusterPods
+from k3py.cluster.agent.podsync.backoff import Backoff
+from k3py.cluster.agent.podsync.loop import PodSync
+from k3py.cluster.agent.podsync.probes import Prober
+from k3py.cluster.agent.podsync.volumes import PodVolumes
+from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
+from k3py.cluster.agent.runtime import ContainerRuntime
+from k3py.cluster.agent.settings import AgentSettings
+from k3py.cluster.agent.tunnel.client import TunnelClient
+from k3py.cluster.agent.tunnel.streams import NodeStreams
+from k3py.cluster.api.tunnel import CONNECT_PATH
+from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
+
+logger = logging.getLogger("k3py.agent")
+
+RUNTIME_WAIT_SECONDS = 120.0
+
+
+def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
+    if settings.runtime == "fake":
+        from k3py.cluster.agent.runtime.fake import FakeRuntime
+
+        return FakeRuntime(clock)
+    from k3py.cluster.agent.runtime.docker import DockerRuntime
+
+    return DockerRuntime(settings.container_runtime_endpoint)
+
+
+async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
+    """The runtime's version once it answers (at boot, dockerd may start after the agent)."""
+    deadline = clock.monotonic() + RUNTIME_WAIT_SECONDS
+    while True:
+        try:
+            return await runtime.version()
+        except RuntimeUnavailable as err:
+            if clock.monotonic() > deadline:
+                raise
+            logger.info("waiting for the container runtime", extra={"fields": {"error": str(err)}})
+            await clock.sleep(2.0)
+
+
+async def _supervised(name: str, work: Callable[[], Awaitable[None]], clock: Clock) -> None:
+    """Run ``work`` forever: a failure is logged with its traceback and the work restarted."""
+    while True:
+        try:
+            await work()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception(
+                "background task failed; restarting it", extra={"fields": {"task": name}}
+            )
+            await clock.sleep(5.0)
+
+
+class Agent:
+    """One running agent: its parts, built from the settings and the node identity."""
+
+    def __init__(self, settings: AgentSettings, identity: NodeIdentity, clock: Clock) -> None:
+        self.settings = settings
+        self.identity = identity
+        self.clock = clock
+        self.runtime = make_runtime(settings, clock)
+        self.client = KubeClient(
+            identity.server_url,
+            ssl_context=identity.ssl_context(),
+            user_agent=f"k3py-agent/{identity.node_name}",
+        )
+        addresses = settings.node_ips or (node_ip(identity.server_url),)
+        self.node = NodeConfig(
+            node_name=identity.node_name,
+            host_ip=addresses[0],
+            sandbox_image=settings.pause_image,
+            runtime_scheme=settings.runtime,
+        )
+        self.recorder = EventRecorder(self.client, clock, "kubelet", identity.node_name)
+        self.store = LocalStore(settings.agent_dir / "cache")
+        self.pods = ClusterPods(self.client, self.store, clock, identity.node_name, self.recorder)
+        self.sync = PodSync(
+            WorkerDeps(
+                runtime=self.runtime,
+                host=self.pods,
+                volumes=PodVolumes(settings.agent_dir),
+                clock=clock,
+                node=self.node,
+                backoff=Backoff(),
+                prober=Prober(self.runtime),
+            )
+        )
+        self.reporter = NodeReporter(
+            self.client,
+            clock,
+            NodeSpec(
+                name=identity.node_name,
+                addresses=addresses,
+                hostname=socket.gethostname(),
+                labels=settings.node_labels,
+                taints=settings.node_taints,
+                data_dir=settings.data_dir,
+            ),
+            Machine.read(settings.data_dir, settings.max_pods),
+            self.runtime.version,
+            settings.lease_seconds,
+        )
+        self.tunnel = TunnelClient(
+            identity.server_url.replace("https://", "wss://", 1) + CONNECT_PATH,
+            identity.ssl_context(),
+            NodeStreams(self.runtime, identity.node_name, clock),
+            clock,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        await wait_for_runtime(self.runtime, self.clock)
+        await ensure_sandbox_image(self.runtime, self.settings.pause_image)
+        await load_airgap_images(self.runtime, self.settings.agent_dir / "images")
+        self.sync.start()
+        self.pods.start(self.sync)
+        for name, work in (
+            ("events", self.recorder.run),
+            ("node", self.reporter.run),
+            ("tunnel", self.tunnel.run),
+        ):
+            self._tasks.append(
+                asyncio.create_task(_supervised(name, work, self.clock), name=f"agent-{name}")
+            )
+        logger.info(
+            "k3py agent is running",
+            extra={"fields": {"node": self.identity.node_name, "server": self.identity.server_url}},
+        )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.pods.stop()
+        await self.sync.stop()
+        with contextlib.suppress(Exception):
+            await self.recorder.flush()
+        await self.client.close()
+        await self.runtime.close()
+
+
+async def run_agent(settings: AgentSettings) -> None:
+    clock = RealClock()
+    identity = await ensure_identity(settings)
+    agent = Agent(settings, identity, clock)
+    await agent.start()
+    try:
+        await _until_signalled()
+        logger.info("k3py agent is stopping; containers keep running")
+    finally:
+        await agent.stop()
+
+
+async def _until_signalled() -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)

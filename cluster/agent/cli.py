@@ -1,0 +1,104 @@
+"""``k3py agent``: join a cluster and run this node's pods (K3s's flags and environment).
+
+``--server``/``K3PY_URL`` and ``--token``/``K3PY_TOKEN`` (or ``--token-file``) are needed only
+to join; the node's credentials are kept in ``<data-dir>/agent`` so a restarted agent needs
+neither token nor network to bring its pods back. Heavy imports happen in :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+from pathlib import Path
+
+from k3py.cluster.agent.settings import AgentSettings
+from k3py.errors import UsageError
+
+CONFIG_FILES = ("/etc/k3py/config.yaml",)
+_TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--server", "-s", default="", help="the server to join, https://HOST:6443 [$K3PY_URL]")
+    add("--token", "-t", default=None, help="the cluster's join token (K10…) [$K3PY_TOKEN]")
+    add("--token-file", default=None, help="file holding the join token")
+    add("--data-dir", "-d", default="/var/lib/k3py", help="state directory (default %(default)s)")
+    add("--node-name", default="", help="this node's name (default: the host name)")
+    add("--with-node-id", action="store_true", help="append a stable random id to the node name")
+    add("--node-ip", "-i", action="append", default=[], help="address to advertise (repeatable)")
+    add("--node-label", action="append", default=[], help="label to register with, key=value")
+    add(
+        "--node-taint", action="append", default=[], help="taint to register with, key=value:Effect"
+    )
+    add(
+        "--container-runtime-endpoint",
+        default="unix:///var/run/docker.sock",
+        help="the Docker engine's socket (default %(default)s)",
+    )
+    add("--pause-image", default="k3py/pause:1", help="the pod sandbox image (built when absent)")
+    add("--max-pods", type=int, default=110, help="pods this node accepts (default %(default)s)")
+    # "fake" runs pods without processes: hollow nodes for scale tests.
+    add("--runtime", choices=("docker", "fake"), default="docker", help=argparse.SUPPRESS)
+
+
+def _label(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise UsageError(f"--node-label {text!r}: expected key=value")
+    return key.strip(), value.strip()
+
+
+def _taint(text: str) -> dict[str, str]:
+    body, sep, effect = text.rpartition(":")
+    if not sep or effect not in _TAINT_EFFECTS:
+        raise UsageError(
+            f"--node-taint {text!r}: expected key=value:Effect with Effect one of "
+            f"{', '.join(_TAINT_EFFECTS)}"
+        )
+    key, _, value = body.partition("=")
+    if not key:
+        raise UsageError(f"--node-taint {text!r}: the key is empty")
+    taint = {"key": key, "effect": effect}
+    if value:
+        taint["value"] = value
+    return taint
+
+
+def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -> AgentSettings:
+    env = dict(os.environ if env is None else env)
+    server = str(args.server or env.get("K3PY_URL", "")).rstrip("/")
+    if server and not server.startswith("https://"):
+        raise UsageError(f"--server {server!r}: the server URL must start with https://")
+    token = args.token or env.get("K3PY_TOKEN") or None
+    node_name = (args.node_name or socket.gethostname()).strip().lower()
+    if not node_name:
+        raise UsageError("--node-name is empty and this machine has no host name")
+    if args.max_pods < 1:
+        raise UsageError("--max-pods must be at least 1")
+    return AgentSettings(
+        server_url=server,
+        token=str(token).strip() if token else None,
+        token_file=Path(args.token_file) if args.token_file else None,
+        data_dir=Path(args.data_dir),
+        node_name=node_name,
+        node_ips=tuple(args.node_ip),
+        node_labels=tuple(_label(t) for t in args.node_label),
+        node_taints=tuple(_taint(t) for t in args.node_taint),
+        with_node_id=bool(args.with_node_id),
+        runtime=args.runtime,
+        container_runtime_endpoint=args.container_runtime_endpoint,
+        pause_image=args.pause_image,
+        max_pods=args.max_pods,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from k3py.cluster.agent.agent import run_agent
+
+    settings = settings_from(args)
+    asyncio.run(run_agent(settings))
+    return 0

@@ -1,0 +1,239 @@
+"""The pods' source and sink: the API when it answers, the local store when it does not.
+
+:class:`ClusterPods` watches the pods bound to this node (``fieldSelector=spec.nodeName=…``)
+and the cluster's ConfigMaps and Secrets with informers, hands pods to the pod sync loop, and
+keeps the local store current (pods, and the ConfigMaps and Secrets they use). It is also the
+pod workers' :class:`~k3py.cluster.agent.podsync.worker.PodHost`: ConfigMaps and Secrets come
+from the informers' caches, falling back to the store before the first list; Events go through
+an :class:`~k3py.cluster.client.EventRecorder`; statuses are written as merge patches of
+``pods/<name>/status``, and a status that cannot be written (server unreachable) waits and is
+written when the server is back. A ConfigMap or Secret that changes wakes the pods using it,
+so their volumes follow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from k3py.cluster.agent.autonomy.store import LocalStore, references
+from k3py.cluster.agent.podsync.loop import PodSync
+from k3py.cluster.agent.podsync.spec import Pod, meta
+from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.status import ApiError
+from k3py.cluster.client import ClientError, Clock, EventRecorder, Informer, KubeApi
+
+logger = logging.getLogger("k3py.agent.pods")
+
+PODS = by_kind("v1", "Pod")
+CONFIG_MAPS = by_kind("v1", "ConfigMap")
+SECRETS = by_kind("v1", "Secret")
+RETRY_SECONDS = 5.0
+
+
+class StoreObjects:
+    """ConfigMaps and Secrets from the informers, or from the local store before they sync."""
+
+    def __init__(self, pods: ClusterPods) -> None:
+        self._pods = pods
+
+    def _get(self, informer: Informer | None, kind: str, namespace: str, name: str) -> Any:
+        if informer is not None and informer.synced.is_set():
+            return informer.get(name, namespace)
+        return self._pods.store.get_object(kind, namespace, name)
+
+    def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._get(
+            self._pods.config_maps, "configmaps", namespace, name
+        )
+        return found
+
+    def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        found: dict[str, Any] | None = self._get(self._pods.secrets, "secrets", namespace, name)
+        return found
+
+
+class ClusterPods:
+    def __init__(
+        self, api: KubeApi, store: LocalStore, clock: Clock, node_name: str, recorder: EventRecorder
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.clock = clock
+        self.node_name = node_name
+        self.recorder = recorder
+        self.sync: PodSync | None = None
+        self.pods: Informer | None = None
+        self.config_maps: Informer | None = None
+        self.secrets: Informer | None = None
+        self._objects = StoreObjects(self)
+        self._pending: dict[str, tuple[Pod, dict[str, Any]]] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+
+    # -- PodHost ----------------------------------------------------------------------------
+
+    @property
+    def objects(self) -> StoreObjects:
+        return self._objects
+
+    def event(self, pod: Pod, kind: str, reason: str, message: str) -> None:
+        self.recorder.event(pod, kind, reason, message)
+
+    async def report_status(self, pod: Pod, status: dict[str, Any]) -> None:
+        uid = str(meta(pod).get("uid", ""))
+        self.store.save_pod({**pod, "status": status})
+        self._pending[uid] = (pod, status)
+        await self._write_status(uid)
+
+    async def _write_status(self, uid: str) -> bool:
+        assert PODS is not None
+        entry = self._pending.get(uid)
+        if entry is None:
+            return True
+        pod, status = entry
+        old = pod.get("status") or {}
+        # A merge patch keeps keys it does not mention: clear what the new status dropped.
+        body = {**status, **{k: None for k in old if k not in status}}
+        patch = {"metadata": {"uid": meta(pod).get("uid")}, "status": body}
+        try:
+            await self.api.patch(
+                PODS,
+                str(meta(pod).get("name")),
+                patch,
+                str(meta(pod).get("namespace")),
+                subresource="status",
+            )
+        except ApiError as err:
+            if err.code in (404, 409):  # gone, or replaced by a pod with the same name
+                self._pending.pop(uid, None)
+                return True
+            logger.warning("pod status refused", extra={"fields": {"error": str(err)}})
+            return False
+        except ClientError:
+            return False
+        if self._pending.get(uid) is entry:
+            del self._pending[uid]
+        return True
+
+    async def finish_deletion(self, pod: Pod) -> None:
+        assert PODS is not None
+        uid = str(meta(pod).get("uid", ""))
+        self._pending.pop(uid, None)
+        self.store.delete_pod(uid)
+        try:
+            await self.api.delete(
+                PODS,
+                str(meta(pod).get("name")),
+                str(meta(pod).get("namespace")),
+                grace_period_seconds=0,
+                preconditions={"uid": uid},
+            )
+        except ApiError as err:
+            if err.code not in (404, 409):
+                raise
+
+    # -- informers --------------------------------------------------------------------------
+
+    def start(self, sync: PodSync) -> None:
+        assert PODS is not None
+        assert CONFIG_MAPS is not None
+        assert SECRETS is not None
+        self.sync = sync
+        stored = self.store.pods()
+        if stored:
+            # Autonomy: run what the node ran before, without waiting for the server.
+            logger.info("pods from the local store", extra={"fields": {"count": len(stored)}})
+            sync.replace_all(stored)
+        self.config_maps = Informer(self.api, CONFIG_MAPS, clock=self.clock)
+        self.secrets = Informer(self.api, SECRETS, clock=self.clock)
+        self.pods = Informer(
+            self.api, PODS, field_selector=f"spec.nodeName={self.node_name}", clock=self.clock
+        )
+        self.config_maps.add_handler(
+            on_add=lambda o: self._object_changed("configmaps", o),
+            on_update=lambda _, o: self._object_changed("configmaps", o),
+        )
+        self.secrets.add_handler(
+            on_add=lambda o: self._object_changed("secrets", o),
+            on_update=lambda _, o: self._object_changed("secrets", o),
+        )
+        self.pods.add_handler(
+            on_add=self._pod_changed,
+            on_update=lambda _, pod: self._pod_changed(pod),
+            on_delete=self._pod_deleted,
+        )
+        for informer in (self.config_maps, self.secrets, self.pods):
+            self._tasks.append(informer.start())
+        self._tasks.append(asyncio.create_task(self._after_first_list(), name="pods-synced"))
+        self._tasks.append(asyncio.create_task(self._flush_statuses(), name="pod-statuses"))
+
+    async def stop(self) -> None:
+        for informer in (self.pods, self.config_maps, self.secrets):
+            if informer is not None:
+                await informer.stop()
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def _after_first_list(self) -> None:
+        assert self.pods is not None
+        assert self.sync is not None
+        await self.pods.synced.wait()
+        # The server's list is the truth now: pods deleted while away go, the rest stay.
+        self.sync.replace_all(self.pods.list())
+        self._prune_store()
+
+    def _prune_store(self) -> None:
+        assert self.pods is not None
+        wanted: set[tuple[str, str, str]] = set()
+        live = {str(meta(p).get("uid", "")) for p in self.pods.list()}
+        for pod in self.store.pods():
+            if str(meta(pod).get("uid", "")) not in live:
+                self.store.delete_pod(str(meta(pod).get("uid", "")))
+            else:
+                wanted |= references(pod)
+        self.store.prune_objects(wanted)
+
+    async def _flush_statuses(self) -> None:
+        while True:
+            await self.clock.sleep(RETRY_SECONDS)
+            for uid in list(self._pending):
+                if not await self._write_status(uid):
+                    break
+
+    def _pod_changed(self, pod: Pod) -> None:
+        if self.sync is None:
+            return
+        uid = str(meta(pod).get("uid", ""))
+        pending = self._pending.get(uid)
+        if pending is not None:
+            # Our newer status has not reached the server yet: keep it over the server's copy.
+            pod = {**pod, "status": pending[1]}
+        self.store.save_pod(pod)
+        for kind, namespace, name in references(pod):
+            informer = self.config_maps if kind == "configmaps" else self.secrets
+            obj = informer.get(name, namespace) if informer is not None else None
+            if obj is not None:
+                self.store.save_object(kind, obj)
+        self.sync.apply(pod)
+
+    def _pod_deleted(self, pod: Pod) -> None:
+        uid = str(meta(pod).get("uid", ""))
+        self.store.delete_pod(uid)
+        self._pending.pop(uid, None)
+        if self.sync is not None:
+            self.sync.forget(uid)
+
+    def _object_changed(self, kind: str, obj: dict[str, Any]) -> None:
+        if self.sync is None:
+            return
+        key = (kind, str(meta(obj).get("namespace", "")), str(meta(obj).get("name", "")))
+        for uid, pod in self.sync.pods.items():
+            if key in references(pod):
+                self.store.save_object(kind, obj)
+                worker = self.sync.worker(uid)
+                if worker is not None:
+                    worker.wake()

@@ -1,0 +1,35 @@
+"""The agent's settings: one frozen object built from flags, environment and config files.
+
+:func:`k3py.cluster.agent.cli.run` builds it once; everything below receives it (or the part it
+needs). The node's local settings live here, apart from what the server tells the agent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    server_url: str
+    token: str | None
+    token_file: Path | None
+    data_dir: Path
+    node_name: str
+    node_ips: tuple[str, ...] = ()
+    node_labels: tuple[tuple[str, str], ...] = ()
+    node_taints: tuple[dict[str, str], ...] = ()
+    with_node_id: bool = False
+    runtime: str = "docker"
+    container_runtime_endpoint: str = "unix:///var/run/docker.sock"
+    pause_image: str = "k3py/pause:1"
+    max_pods: int = 110
+    lease_seconds: float = 10.0
+    # How long to wait for a server that does not answer yet (boot order, server restarts) on
+    # first join; after joining, the agent never needs the server to start.
+    join_timeout_seconds: float = 600.0
+
+    @property
+    def agent_dir(self) -> Path:
+        return self.data_dir / "agent"
