@@ -11,11 +11,11 @@ HOST_PY   ?= python3
 # Debian packages the test tiers and the image pipeline use. Installed only when missing.
 APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
 	mtools dosfstools e2fsprogs fdisk bmap-tools mmdebstrap qemu-system-arm qemu-user-static \
-	binfmt-support docker.io busybox-static
+	binfmt-support gpgv debian-archive-keyring docker.io busybox-static
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
 	docker-engine test-docker \
-	check-config \
+	check-config image \
 	format bench clean
 
 help:
@@ -26,6 +26,7 @@ help:
 	@echo "make check             ruff lint + format check, mypy strict (as CI runs them)"
 	@echo "make check-config      check this machine's kernel and system for k3py"
 	@echo "make bench             benchmarks; results in bench/results/"
+	@echo "make image BOARD=qemu-virt-arm64 ROLE=agent   build a board image into out/"
 
 setup: apt venv
 
@@ -84,6 +85,12 @@ lint: venv
 format: venv
 	$(PYTHON) -m ruff check --fix .
 	$(PYTHON) -m ruff format .
+
+# A bootable board image in out/ (boards: ls board/; roles: server, agent).
+BOARD ?= qemu-virt-arm64
+ROLE  ?= agent
+image: setup
+	$(PYTHON) -m k3py image build --board $(BOARD) --role $(ROLE)
 
 bench: setup
 	$(PYTHON) -m bench

@@ -17,7 +17,7 @@ from pathlib import Path
 import jinja2
 
 from k3py import __version__
-from k3py.image import disk
+from k3py.image import disk, rootfs
 from k3py.image.context import BuildContext
 from k3py.image.errors import ImageError
 
@@ -99,7 +99,12 @@ def filesystems(ctx: BuildContext) -> None:
     for directory in ("lib/k3py", "log", "tmp"):
         (data / directory).mkdir(parents=True, exist_ok=True)
     os.chmod(data / "tmp", 0o1777)  # noqa: S103 (/var/tmp is sticky and world-writable)
-    from k3py.image import rootfs
+    for name, target in (("run", "../run"), ("lock", "../run/lock")):
+        link = data / name
+        if link.is_dir() and not link.is_symlink():
+            shutil.rmtree(link)
+        if not link.is_symlink():
+            link.symlink_to(target)
 
     rootfs.clamp_times(ctx.rootfs, epoch)
     rootfs.clamp_times(data, epoch)

@@ -97,7 +97,10 @@ def audit(
 ) -> AuditReport:
     """Check every ELF file under ``root``; ``owners`` maps paths to packages."""
     report = AuditReport()
+    # glibc's built-in search path: the multiarch directories, then (64-bit) lib64.
     default_dirs = [f"/usr/lib/{triplet}", "/usr/lib", f"/lib/{triplet}", "/lib"]
+    if elf_class == 64:
+        default_dirs += ["/lib64", "/usr/lib64"]
     search_dirs = _ld_so_conf_dirs(root) + default_dirs
     for directory, _dirnames, filenames in os.walk(root):
         for name in sorted(filenames):

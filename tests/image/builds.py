@@ -1,0 +1,95 @@
+"""Images built once per test session and shared by the image and QEMU tiers.
+
+Each (board, role) is built at most once per pytest session, into the session's temporary
+directory, through the real ``k3py image build`` pipeline; the results are kept in the session's
+``config.stash`` (no module state). The package cache is the machine's shared one
+(``/var/cache/k3py/packages``, or ``K3PY_CACHE_DIR``), so only a cold machine downloads.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from k3py.image.board import load_board
+from k3py.image.cli import DEFAULT_CACHE, DEFAULT_EPOCH
+from k3py.image.content import load_content
+from k3py.image.context import BuildContext, BuildSettings
+from k3py.image.pipeline import build
+
+
+@dataclass(frozen=True)
+class BuiltImage:
+    board: str
+    role: str
+    out_dir: Path
+    work_dir: Path
+    log: str
+    seconds: float
+
+    @property
+    def image(self) -> Path:
+        return self.out_dir / f"{self.board}-{self.role}.img"
+
+    @property
+    def manifest(self) -> Path:
+        return self.out_dir / f"{self.board}-{self.role}.manifest.json"
+
+
+ImageFor = Callable[[str, str], BuiltImage]
+BUILDS_KEY = pytest.StashKey[dict[tuple[str, str], BuiltImage]]()
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("K3PY_CACHE_DIR", DEFAULT_CACHE))
+
+
+def settings_for(
+    board: str,
+    role: str,
+    root: Path,
+    *,
+    overlay: Path | None = None,
+    extra_prune: tuple[str, ...] = (),
+    config_file: Path | None = None,
+) -> BuildSettings:
+    return BuildSettings(
+        board=load_board(board),
+        role=role,
+        out_dir=root / "out",
+        work_dir=root / "work",
+        cache_dir=cache_dir(),
+        content=load_content(),
+        source_date_epoch=DEFAULT_EPOCH,
+        overlay=overlay,
+        extra_prune=extra_prune,
+        config_file=config_file,
+    )
+
+
+def run_build(settings: BuildSettings) -> tuple[BuildContext, str, float]:
+    stream = io.StringIO()
+    started = time.monotonic()
+    context = build(settings, stream)
+    return context, stream.getvalue(), time.monotonic() - started
+
+
+def built_image(
+    request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory, board: str, role: str
+) -> BuiltImage:
+    """The session's image for (board, role), built on first use."""
+    builds = request.config.stash.setdefault(BUILDS_KEY, {})
+    if (board, role) not in builds:
+        root = tmp_factory.mktemp(f"{board}-{role}")
+        settings = settings_for(board, role, root)
+        _, log, seconds = run_build(settings)
+        builds[(board, role)] = BuiltImage(
+            board, role, settings.out_dir, settings.work_dir, log, seconds
+        )
+    return builds[(board, role)]

@@ -1,0 +1,77 @@
+"""Board descriptions: every shipped board loads, and mistakes name the file and the key."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from k3py.image.board import BOARDS_DIR, available_boards, load_board
+from k3py.image.content import load_content
+from k3py.image.errors import BoardError
+
+
+def test_the_four_boards_load_with_their_architecture_and_boot_method() -> None:
+    assert {"qemu-virt-arm64", "qemu-virt-armv7", "rpi4-arm64", "rpi3-armv7"} <= set(
+        available_boards()
+    )
+    expected = {
+        "qemu-virt-arm64": ("arm64", "qemu-direct"),
+        "qemu-virt-armv7": ("armhf", "qemu-direct"),
+        "rpi4-arm64": ("arm64", "raspberrypi"),
+        "rpi3-armv7": ("armhf", "raspberrypi"),
+    }
+    for name, (architecture, method) in expected.items():
+        board = load_board(name)
+        assert (board.architecture, board.boot.method) == (architecture, method)
+        assert (board.directory / "README.md").is_file()
+    assert load_board("qemu-virt-arm64").qemu is not None
+    for pi in ("rpi4-arm64", "rpi3-armv7"):
+        assert "cgroup_enable=memory cgroup_memory=1" in load_board(pi).kernel.cmdline
+
+
+@pytest.fixture
+def board_copy(tmp_path: Path) -> Path:
+    target = tmp_path / "qemu-virt-arm64"
+    shutil.copytree(BOARDS_DIR / "qemu-virt-arm64", target)
+    return target / "board.toml"
+
+
+def test_an_unknown_key_is_named_with_its_file(board_copy: Path) -> None:
+    board_copy.write_text(board_copy.read_text().replace("[kernel]", "[kernel]\nmodule = []"))
+    with pytest.raises(BoardError) as err:
+        load_board(board_copy)
+    assert str(board_copy) in str(err.value)
+    assert "'kernel.module'" in str(err.value)
+
+
+def test_a_wrong_architecture_names_the_key(board_copy: Path) -> None:
+    board_copy.write_text(board_copy.read_text().replace('"arm64"', '"riscv64"', 1))
+    with pytest.raises(BoardError, match=r"key 'board\.architecture'.*riscv64"):
+        load_board(board_copy)
+
+
+def test_a_missing_partition_template_is_reported(board_copy: Path) -> None:
+    (board_copy.parent / "partitions.sfdisk.j2").unlink()
+    with pytest.raises(BoardError, match=r"key 'partitions\.template'"):
+        load_board(board_copy)
+
+
+def test_a_wrong_type_names_the_key(board_copy: Path) -> None:
+    board_copy.write_text(board_copy.read_text().replace("boot_mib = 64", 'boot_mib = "64"'))
+    with pytest.raises(BoardError, match=r"key 'partitions\.boot_mib': expected an integer"):
+        load_board(board_copy)
+
+
+def test_an_unknown_board_lists_the_known_ones() -> None:
+    with pytest.raises(BoardError, match="known boards: .*qemu-virt-arm64"):
+        load_board("no-such-board")
+
+
+def test_content_lists_roles_and_the_modules_the_kernel_gate_requires() -> None:
+    content = load_content()
+    assert "docker.io" in content.packages_for("agent")
+    assert "docker.io" not in content.packages_for("server")
+    assert {"vxlan", "ip_vs"} <= set(content.required_modules)
+    assert set(content.required_modules) <= set(content.kernel_modules)
