@@ -89,7 +89,8 @@ def list_options(request: web.Request, info: ResourceInfo) -> ListOptions:
             f'resourceVersionMatch: Unsupported value: "{match}": supported values:'
             ' "Exact", "NotOlderThan"'
         )
-    if match and not version:
+    send_initial = _bool(request, "sendInitialEvents")
+    if match and not version and not send_initial:
         raise status.bad_request(
             "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless"
             " resourceVersion is provided"
@@ -108,7 +109,7 @@ def list_options(request: web.Request, info: ResourceInfo) -> ListOptions:
         resource_version_match=match,
         allow_bookmarks=bool(_bool(request, "allowWatchBookmarks")),
         timeout_seconds=float(timeout) if timeout else None,
-        send_initial_events=_bool(request, "sendInitialEvents"),
+        send_initial_events=send_initial,
     )
 
 
