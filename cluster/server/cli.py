@@ -65,7 +65,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--disable-agent",
         action="store_true",
-        help="do not run an agent next to the server (accepted; the server runs none yet)",
+        help="do not run an agent for this node next to the server",
     )
     add(
         "--max-requests-inflight",
@@ -134,8 +134,13 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from k3py.cluster.server import embedded_agent
     from k3py.cluster.server.app import serve
 
     settings = settings_from(args)
-    asyncio.run(serve(settings))
+    agent = embedded_agent.start(settings, debug=bool(getattr(args, "debug", False)))
+    try:
+        asyncio.run(serve(settings))
+    finally:
+        embedded_agent.stop(agent)
     return 0
