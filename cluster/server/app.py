@@ -295,8 +295,18 @@ async def serve(settings: ServerSettings) -> None:
                 }
             },
         )
+        from k3py.cluster.server.controllers.serving import run_in_server
+
+        stop_control = asyncio.Event()
+        control = asyncio.create_task(
+            run_in_server(settings, cluster_pki, port, stop_control), name="k3py-control-plane"
+        )
+        control.add_done_callback(_report_crash)
         await _until_signalled()
         logger.info("k3py server is stopping")
+        stop_control.set()
+        with contextlib.suppress(asyncio.TimeoutError, Exception):
+            await asyncio.wait_for(control, 5.0)
     finally:
         await runner.cleanup()
 

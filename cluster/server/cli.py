@@ -79,6 +79,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
         help="mutating requests served at once before 429 (default %(default)s)",
     )
+    add(
+        "--disable-scheduler",
+        action="store_true",
+        help="do not run the scheduler in this server",
+    )
+    add(
+        "--disable-controller",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not run this controller (repeatable): deployment, replicaset, daemonset, job,"
+        " endpoints, nodelifecycle, garbagecollector",
+    )
+    add(
+        "--node-monitor-grace-period",
+        type=float,
+        default=40.0,
+        help="seconds without a Lease renewal before a node is marked NotReady"
+        " (default %(default)s)",
+    )
+    add("--node-monitor-period", type=float, default=5.0, help=argparse.SUPPRESS)
     # Datastore history retention; tests shorten it to exercise 410 Gone.
     add("--datastore-compact-min-revisions", type=int, default=1000, help=argparse.SUPPRESS)
     add("--datastore-compact-min-age", type=float, default=300.0, help=argparse.SUPPRESS)
@@ -98,6 +119,17 @@ def _token(args: argparse.Namespace) -> str | None:
             raise UsageError(f"--token-file {path} is empty")
         return text
     return None
+
+
+def _controllers(names: list[str]) -> tuple[str, ...]:
+    from k3py.cluster.server.controllers.base import ALL_CONTROLLERS
+
+    wanted = tuple(n.strip() for value in names for n in value.split(",") if n.strip())
+    for name in wanted:
+        if name not in ALL_CONTROLLERS:
+            known = ", ".join(c for c in ALL_CONTROLLERS if c != "scheduler")
+            raise UsageError(f"--disable-controller {name!r} is not a controller; known: {known}")
+    return wanted
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
@@ -128,6 +160,10 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         compact_min_revisions=args.datastore_compact_min_revisions,
         compact_min_age_seconds=args.datastore_compact_min_age,
         compact_interval_seconds=args.datastore_compact_interval,
+        disable_scheduler=bool(args.disable_scheduler),
+        disable_controllers=_controllers(args.disable_controller),
+        node_monitor_period=max(0.1, args.node_monitor_period),
+        node_monitor_grace_period=max(0.1, args.node_monitor_grace_period),
     )
 
 

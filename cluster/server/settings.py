@@ -42,6 +42,11 @@ class ServerSettings:
     compact_interval_seconds: float = 60.0
     # How often the server sends watch bookmarks to clients that allow them.
     watch_bookmark_interval: float = 60.0
+    # The scheduler and controllers running in the server (k3py.cluster.server.controllers).
+    disable_scheduler: bool = False
+    disable_controllers: tuple[str, ...] = ()
+    node_monitor_period: float = 5.0
+    node_monitor_grace_period: float = 40.0
 
     @property
     def kubernetes_service_ip(self) -> str:

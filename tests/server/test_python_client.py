@@ -105,9 +105,15 @@ def test_deployment_crud_and_watch(api_client: Any) -> None:
     apps.create_namespaced_deployment(NS, deployment("api"))
     assert apps.read_namespaced_deployment("api", NS).spec.replicas == 1
     apps.patch_namespaced_deployment("api", NS, {"spec": {"replicas": 0}})
-    current = apps.read_namespaced_deployment("api", NS)
-    current.metadata.labels["stage"] = "test"
-    replaced = apps.replace_namespaced_deployment("api", NS, current)
+    for attempt in range(5):  # the deployment controller may write status between the two
+        current = apps.read_namespaced_deployment("api", NS)
+        current.metadata.labels["stage"] = "test"
+        try:
+            replaced = apps.replace_namespaced_deployment("api", NS, current)
+            break
+        except client.ApiException as err:
+            if err.status != 409 or attempt == 4:
+                raise
     assert replaced.metadata.labels == {"app": "api", "stage": "test"}
     scale = apps.read_namespaced_deployment_scale("api", NS)
     assert scale.spec.replicas == 0

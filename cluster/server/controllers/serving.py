@@ -1,0 +1,50 @@
+"""The control plane inside ``k3py server``: settings from the server's, a loopback client.
+
+K3s runs its scheduler and controller manager in the server process and so does k3py: once the
+API server listens, :func:`run_in_server` connects to it over loopback with the admin client
+certificate and runs :func:`run_control_plane` until the server stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from k3py.cluster.client import KubeClient
+from k3py.cluster.server.controllers.base import ControlPlaneSettings
+from k3py.cluster.server.controllers.manager import run_control_plane
+
+if TYPE_CHECKING:
+    from k3py.cluster.server.pki import ClusterPKI
+    from k3py.cluster.server.settings import ServerSettings
+
+logger = logging.getLogger("k3py.controllers")
+
+
+def control_plane_settings(settings: ServerSettings) -> ControlPlaneSettings:
+    disabled = set(settings.disable_controllers)
+    if settings.disable_scheduler:
+        disabled.add("scheduler")
+    return ControlPlaneSettings(
+        cluster_cidr=settings.cluster_cidr,
+        service_cidr=settings.service_cidr,
+        node_monitor_period=settings.node_monitor_period,
+        node_monitor_grace_period=settings.node_monitor_grace_period,
+        disabled=frozenset(disabled),
+    )
+
+
+async def run_in_server(
+    settings: ServerSettings, pki: ClusterPKI, port: int, stop: asyncio.Event
+) -> None:
+    """Run the scheduler and controllers against this server until ``stop`` is set."""
+    client = KubeClient(
+        f"https://127.0.0.1:{port}",
+        ssl_context=pki.client_ssl_context(),
+        user_agent="k3py-controller-manager",
+    )
+    try:
+        await run_control_plane(client, control_plane_settings(settings), stop)
+    finally:
+        await client.close()
