@@ -106,10 +106,13 @@ class ClusterPods:
                 subresource="status",
             )
         except ApiError as err:
-            if err.code in (404, 409):  # gone, or replaced by a pod with the same name
+            if 400 <= err.code < 500 and err.code != 429:
+                # Gone (404), replaced by a pod of the same name (409), or refused for good:
+                # retrying the same write cannot help; the next change writes afresh.
+                if err.code not in (404, 409):
+                    logger.warning("pod status refused", extra={"fields": {"error": str(err)}})
                 self._pending.pop(uid, None)
                 return True
-            logger.warning("pod status refused", extra={"fields": {"error": str(err)}})
             return False
         except ClientError:
             return False

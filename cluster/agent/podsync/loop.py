@@ -26,6 +26,8 @@ logger = logging.getLogger("k3py.agent.podsync")
 ORPHAN_GRACE = 2.0
 SWEEP_SECONDS = 60.0
 _WAKE_ACTIONS = frozenset({"start", "die", "oom", "destroy", "stop", "kill"})
+_EXIT_ACTIONS = frozenset({"die", "oom", "kill", "stop"})
+RELOOK_SECONDS = 0.5
 
 
 class PodSync:
@@ -104,6 +106,7 @@ class PodSync:
 
     async def _watch_events(self) -> None:
         labels = {LABEL_NODE: self._deps.node.node_name}
+        loop = asyncio.get_running_loop()
         while True:
             try:
                 async for event in self._deps.runtime.events(labels):
@@ -112,6 +115,10 @@ class PodSync:
                     worker = self.worker(event.labels.get("io.kubernetes.pod.uid", ""))
                     if worker is not None:
                         worker.wake()
+                        if event.action in _EXIT_ACTIONS:
+                            # Docker reports a death before its container list shows it: look
+                            # again shortly, or the exit would wait for the next resync.
+                            loop.call_later(RELOOK_SECONDS, worker.wake)
             except asyncio.CancelledError:
                 raise
             except Exception as err:
