@@ -218,6 +218,19 @@ def create_app(
     return app
 
 
+# asyncio gives every TLS connection a 256 KiB read buffer; with hundreds of agents and
+# clients connected that alone would be tens of MB. TLS records are at most 16 KiB, so a
+# 32 KiB buffer still reads whole records.
+TLS_READ_BUFFER = 32 * 1024
+
+
+def _small_tls_buffers() -> None:
+    """Shrink asyncio's per-connection TLS buffer in this (the server's own) process."""
+    from asyncio import sslproto
+
+    sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
 def advertise_address(settings: ServerSettings) -> str:
     """The address the ``kubernetes`` Endpoints point at: the bound one, else this machine's."""
     if settings.advertise_address:
@@ -238,6 +251,7 @@ async def serve(settings: ServerSettings) -> None:
     from k3py.cluster.server.auth import Authenticator
     from k3py.cluster.server.store import Retention, open_datastore
 
+    _small_tls_buffers()
     cluster_pki = pki.ensure_pki(
         settings.data_dir, settings.tls_sans, service_cidr=settings.service_cidr
     )
