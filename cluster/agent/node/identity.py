@@ -219,7 +219,10 @@ async def _request_certificate(
 ) -> str:
     import aiohttp
 
-    context = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))
+    try:
+        context = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))
+    except ssl.SSLError as err:
+        raise JoinError(f"the server's CA bundle (/cacerts) is not usable: {err}") from None
     body = {"nodeName": name, "csr": csr, "nodePassword": password}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     try:

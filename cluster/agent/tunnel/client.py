@@ -49,7 +49,7 @@ class TunnelClient:
     def __init__(
         self,
         url: str,
-        ssl_context: ssl.SSLContext,
+        ssl_context: ssl.SSLContext | None,
         handler: StreamHandler,
         clock: Clock,
     ) -> None:
@@ -64,7 +64,8 @@ class TunnelClient:
         import aiohttp
 
         backoff = INITIAL_BACKOFF
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl)) as session:
+        connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else False)
+        async with aiohttp.ClientSession(connector=connector) as session:
             while True:
                 try:
                     async with session.ws_connect(

@@ -1,0 +1,215 @@
+"""The Docker runtime against the real engine: configuration reaches the container, streams
+work, stop honours the grace period, air-gap archives load once, the sandbox image is made on
+the node. Every container made here carries a unique node label and is removed afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+from k3py.cluster.agent.runtime import ContainerConfig, ContainerEvent, LogOptions, Mount
+from k3py.cluster.agent.runtime.docker import DockerRuntime
+from tests.agent.cluster import docker, remove_node_containers, unique
+from tests.agent.images import TEST_IMAGE, docker_available, ensure_test_image
+
+pytestmark = [
+    pytest.mark.docker,
+    pytest.mark.skipif(
+        not docker_available(), reason="needs a Docker engine (make test starts one)"
+    ),
+]
+
+
+@pytest.fixture
+async def runtime() -> AsyncIterator[tuple[DockerRuntime, str]]:
+    ensure_test_image()
+    node = unique("rt")
+    docker_runtime = DockerRuntime()
+    try:
+        yield docker_runtime, node
+    finally:
+        await docker_runtime.close()
+        remove_node_containers(node)
+
+
+def _config(node: str, name: str, **fields: object) -> ContainerConfig:
+    labels = {"io.k3py.managed": "true", "io.k3py.node": node, "io.kubernetes.pod.uid": "u"}
+    return ContainerConfig(name=f"{node}-{name}", image=TEST_IMAGE, labels=labels, **fields)  # type: ignore[arg-type]
+
+
+async def test_configuration_reaches_the_container(runtime: tuple[DockerRuntime, str]) -> None:
+    rt, node = runtime
+    # The container runs as nobody: the bound directory must be reachable for it.
+    shared = Path(tempfile.mkdtemp(prefix="k3py-mount-"))
+    shared.chmod(0o755)
+    (shared / "data.txt").write_text("from the host")
+    (shared / "data.txt").chmod(0o644)
+    try:
+        await _check_configuration(rt, node, shared)
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
+
+
+async def _check_configuration(rt: DockerRuntime, node: str, shared: Path) -> None:
+    sandbox = await rt.create_container(
+        _config(node, "sandbox", cmd=("sleep", "60"), hostname="mypod")
+    )
+    await rt.start_container(sandbox)
+    app = await rt.create_container(
+        _config(
+            node,
+            "app",
+            entrypoint=("sleep",),
+            cmd=("60",),
+            env={"GREETING": "hello"},
+            working_dir="/tmp",
+            mounts=(Mount(str(shared), "/data", read_only=True),),
+            network=f"container:{sandbox}",
+            memory_limit=64 * 1024 * 1024,
+            cpu_limit_millis=500,
+            cpu_shares=256,
+            user="65534",
+            read_only_rootfs=True,
+        )
+    )
+    await rt.start_container(app)
+    inspected = json.loads(docker("inspect", app))[0]
+    host = inspected["HostConfig"]
+    assert host["Memory"] == 64 * 1024 * 1024
+    assert host["NanoCpus"] == 500_000_000
+    assert host["CpuShares"] == 256
+    assert host["ReadonlyRootfs"] is True
+    assert host["NetworkMode"] == f"container:{sandbox}"
+    checks = {
+        "cat /etc/hostname": b"mypod\n",
+        "echo $GREETING": b"hello\n",
+        "pwd": b"/tmp\n",
+        "cat /data/data.txt": b"from the host",
+        "id -u": b"65534\n",
+    }
+    for command, expected in checks.items():
+        result = await rt.exec_sync(app, ["sh", "-c", command], 10)
+        assert (result.exit_code, result.output) == (0, expected), command
+    assert (await rt.exec_sync(app, ["sh", "-c", "touch /x"], 10)).exit_code != 0
+    listed = await rt.list_containers({"io.k3py.node": node})
+    assert {c.id for c in listed} == {sandbox, app}
+    sandbox_info = next(c for c in listed if c.id == sandbox)
+    assert sandbox_info.ip
+
+
+async def test_logs_exec_session_and_events(runtime: tuple[DockerRuntime, str]) -> None:
+    rt, node = runtime
+    events: list[ContainerEvent] = []
+
+    async def listen() -> None:
+        async for event in rt.events({"io.k3py.node": node}):
+            events.append(event)
+
+    listener = asyncio.create_task(listen())
+    try:
+        await asyncio.sleep(0.3)
+        app = await rt.create_container(
+            _config(
+                node,
+                "talker",
+                entrypoint=("sh", "-c"),
+                cmd=("for i in 1 2 3; do echo out $i; echo err $i >&2; done; sleep 60",),
+            )
+        )
+        await rt.start_container(app)
+        await asyncio.sleep(0.5)
+        everything = b"".join([c async for c in rt.logs(app, LogOptions())])
+        assert everything.count(b"out") == 3
+        assert everything.count(b"err") == 3
+        tail = b"".join([c async for c in rt.logs(app, LogOptions(tail=1, timestamps=True))])
+        assert tail.count(b"\n") == 1
+        assert tail.endswith((b"out 3\n", b"err 3\n"))
+        assert tail[:2] == b"20"
+        session = await rt.exec_session(app, ["sh"], tty=True, stdin=True)
+        await session.resize(100, 30)
+        await session.write(b"stty size; exit 4\n")
+        output = b""
+        while (chunk := await session.read()) is not None:
+            output += chunk[1]
+        assert b"30 100" in output
+        assert await session.exit_code() == 4
+        await session.close()
+        await rt.stop_container(app, 1)
+        await asyncio.sleep(0.5)
+    finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
+    actions = [e.action for e in events if e.container_id == app]
+    assert "start" in actions
+    assert "die" in actions
+
+
+async def test_stop_sends_sigterm_then_kills_after_the_grace_period(
+    runtime: tuple[DockerRuntime, str],
+) -> None:
+    rt, node = runtime
+    polite = await rt.create_container(
+        _config(
+            node,
+            "polite",
+            entrypoint=("sh", "-c"),
+            cmd=("trap 'exit 0' TERM; while true; do sleep 0.1; done",),
+        )
+    )
+    stubborn = await rt.create_container(_config(node, "stubborn", cmd=("sleep", "60")))
+    for container in (polite, stubborn):
+        await rt.start_container(container)
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    await rt.stop_container(polite, 10)
+    assert time.monotonic() - started < 3
+    info = await rt.inspect_container(polite)
+    assert info is not None
+    assert info.exit_code == 0
+    started = time.monotonic()
+    await rt.stop_container(stubborn, 2)
+    assert 1.5 < time.monotonic() - started < 6
+    info = await rt.inspect_container(stubborn)
+    assert info is not None
+    assert info.exit_code == 137
+    await rt.remove_container(stubborn)
+    await rt.remove_container(stubborn)  # removing twice is fine
+    assert await rt.inspect_container(stubborn) is None
+
+
+async def test_airgap_archives_load_once_and_the_sandbox_image_is_made(
+    runtime: tuple[DockerRuntime, str], tmp_path: Path
+) -> None:
+    rt, node = runtime
+    reference = f"k3py-test/airgap:{node}"
+    docker("tag", TEST_IMAGE, reference)
+    docker("save", "-o", str(tmp_path / "bundle.tar"), reference)
+    docker("rmi", reference)
+    try:
+        assert await rt.image_id(reference) is None
+        assert await load_airgap_images(rt, tmp_path) == [reference]
+        assert await rt.image_id(reference) is not None
+        assert await load_airgap_images(rt, tmp_path) == []  # remembered
+        pause = f"k3py-test/pause:{node}"
+        image = await ensure_sandbox_image(rt, pause)
+        assert image == await ensure_sandbox_image(rt, pause)
+        sandbox = await rt.create_container(
+            ContainerConfig(name=f"{node}-pause", image=pause, labels={"io.k3py.node": node})
+        )
+        await rt.start_container(sandbox)
+        await asyncio.sleep(0.3)
+        info = await rt.inspect_container(sandbox)
+        assert info is not None
+        assert info.status == "running"
+        await rt.remove_container(sandbox)
+        docker("rmi", pause)
+    finally:
+        docker("rmi", "-f", reference, check=False)
