@@ -220,6 +220,22 @@ def test_get_watch_streams_a_change(cluster: ServerProcess, shop: Path) -> None:
             watcher.terminate()
 
 
+def test_typed_create_commands(cluster: ServerProcess, shop: Path) -> None:
+    # kubectl's typed commands send protobuf bodies and do not fall back to JSON.
+    cluster.kubectl("create", "configmap", "typed", "-n", NS, "--from-literal=k=v")
+    cluster.kubectl("create", "deployment", "typed", "-n", NS, "--image=busybox:1.36")
+    cluster.kubectl("run", "one-off", "-n", NS, "--image=busybox:1.36", "--restart=Never")
+    config = json.loads(cluster.kubectl("get", "cm", "typed", "-n", NS, "-o", "json").stdout)
+    assert config["data"] == {"k": "v"}
+    deployment = json.loads(
+        cluster.kubectl("get", "deploy", "typed", "-n", NS, "-o", "json").stdout
+    )
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1.36"
+    pod = json.loads(cluster.kubectl("get", "pod", "one-off", "-n", NS, "-o", "json").stdout)
+    assert pod["spec"]["restartPolicy"] == "Never"
+
+
 def test_delete_namespace_removes_its_content(cluster: ServerProcess, shop: Path) -> None:
     deleted = cluster.kubectl("delete", "namespace", NS, "--timeout=60s")
     assert deleted.stdout.strip() == 'namespace "shop" deleted'

@@ -23,7 +23,13 @@ from k3py.cluster.api.resources import RESOURCES, ResourceInfo
 from k3py.cluster.server.rest import engine
 from k3py.cluster.server.rest.access import admission
 from k3py.cluster.server.rest.context import REST, CollectorWork, RestContext, timestamp
-from k3py.cluster.server.rest.http import RequestTarget, decode_body, json_response, read_body
+from k3py.cluster.server.rest.http import (
+    RequestTarget,
+    decode_body,
+    json_response,
+    media_type,
+    read_body,
+)
 from k3py.cluster.server.rest.objects import Object
 from k3py.cluster.server.rest.read import list_objects, list_options
 
@@ -259,7 +265,7 @@ def success_status(info: ResourceInfo, obj: Object) -> dict[str, Any]:
 async def _options(request: web.Request) -> DeleteOptions:
     ctx = request.app[REST]
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
-    body = decode_body(raw, "application/json") if raw.strip() else None
+    body = decode_body(raw, media_type(request)) if raw.strip() else None
     return delete_options(request, body)
 
 

@@ -210,6 +210,11 @@ def decode_body(data: bytes, content_type: str) -> Any:
             raise status.bad_request(f"json: cannot decode the request body: {err}") from None
     if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
         return _decode_yaml(data)
+    if content_type == "application/vnd.kubernetes.protobuf":
+        # Only kubectl's typed commands send it; the decoder and its schema load on first use.
+        from k3py.cluster.server.rest import protobuf
+
+        return protobuf.decode_object(data)
     raise status.unsupported_media_type(content_type)
 
 
