@@ -223,6 +223,7 @@ def outputs(ctx: BuildContext) -> None:
             "pruned_bytes": ctx.facts["pruned_bytes"],
         },
         "biggest": ctx.facts["biggest"],
+        "container_images": ctx.facts.get("container_images", []),
         "downloaded_bytes": ctx.facts["downloaded_bytes"],
         "sha256": sums,
         "timings": ctx.timings,

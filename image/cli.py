@@ -49,6 +49,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument(
         "--prune", action="append", default=[], metavar="GLOB", help="extra paths to delete"
     )
+    build.add_argument(
+        "--container-image",
+        action="append",
+        default=[],
+        metavar="TAR",
+        help="a 'docker save' tarball to preload on agents (repeatable)",
+    )
     actions.add_parser("boards", help="list the known boards")
 
 
@@ -65,8 +72,9 @@ def run(args: argparse.Namespace) -> int:
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_EPOCH))
     if not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {epoch_text!r}")
-    for flag, value in (("--config", args.k3py_yaml), ("--lock", args.lock),
-                        ("--overlay", args.overlay)):  # fmt: skip
+    checked = [("--config", args.k3py_yaml), ("--lock", args.lock), ("--overlay", args.overlay)]
+    checked += [("--container-image", path) for path in args.container_image]
+    for flag, value in checked:
         if value is not None and not Path(value).exists():
             raise UsageError(f"{flag} {value} does not exist")
     the_board = board.load_board(args.board)
@@ -86,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
         lock_file=Path(args.lock) if args.lock else None,
         overlay=Path(args.overlay) if args.overlay else None,
         extra_prune=tuple(args.prune),
+        container_images=tuple(Path(p) for p in args.container_image),
     )
     context = build(settings, sys.stdout)
     image = context.facts["image"]

@@ -29,6 +29,7 @@ class BuildSettings:
     lock_file: Path | None = None
     overlay: Path | None = None
     extra_prune: tuple[str, ...] = ()
+    container_images: tuple[Path, ...] = ()
 
     @property
     def name(self) -> str:

@@ -112,7 +112,7 @@ def audit(
                 if file.read(4) != b"\x7fELF":
                     continue
                 file.seek(0)
-                package = owners.get(relative, "k3py image")
+                package = owners.get(relative, "none: added by the build or --overlay")
                 problems = _check(root, relative, file, elf_class, machine, hard_float, search_dirs)
             report.files_checked += 1
             report.offenders.extend(Offender(relative, package, p) for p in problems)

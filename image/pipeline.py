@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TextIO
 
 from k3py import __version__
-from k3py.image import assemble, debian, elfaudit, gates, kernel, rootfs
+from k3py.image import assemble, containers, debian, elfaudit, gates, kernel, rootfs
 from k3py.image.context import BuildContext, BuildSettings
 from k3py.image.errors import GateError, ImageError
 
@@ -95,6 +95,21 @@ def install_firmware(ctx: BuildContext) -> None:
     ctx.facts["firmware_modules"] = len(modules)
 
 
+def install_container_images(ctx: BuildContext) -> None:
+    """Agents: air-gap images (busybox httpd for the board, plus --container-image tarballs)."""
+    settings = ctx.settings
+    if settings.role != "agent":
+        ctx.facts["container_images"] = []
+        return
+    ctx.facts["container_images"] = containers.install_images(
+        ctx.rootfs / "var/lib/k3py/agent/images",
+        ctx.path("initramfs-pkgs") / "usr/bin/busybox",
+        settings.board.architecture,
+        list(settings.container_images),
+        settings.source_date_epoch,
+    )
+
+
 def install_kernel(ctx: BuildContext) -> None:
     """Pruned modules with host depmod, the kernel config, and our initramfs."""
     settings = ctx.settings
@@ -168,6 +183,7 @@ STEPS: list[Callable[[BuildContext], None]] = [
     assemble_rootfs,
     configure_rootfs,
     install_firmware,
+    install_container_images,
     install_kernel,
     prune,
     compile_bytecode,

@@ -38,6 +38,7 @@ FLAG_KEYS = {
         "write-kubeconfig-mode",
         "datastore-endpoint",
         "tls-san",
+        "disable-agent",
     ),
     "agent": (
         "server",
@@ -99,7 +100,10 @@ def main(argv: list[str]) -> int:
             "ignoring the role (build a matching image to change it)"
         )
 
-    flags = {k: settings[k] for k in FLAG_KEYS[role] if k in settings}
+    flags: dict[str, Any] = {k: settings[k] for k in FLAG_KEYS[role] if k in settings}
+    if role == "server" and not Path("/usr/sbin/dockerd").exists():
+        # A server image carries no container runtime: the server runs no agent of its own.
+        flags.setdefault("disable-agent", True)
     import yaml
 
     write(CONFIG, yaml.safe_dump(flags, default_flow_style=False, sort_keys=True), 0o600)
