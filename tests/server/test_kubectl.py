@@ -236,6 +236,17 @@ def test_typed_create_commands(cluster: ServerProcess, shop: Path) -> None:
     assert pod["spec"]["restartPolicy"] == "Never"
 
 
+def test_server_side_apply(cluster: ServerProcess, tmp_path: Path) -> None:
+    path = tmp_path / "ssa.yaml"
+    path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {a: '1'}\n")
+    first = cluster.kubectl("apply", "--server-side", "-f", str(path))
+    assert first.stdout.strip() == "configmap/ssa serverside-applied"
+    before = cluster.kubectl("get", "cm", "ssa", "-o", "jsonpath={.metadata.resourceVersion}")
+    cluster.kubectl("apply", "--server-side", "-f", str(path))
+    after = cluster.kubectl("get", "cm", "ssa", "-o", "jsonpath={.metadata.resourceVersion}")
+    assert before.stdout == after.stdout  # nothing changed, nothing written
+
+
 def test_delete_namespace_removes_its_content(cluster: ServerProcess, shop: Path) -> None:
     deleted = cluster.kubectl("delete", "namespace", NS, "--timeout=60s")
     assert deleted.stdout.strip() == 'namespace "shop" deleted'

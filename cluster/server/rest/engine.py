@@ -126,6 +126,7 @@ async def update_object(
     new = strategy.prepare_for_update(info, obj, old, subresource)
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
     apply_defaults(info, new)
+    strategy.bump_generation(new, old)
     _raise_invalid(info, new, validate_update(info, new, old))
     if check is not None:
         await check(new, old)

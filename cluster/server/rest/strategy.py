@@ -87,9 +87,13 @@ def prepare_for_update(info: ResourceInfo, obj: Object, old: Object, subresource
     # Values the server assigned (a Service's clusterIPs, nodePorts) survive an update that
     # leaves them out, as for ``kubectl replace``.
     defaults.prepare_for_update(info, new, old)
-    if spec_of(new) != spec_of(old):
-        meta["generation"] = int(old_meta.get("generation", 1)) + 1
     return new
+
+
+def bump_generation(new: Object, old: Object) -> None:
+    """``metadata.generation`` counts spec changes (compared after defaulting)."""
+    if spec_of(new) != spec_of(old):
+        new["metadata"]["generation"] = int(old["metadata"].get("generation", 1)) + 1
 
 
 def spec_of(obj: Object) -> dict[str, Any]:

@@ -39,11 +39,11 @@ from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
 
 NAMESPACES = by_kind("v1", "Namespace")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as apiserver's generateName (no vowels)
-_PATCH_TYPES = (
-    "application/json-patch+json",
-    "application/merge-patch+json",
-    "application/strategic-merge-patch+json",
-)
+_STRATEGIC = "application/strategic-merge-patch+json"
+_PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", _STRATEGIC)
+# Server-side apply, simplified: the configuration creates the object or is merged into it as
+# a strategic merge patch; field ownership (managedFields) is not tracked.
+APPLY = "application/apply-patch+yaml"
 # unknown_fields paths: ``.spec.template`` keys, ``[0]`` list indexes, ``[name]`` map keys.
 _PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[([^\]]*)\]")
 _RETRIES = 8
@@ -288,26 +288,64 @@ def apply_patch(info: ResourceInfo, old: Object, patch_type: str, patch: Any) ->
     return result
 
 
+def _apply_configuration(request: web.Request, target: RequestTarget, raw: bytes) -> Object:
+    if not request.query.get("fieldManager"):
+        raise status.bad_request("PATCH, fieldManager: Required value: is required for apply patch")
+    # JSON is YAML, and kubectl sends JSON; only YAML bodies pay for the YAML parser.
+    config = decode_object(
+        raw, "application/json" if raw.lstrip()[:1] == b"{" else "application/yaml"
+    )
+    check_kind(target.info, config)
+    place(target, config)
+    config.pop("status", None)
+    config["metadata"].pop("resourceVersion", None)
+    return config
+
+
+async def _create_applied(
+    request: web.Request, target: RequestTarget, config: Object, opts: WriteOptions
+) -> web.Response | None:
+    """Create the object an apply names; None when it appeared meanwhile."""
+    ctx = request.app[REST]
+    obj = copy.deepcopy(config)
+    warnings = check_fields(target.info, obj, None, opts)
+    if target.info.namespaced:
+        await namespace_accepts(ctx, obj["metadata"]["namespace"])
+    try:
+        stored = await engine.create_object(
+            ctx, target.info, obj, dry_run=opts.dry_run, check=admission(request, target)
+        )
+    except status.ApiError as err:
+        if err.reason == "AlreadyExists":
+            return None
+        raise
+    return respond(stored, 201, warnings)
+
+
 async def patch(request: web.Request, target: RequestTarget) -> web.Response:
     ctx = request.app[REST]
     info = target.info
     assert target.name is not None
     opts = write_options(request)
     patch_type = media_type(request)
-    if patch_type not in _PATCH_TYPES:
-        if patch_type == "application/apply-patch+yaml":
-            raise status.ApiError(
-                415,
-                "UnsupportedMediaType",
-                "server-side apply is not supported by this server; use client-side"
-                " `kubectl apply` (without --server-side)",
-            )
+    if patch_type not in (*_PATCH_TYPES, APPLY):
         raise status.unsupported_media_type(patch_type)
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
-    body = decode_body(raw, "application/json")
+    if patch_type == APPLY:
+        body: Any = _apply_configuration(request, target, raw)
+    else:
+        body = decode_body(raw, "application/json")
     for _ in range(_RETRIES):
-        old = await ctx.objects.get(info, target.namespace, target.name)
-        patched = apply_patch(info, old, patch_type, body)
+        old = await ctx.objects.get_or_none(info, target.namespace, target.name)
+        if old is None:
+            if patch_type != APPLY or target.subresource:
+                raise status.not_found(info.group, info.plural, target.name)
+            created = await _create_applied(request, target, body, opts)
+            if created is not None:
+                return created
+            continue  # created by someone else meanwhile: apply to theirs
+        merge_type = _STRATEGIC if patch_type == APPLY else patch_type
+        patched = apply_patch(info, old, merge_type, body)
         check_kind(info, patched)
         warnings = check_fields(info, patched, None, opts)
         if patched["metadata"].get("name") != target.name:
