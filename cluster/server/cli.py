@@ -8,6 +8,7 @@ Flags also come from ``K3PY_<FLAG>`` variables and ``/etc/k3py/config.yaml`` (se
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 
 from k3py.cluster.server.settings import (
@@ -133,14 +134,22 @@ def _controllers(names: list[str]) -> tuple[str, ...]:
 
 
 def settings_from(args: argparse.Namespace) -> ServerSettings:
-    from k3py.cluster.server.kubeconfig import parse_mode
+    from k3py.cluster.server.kubeconfig import KubeconfigError, parse_mode
 
     if not 0 <= args.https_listen_port <= 65535:
         raise UsageError(f"--https-listen-port {args.https_listen_port} is not a TCP port")
     try:
         mode = parse_mode(args.write_kubeconfig_mode)
-    except ValueError as err:
+    except KubeconfigError as err:
         raise UsageError(str(err)) from None
+    for flag, value in (
+        ("--cluster-cidr", args.cluster_cidr),
+        ("--service-cidr", args.service_cidr),
+    ):
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise UsageError(f"{flag} {value!r} is not a CIDR such as 10.43.0.0/16") from None
     return ServerSettings(
         data_dir=Path(args.data_dir),
         bind_address=args.bind_address,
