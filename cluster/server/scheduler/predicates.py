@@ -132,6 +132,8 @@ class NodeInfo:
     ports: Counter[tuple[str, str, int]] = field(default_factory=Counter)
     owners: Counter[str] = field(default_factory=Counter)
     pods: dict[str, Object] = field(default_factory=dict)
+    unschedulable: bool = False
+    taints: list[Object] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.set_node(self.node)
@@ -146,6 +148,11 @@ class NodeInfo:
         self.allocatable = resource_list(status.get("allocatable") or status.get("capacity"))
         if not self.allocatable.pods:
             self.allocatable.pods = DEFAULT_MAX_PODS
+        # Worked out once per node change, not once per pod and node: filtering is the hot path.
+        self.unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
+        self.taints = [
+            t for t in effective_taints(node) if t.get("effect") in ("NoSchedule", "NoExecute")
+        ]
 
     def add_pod(self, pod: Object) -> None:
         key = pod_key(pod)
@@ -277,32 +284,56 @@ def taint_reason(taint: Object) -> str:
     return f"node(s) had untolerated taint {{{taint.get('key')}: {taint.get('value') or ''}}}"
 
 
+@dataclass(frozen=True)
+class PodFacts:
+    """What the filters ask of one pod, read once per scheduling attempt."""
+
+    requests: Resources
+    tolerations: tuple[Object, ...]
+    node_name: str
+    needs_affinity: bool
+    spec: Object
+    ports: frozenset[tuple[str, str, int]]
+
+    @classmethod
+    def of(cls, pod: Object, requests: Resources | None = None) -> PodFacts:
+        spec = pod.get("spec") or {}
+        return cls(
+            requests if requests is not None else pod_requests(pod),
+            tuple(spec.get("tolerations") or ()),
+            str(spec.get("nodeName") or ""),
+            bool(spec.get("nodeSelector") or (spec.get("affinity") or {}).get("nodeAffinity")),
+            spec,
+            frozenset(host_ports(pod)),
+        )
+
+
 def filter_node(pod: Object, requests: Resources, info: NodeInfo) -> list[str]:
     """Why ``pod`` cannot go to this node (empty: it fits), in kube-scheduler's words."""
-    spec = pod.get("spec") or {}
-    node = info.node
-    if (node.get("spec") or {}).get("unschedulable") and not tolerates(
-        spec.get("tolerations") or [], {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
+    return check_node(PodFacts.of(pod, requests), info)
+
+
+def check_node(facts: PodFacts, info: NodeInfo) -> list[str]:
+    if info.unschedulable and not tolerates(
+        facts.tolerations, {"key": UNSCHEDULABLE_TAINT, "effect": "NoSchedule"}
     ):
         return [REASON_UNSCHEDULABLE]
-    wanted_node = spec.get("nodeName")
-    if wanted_node and wanted_node != info.name:
+    if facts.node_name and facts.node_name != info.name:
         return [REASON_NODE_NAME]
-    taint = untolerated_taint(spec, node)
-    if taint is not None:
-        return [taint_reason(taint)]
-    if not matches_node_affinity(spec, node):
+    for taint in info.taints:
+        if not tolerates(facts.tolerations, taint):
+            return [taint_reason(taint)]
+    if facts.needs_affinity and not matches_node_affinity(facts.spec, info.node):
         return [REASON_AFFINITY]
-    wanted_ports = host_ports(pod)
-    if wanted_ports and _ports_conflict(wanted_ports, info.ports):
+    if facts.ports and _ports_conflict(set(facts.ports), info.ports):
         return [REASON_PORTS]
+    requests, requested, alloc = facts.requests, info.requested, info.allocatable
     reasons = []
-    if info.requested.pods + 1 > info.allocatable.pods:
+    if requested.pods + 1 > alloc.pods:
         reasons.append(REASON_TOO_MANY_PODS)
-    alloc = info.allocatable
-    if requests.milli_cpu and info.requested.milli_cpu + requests.milli_cpu > alloc.milli_cpu:
+    if requests.milli_cpu and requested.milli_cpu + requests.milli_cpu > alloc.milli_cpu:
         reasons.append("Insufficient cpu")
-    if requests.memory and info.requested.memory + requests.memory > alloc.memory:
+    if requests.memory and requested.memory + requests.memory > alloc.memory:
         reasons.append("Insufficient memory")
     return reasons
 

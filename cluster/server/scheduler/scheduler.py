@@ -26,12 +26,12 @@ from k3py.cluster.client import ClientError, Clock, Informer, KubeApi, ShutDown,
 from k3py.cluster.client.events import EventRecorder, timestamp
 from k3py.cluster.server.scheduler.predicates import (
     NodeInfo,
+    PodFacts,
+    check_node,
     failure_message,
-    filter_node,
     node_ready,
     nodes_to_find,
     pod_key,
-    pod_requests,
     score_nodes,
 )
 
@@ -253,13 +253,13 @@ class Scheduler:
         if total == 0:
             return feasible, reasons
         wanted = nodes_to_find(total)
-        requests = pod_requests(pod)
+        facts = PodFacts.of(pod)
         start = self._next_start % total
         processed = 0
         for offset in range(total):
             info = infos[(start + offset) % total]
             processed += 1
-            why = filter_node(pod, requests, info)
+            why = check_node(facts, info)
             if why:
                 reasons.update(why)
             else:
