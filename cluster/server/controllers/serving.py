@@ -35,12 +35,18 @@ def control_plane_settings(settings: ServerSettings) -> ControlPlaneSettings:
     )
 
 
+def loopback_url(bind_address: str, port: int) -> str:
+    """Where this process reaches its own API: loopback, unless bound to one other address."""
+    host = bind_address if bind_address not in ("", "0.0.0.0", "::") else "127.0.0.1"
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 async def run_in_server(
     settings: ServerSettings, pki: ClusterPKI, port: int, stop: asyncio.Event
 ) -> None:
     """Run the scheduler and controllers against this server until ``stop`` is set."""
     client = KubeClient(
-        f"https://127.0.0.1:{port}",
+        loopback_url(settings.bind_address, port),
         ssl_context=pki.client_ssl_context(),
         user_agent="k3py-controller-manager",
     )
