@@ -107,11 +107,19 @@ class DaemonSetController(QueueController):
         self.nodes = ctx.informers.get(NODES)
         self.pods = ctx.informers.get(PODS)
         self.daemonsets.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
-        self.nodes.add_handler(self._all, lambda _o, _n: self._all(None), self._all)
+        self.nodes.add_handler(self._all, self._node_changed, self._all)
         self.pods.add_handler(self._pod_event, lambda _o, n: self._pod_event(n), self._pod_event)
 
     def _pod_event(self, pod: Object) -> None:
         self.enqueue_owner(pod, "DaemonSet")
+
+    def _node_changed(self, old: Object, new: Object) -> None:
+        # Status heartbeats arrive all the time; only labels and taints decide eligibility.
+        def eligibility(node: Object) -> Any:
+            return node["metadata"].get("labels"), (node.get("spec") or {}).get("taints")
+
+        if eligibility(old) != eligibility(new):
+            self._all(new)
 
     def _all(self, _node: Object | None) -> None:
         for ds in self.daemonsets.list():
