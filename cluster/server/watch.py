@@ -88,6 +88,12 @@ class WatchStream:
         line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
         await self.response.write(line.encode() + b"\n")
 
+    async def send_event(self, event_type: str, event: ObjectEvent) -> None:
+        if self.form == "json":  # encoded once for all the watchers of this change
+            await self.response.write(self.ctx.objects.shared.line(event_type, event))
+        else:
+            await self.send(event_type, self._render(event.object))
+
     async def send_object(self, event_type: str, obj: Object) -> None:
         await self.send(event_type, self._render(obj))
 
@@ -194,7 +200,7 @@ async def _follow(
             for event in batch:
                 kind = classify(event, opts)
                 if kind is not None:
-                    await stream.send_object(kind, event.object)
+                    await stream.send_event(kind, event)
                 delivered = event.revision
             next_bookmark = time.monotonic() + bookmark_every
     finally:

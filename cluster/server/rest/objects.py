@@ -9,6 +9,7 @@ datastore's errors into the Kubernetes ``Status`` errors clients expect (404, 40
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,6 +89,7 @@ class ObjectStore:
 
     def __init__(self, datastore: Datastore) -> None:
         self.datastore = datastore
+        self.shared = SharedDecodes()
 
     @property
     def revision(self) -> int:
@@ -182,7 +184,7 @@ class ObjectStore:
         watch = self.datastore.watch(prefix, revision=after)
         try:
             async for events in watch:
-                yield [_object_event(e) for e in events]
+                yield [self.shared.event(e) for e in events]
         except Compacted as err:
             raise too_old(err.revision, err.compact_revision) from None
         except WatchExpired as err:
@@ -196,13 +198,52 @@ def _with_revision(obj: Object, revision: int) -> Object:
     return obj
 
 
-def _object_event(event: Event) -> ObjectEvent:
-    previous = decode(event.prev) if event.prev is not None and event.prev.value else None
-    if event.type == "delete":
-        # The tombstone carries the last value; its revision is the delete's.
-        kv = event.kv if event.kv.value else event.prev
-        assert kv is not None
-        obj = decode(kv, event.kv.mod_revision)
-    else:
-        obj = decode(event.kv)
-    return ObjectEvent(event.type, obj, previous, event.kv.mod_revision)
+class SharedDecodes:
+    """Decoded objects and their JSON, shared by every watcher that sees the same change.
+
+    The hub hands each change to every matching watcher; decoding (and encoding) it once
+    instead of once per watcher keeps a thousand node agents' watches cheap. Entries are
+    read-only by convention, and only the most recent few hundred are kept.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._objects: OrderedDict[tuple[str, int], Object] = OrderedDict()
+        self._lines: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+
+    def object(self, kv: KeyValue, revision: int | None = None) -> Object:
+        key = (kv.key, kv.mod_revision if revision is None else revision)
+        found = self._objects.get(key)
+        if found is None:
+            found = self._objects[key] = decode(kv, revision)
+            if len(self._objects) > self._size:
+                self._objects.popitem(last=False)
+        return found
+
+    def event(self, event: Event) -> ObjectEvent:
+        prev = event.prev
+        previous = self.object(prev) if prev is not None and prev.value else None
+        if event.type == "delete":
+            # The tombstone carries the last value; its revision is the delete's.
+            kv = event.kv if event.kv.value else prev
+            assert kv is not None
+            obj = self.object(kv, event.kv.mod_revision)
+        else:
+            obj = self.object(event.kv)
+        return ObjectEvent(event.type, obj, previous, event.kv.mod_revision)
+
+    def line(self, event_type: str, event: ObjectEvent) -> bytes:
+        """``{"type": ..., "object": ...}`` plus newline, as a watch stream sends it."""
+        meta = event.object.get("metadata") or {}
+        key = (str(meta.get("uid", "")), event.revision, event_type)
+        found = self._lines.get(key)
+        if found is None:
+            body = json.dumps(
+                {"type": event_type, "object": event.object},
+                separators=(",", ":"),
+                ensure_ascii=False,
+            )
+            found = self._lines[key] = body.encode() + b"\n"
+            if len(self._lines) > self._size:
+                self._lines.popitem(last=False)
+        return found
