@@ -17,6 +17,7 @@ import logging
 import platform
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -82,6 +83,27 @@ def _long_running(request: web.Request) -> bool:
     # The agent tunnel, exec sessions and followed logs stay open as long as their user wants.
     streaming = request.path == CONNECT_PATH or request.path.endswith(("/exec", "/log"))
     return watch or streaming or "/watch/" in request.path
+
+
+@web.middleware
+async def access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """One debug line per request (``k3py --debug server``); free when debug is off."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return await handler(request)
+    started = time.perf_counter()
+    response = await handler(request)
+    logger.debug(
+        "request",
+        extra={
+            "fields": {
+                "method": request.method,
+                "uri": request.rel_url,
+                "status": response.status,
+                "ms": round((time.perf_counter() - started) * 1000, 1),
+            }
+        },
+    )
+    return response
 
 
 @web.middleware
@@ -191,7 +213,7 @@ def create_app(
 ) -> web.Application:
     """The API server as an aiohttp application (not yet listening)."""
     app = web.Application(
-        middlewares=[errors, in_flight, authentication],
+        middlewares=[access_log, errors, in_flight, authentication],
         client_max_size=settings.max_request_body_bytes,
         handler_args={"max_field_size": 16384},
     )
