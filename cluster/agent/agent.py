@@ -40,6 +40,7 @@ from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
 logger = logging.getLogger("k3py.agent")
 
 RUNTIME_WAIT_SECONDS = 120.0
+AGENT_CONNECTIONS = 8
 
 
 def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
@@ -92,6 +93,9 @@ class Agent:
             identity.server_url,
             ssl_context=identity.ssl_context(),
             user_agent=f"k3py-agent/{identity.node_name}",
+            # Three watches plus a few writers: every extra TLS connection costs the board
+            # about 100 kB, and bursts of status writes queue briefly instead.
+            max_connections=AGENT_CONNECTIONS,
         )
         addresses = settings.node_ips or (node_ip(identity.server_url),)
         self.node = NodeConfig(

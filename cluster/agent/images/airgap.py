@@ -16,7 +16,6 @@ from pathlib import Path
 from k3py.cluster.agent.errors import ImageError
 from k3py.cluster.agent.files import write_atomic
 from k3py.cluster.agent.runtime import ContainerRuntime
-from k3py.cluster.agent.runtime.pause import pause_rootfs
 
 logger = logging.getLogger("k3py.agent.images")
 
@@ -68,5 +67,8 @@ async def ensure_sandbox_image(runtime: ContainerRuntime, reference: str) -> str
     found = await runtime.image_id(reference)
     if found is not None:
         return found
+    # Only a first start needs tarfile (and the compressors it pulls in): import it here.
+    from k3py.cluster.agent.runtime.pause import pause_rootfs
+
     logger.info("creating the pod sandbox image", extra={"fields": {"image": reference}})
     return await runtime.import_rootfs(pause_rootfs(), reference, ["/pause"])
