@@ -269,3 +269,24 @@ async def test_system_namespaces_and_default_service_accounts(api: Api) -> None:
     await api.post("/api/v1/namespaces", {"metadata": {"name": "team"}})
     account = await api.get("/api/v1/namespaces/team/serviceaccounts/default")
     assert account.status == 200
+
+
+async def test_wrong_value_types_are_bad_requests(api: Api) -> None:
+    wrong = [
+        (CM, {"metadata": {"name": "t1"}, "data": {"a": 1}}, "ConfigMap.data"),
+        (CM, {"metadata": {"name": ["t2"]}}, "ObjectMeta.name"),
+        (DEPLOYMENTS, {**deployment("t3"), "spec": 1}, "Deployment.spec"),
+        (
+            "/api/v1/namespaces/default/services",
+            {"metadata": {"name": "t4"}, "spec": {"ports": [{"port": "eighty"}]}},
+            "ServicePort.port",
+        ),
+    ]
+    for path, body, where in wrong:
+        reply = await api.post(path, body)
+        assert reply.status == 400, body
+        assert f"Go struct field {where}" in reply.body["message"]
+    nulls = await api.post(DEPLOYMENTS, {**deployment("t5"), "status": None})
+    assert nulls.status == 201  # null means "not set", as a typed decoder reads it
+    patched = await api.patch(f"{DEPLOYMENTS}/t5", {"spec": {"replicas": "many"}})
+    assert patched.status == 400

@@ -23,7 +23,7 @@ from k3py.cluster.api import status
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.openapi import unknown_fields
-from k3py.cluster.server.rest import engine
+from k3py.cluster.server.rest import engine, typecheck
 from k3py.cluster.server.rest.access import admission
 from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import (
@@ -184,6 +184,7 @@ async def create(request: web.Request, target: RequestTarget) -> web.Response:
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
     obj = decode_object(raw, media_type(request))
     check_kind(info, obj)
+    typecheck.check(info, obj)
     warnings = check_fields(info, obj, raw, opts)
     place(target, obj)
     meta = obj["metadata"]
@@ -243,6 +244,7 @@ async def update(request: web.Request, target: RequestTarget) -> web.Response:
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
     obj = decode_object(raw, media_type(request))
     check_kind(info, obj)
+    typecheck.check(info, obj)
     warnings = check_fields(info, obj, raw, opts)
     place(target, obj)
     wanted = _precondition(obj)
@@ -296,6 +298,7 @@ def _apply_configuration(request: web.Request, target: RequestTarget, raw: bytes
         raw, "application/json" if raw.lstrip()[:1] == b"{" else "application/yaml"
     )
     check_kind(target.info, config)
+    typecheck.check(target.info, config)
     place(target, config)
     config.pop("status", None)
     config["metadata"].pop("resourceVersion", None)
@@ -347,6 +350,7 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
         merge_type = _STRATEGIC if patch_type == APPLY else patch_type
         patched = apply_patch(info, old, merge_type, body)
         check_kind(info, patched)
+        typecheck.check(info, patched)
         warnings = check_fields(info, patched, None, opts)
         if patched["metadata"].get("name") != target.name:
             raise status.bad_request("the name of an object cannot be changed by a patch")
