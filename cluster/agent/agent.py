@@ -27,6 +27,7 @@ from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
 from k3py.cluster.agent.podsource import ClusterPods
 from k3py.cluster.agent.podsync.backoff import Backoff
 from k3py.cluster.agent.podsync.loop import PodSync
+from k3py.cluster.agent.podsync.network import RuntimeBridge
 from k3py.cluster.agent.podsync.probes import Prober
 from k3py.cluster.agent.podsync.volumes import PodVolumes
 from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
@@ -116,6 +117,7 @@ class Agent:
                 node=self.node,
                 backoff=Backoff(),
                 prober=Prober(self.runtime),
+                network=RuntimeBridge(self.node.host_ip),
             )
         )
         self.reporter = NodeReporter(

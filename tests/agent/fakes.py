@@ -9,6 +9,7 @@ from typing import Any
 
 from k3py.cluster.agent.podsync.backoff import Backoff
 from k3py.cluster.agent.podsync.loop import PodSync
+from k3py.cluster.agent.podsync.network import RuntimeBridge
 from k3py.cluster.agent.podsync.probes import Prober
 from k3py.cluster.agent.podsync.spec import Pod
 from k3py.cluster.agent.podsync.volumes import PodVolumes
@@ -111,6 +112,7 @@ class Harness:
             node=NodeConfig(node_name=NODE, host_ip="192.0.2.10", sandbox_image=PAUSE),
             backoff=Backoff(),
             prober=Prober(self.runtime),
+            network=RuntimeBridge("192.0.2.10"),
         )
         self.sync = PodSync(self.deps)
 

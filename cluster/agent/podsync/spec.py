@@ -252,7 +252,7 @@ def _security(pod: Pod, container: Mapping[str, Any]) -> tuple[bool, str | None,
 
 
 def sandbox_config(
-    pod: Pod, node: str, attempt: int, image: str, *, hostname: str
+    pod: Pod, node: str, attempt: int, image: str, *, hostname: str, network: str | None
 ) -> ContainerConfig:
     """The pod's sandbox: owns the network (the pod network plugs in here) and the hostname."""
     pod_spec = spec(pod)
@@ -271,8 +271,8 @@ def sandbox_config(
         name=runtime_name(pod, SANDBOX_NAME, attempt),
         image=image,
         labels=labels_for(pod, node, SANDBOX_NAME, "sandbox", attempt),
-        network="host" if pod_spec.get("hostNetwork") else None,
-        hostname=None if pod_spec.get("hostNetwork") else hostname[:63],
+        network=network,
+        hostname=None if network == "host" else hostname[:63],
         ports=ports,
     )
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
 from k3py.cluster.agent.podsync.backoff import Backoff
+from k3py.cluster.agent.podsync.network import PodNetwork
 from k3py.cluster.agent.podsync.probes import PROBE_FIELDS, Prober, ProbeWorker
 from k3py.cluster.agent.podsync.spec import (
     ContainerConfigError,
@@ -91,6 +92,7 @@ class WorkerDeps:
     node: NodeConfig
     backoff: Backoff
     prober: Prober
+    network: PodNetwork
 
 
 def _pull_policy(container: Mapping[str, Any]) -> str:
@@ -131,6 +133,7 @@ class PodWorker:
         self._pull_failed_at: dict[str, float] = {}
         self._next: float | None = None
         self._reported: dict[str, Any] | None = None
+        self._pod_ip: tuple[str, str] = ("", "")  # (sandbox id, pod IP)
         self.finished = asyncio.Event()
         self.syncs = 0
 
@@ -205,6 +208,7 @@ class PodWorker:
         terminal = _terminal(self._current())
         if terminal:
             if sandbox is not None and sandbox.status == "running":
+                await self._deps.network.detach(self.pod, sandbox)
                 await self._deps.runtime.remove_container(sandbox.id)
                 acted = True
         else:
@@ -220,9 +224,10 @@ class PodWorker:
                 sandbox = await self._new_sandbox(by_name, sandbox)
                 acted = True
                 by_name = await self._list()
+            pod_ip = await self._attach(sandbox)
             ctx = PodContext(
                 node_name=self._deps.node.node_name,
-                pod_ip=self._deps.node.host_ip if spec(self.pod).get("hostNetwork") else sandbox.ip,
+                pod_ip=pod_ip,
                 host_ip=self._deps.node.host_ip,
                 sandbox_id=sandbox.id,
                 host_network=bool(spec(self.pod).get("hostNetwork")),
@@ -240,6 +245,17 @@ class PodWorker:
 
     # -- sandbox ----------------------------------------------------------------------------
 
+    async def _attach(self, sandbox: ContainerInfo) -> str:
+        """The pod IP, from the pod network (asked once per sandbox)."""
+        if self._pod_ip[0] != sandbox.id:
+            self._pod_ip = (sandbox.id, await self._deps.network.attach(self.pod, sandbox))
+        return self._pod_ip[1]
+
+    def _known_ip(self, sandbox: ContainerInfo | None) -> str:
+        if sandbox is None or self._pod_ip[0] != sandbox.id:
+            return ""
+        return self._pod_ip[1]
+
     async def _new_sandbox(
         self, by_name: dict[str, list[ContainerInfo]], dead: ContainerInfo | None
     ) -> ContainerInfo:
@@ -253,6 +269,7 @@ class PodWorker:
                     if name != SANDBOX_NAME and info.status == "running":
                         await runtime.stop_container(info.id, _grace(self.pod))
             for info in by_name.get(SANDBOX_NAME, []):
+                await self._deps.network.detach(self.pod, info)
                 await runtime.remove_container(info.id)
         attempt = dead.attempt + 1 if dead is not None else 0
         config = sandbox_config(
@@ -261,6 +278,7 @@ class PodWorker:
             attempt,
             self._deps.node.sandbox_image,
             hostname=str(meta(self.pod).get("name", "")),
+            network=self._deps.network.sandbox_network(self.pod),
         )
         sandbox_id = await runtime.create_container(config)
         await runtime.start_container(sandbox_id)
@@ -485,7 +503,7 @@ class PodWorker:
         pod_ip = ""
         sandbox = _latest(by_name, SANDBOX_NAME)
         if sandbox is not None:
-            pod_ip = self._deps.node.host_ip if spec(self.pod).get("hostNetwork") else sandbox.ip
+            pod_ip = self._known_ip(sandbox)
         for container in spec(self.pod).get("containers") or []:
             name = str(container["name"])
             latest = _latest(by_name, name)
@@ -562,7 +580,6 @@ class PodWorker:
     ) -> None:
         pod_spec = spec(self.pod)
         sandbox = _latest(by_name, SANDBOX_NAME)
-        host_network = bool(pod_spec.get("hostNetwork"))
         view = PodView(
             init=[
                 self._view(c, by_name.get(c["name"], []))
@@ -571,7 +588,7 @@ class PodWorker:
             app=[
                 self._view(c, by_name.get(c["name"], [])) for c in pod_spec.get("containers") or []
             ],
-            pod_ip=self._deps.node.host_ip if host_network else (sandbox.ip if sandbox else ""),
+            pod_ip=self._known_ip(sandbox),
             host_ip=self._deps.node.host_ip,
             sandbox_ready=sandbox is not None and sandbox.status == "running",
         )
@@ -611,6 +628,9 @@ class PodWorker:
         for info in running:
             self._event("Normal", "Killing", f"Stopping container {info.container_name}")
         await asyncio.gather(*(runtime.stop_container(i.id, grace) for i in running))
+        for info in by_name.get(SANDBOX_NAME, []):
+            if info.status == "running":
+                await self._deps.network.detach(self.pod, info)
         for instances in by_name.values():
             for info in instances:
                 await runtime.remove_container(info.id)
