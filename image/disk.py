@@ -126,6 +126,25 @@ def make_ext4(
          "-d", str(tree), str(target)],
         env={"E2FSPROGS_FAKE_TIME": str(epoch), "SOURCE_DATE_EPOCH": str(epoch)},
     )  # fmt: skip
+    clamp_inode_times(target, tree, epoch)
+
+
+def clamp_inode_times(target: Path, tree: Path, epoch: int) -> None:
+    """Set every inode's ctime and atime to ``epoch``: ``mke2fs -d`` copies both from the source
+    files, where no tool can set ctime and its own reading moves atime (relatime), so they would
+    otherwise record when the build ran."""
+    paths = ["/", "/lost+found"]
+    for directory, dirnames, filenames in os.walk(tree):
+        for name in sorted(dirnames + filenames):
+            path = "/" + str(Path(directory, name).relative_to(tree))
+            if '"' in path or "\n" in path:
+                raise ImageError(f"cannot record the file name {path!r} in an ext4 image")
+            paths.append(path)
+    commands = [f'sif "{p}" {field} @{epoch}' for p in paths for field in ("ctime", "atime")]
+    script = target.with_name(target.name + ".debugfs")
+    script.write_text("\n".join(commands) + "\n")
+    run(["debugfs", "-w", "-f", str(script), str(target)], env={"E2FSPROGS_FAKE_TIME": str(epoch)})
+    script.unlink()
 
 
 def write_sparse(image: Path, offset: int, source: Path) -> None:
