@@ -194,3 +194,75 @@ class ProbeWorker:
                 if self.kind in {"liveness", "startup"} and self.result is False:
                     return  # the container is about to be restarted
             await self._clock.sleep(self.period)
+
+
+class PodProbes:
+    """The probe workers of one pod: one per running container instance and probe kind."""
+
+    def __init__(
+        self, prober: Prober, clock: Clock, on_change: Callable[[ProbeWorker], None]
+    ) -> None:
+        self._prober = prober
+        self._clock = clock
+        self._on_change = on_change
+        self._workers: dict[tuple[str, str], tuple[str, ProbeWorker]] = {}
+
+    def result(self, name: str, kind: str, container_id: str) -> bool | None:
+        entry = self._workers.get((name, kind))
+        if entry is None or entry[0] != container_id:
+            return None
+        return entry[1].result
+
+    def failed(self, name: str, container_id: str) -> tuple[str, str] | None:
+        """(kind, message) of a failed startup or liveness probe: the container must go."""
+        for kind in ("startup", "liveness"):
+            entry = self._workers.get((name, kind))
+            if entry is not None and entry[0] == container_id and entry[1].result is False:
+                return kind, entry[1].message
+        return None
+
+    async def sync(self, running: list[tuple[Mapping[str, Any], str]], pod_ip: str) -> None:
+        """Probe exactly these (container spec, container id) pairs."""
+        wanted: set[tuple[str, str]] = set()
+        for container, container_id in running:
+            name = str(container["name"])
+            for kind, field in PROBE_FIELDS.items():
+                probe = container.get(field)
+                if not probe:
+                    continue
+                key = (name, kind)
+                wanted.add(key)
+                current = self._workers.get(key)
+                if current is not None and current[0] == container_id:
+                    continue
+                if current is not None:
+                    await current[1].stop()
+                worker = self._worker(kind, probe, container, container_id, pod_ip)
+                self._workers[key] = (container_id, worker)
+                worker.start()
+        await self.stop(keep=wanted)
+
+    async def stop(self, keep: set[tuple[str, str]] | None = None) -> None:
+        for key in [k for k in self._workers if keep is None or k not in keep]:
+            _, worker = self._workers.pop(key)
+            await worker.stop()
+
+    def _worker(
+        self,
+        kind: ProbeKind,
+        probe: Mapping[str, Any],
+        container: Mapping[str, Any],
+        container_id: str,
+        pod_ip: str,
+    ) -> ProbeWorker:
+        name = str(container["name"])
+
+        def started() -> bool:
+            entry = self._workers.get((name, "startup"))
+            return entry is None or entry[0] != container_id or entry[1].result is True
+
+        async def run() -> ProbeOutcome:
+            return await self._prober.run(probe, container, container_id, pod_ip)
+
+        gate = started if kind != "startup" else (lambda: True)
+        return ProbeWorker(kind, probe, run, self._clock, self._on_change, gate)

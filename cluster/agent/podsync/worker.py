@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
 from k3py.cluster.agent.podsync.backoff import Backoff
 from k3py.cluster.agent.podsync.network import PodNetwork
-from k3py.cluster.agent.podsync.probes import PROBE_FIELDS, Prober, ProbeWorker
+from k3py.cluster.agent.podsync.probes import PodProbes, Prober, ProbeWorker
 from k3py.cluster.agent.podsync.spec import (
     ContainerConfigError,
     ObjectSource,
@@ -128,7 +128,7 @@ class PodWorker:
         self._wake = asyncio.Event()
         self._terminating = False
         self._removed = False
-        self._probes: dict[tuple[str, str], tuple[str, ProbeWorker]] = {}
+        self._probes = PodProbes(deps.prober, deps.clock, self._probe_changed)
         self._waiting: dict[str, tuple[str, str]] = {}
         self._pull_failed_at: dict[str, float] = {}
         self._next: float | None = None
@@ -178,7 +178,7 @@ class PodWorker:
                     break
                 await wait_event(clock, self._wake, delay if delay is not None else RESYNC_SECONDS)
         finally:
-            await self._stop_probes(set())
+            await self._probes.stop()
 
     # -- one pass ---------------------------------------------------------------------------
 
@@ -435,13 +435,6 @@ class PodWorker:
             return False, acted, None
         return True, False, None
 
-    def _probe_failed(self, name: str, container_id: str) -> str | None:
-        for kind in ("startup", "liveness"):
-            entry = self._probes.get((name, kind))
-            if entry is not None and entry[0] == container_id and entry[1].result is False:
-                return kind
-        return None
-
     async def _sync_app(
         self, by_name: dict[str, list[ContainerInfo]], ctx: PodContext, paths: Mapping[str, Any]
     ) -> bool:
@@ -453,17 +446,15 @@ class PodWorker:
             latest = _latest(by_name, name)
             if latest is not None and latest.status == "running":
                 reason = None
-                failed_probe = self._probe_failed(name, latest.id)
+                failed_probe = self._probes.failed(name, latest.id)
                 if latest.spec_hash and latest.spec_hash != container_hash(container):
                     reason = f"Container {name} definition changed, will be restarted"
                 elif failed_probe is not None:
-                    message = self._probes[(name, failed_probe)][1].message
+                    kind, message = failed_probe
                     self._event(
-                        "Warning",
-                        "Unhealthy",
-                        f"{failed_probe.capitalize()} probe failed: {message}",
+                        "Warning", "Unhealthy", f"{kind.capitalize()} probe failed: {message}"
                     )
-                    reason = f"Container {name} failed {failed_probe} probe, will be restarted"
+                    reason = f"Container {name} failed {kind} probe, will be restarted"
                 if reason is None:
                     continue
                 self._event("Normal", "Killing", reason)
@@ -493,68 +484,19 @@ class PodWorker:
 
     # -- probes -----------------------------------------------------------------------------
 
-    async def _stop_probes(self, keep: set[tuple[str, str]]) -> None:
-        for key in [k for k in self._probes if k not in keep]:
-            _, worker = self._probes.pop(key)
-            await worker.stop()
+    def _probe_changed(self, worker: ProbeWorker) -> None:
+        if worker.result is False and worker.kind == "readiness":
+            self._event("Warning", "Unhealthy", f"Readiness probe failed: {worker.message}")
+        self.wake()
 
     async def _sync_probes(self, by_name: dict[str, list[ContainerInfo]]) -> None:
-        wanted: set[tuple[str, str]] = set()
-        pod_ip = ""
-        sandbox = _latest(by_name, SANDBOX_NAME)
-        if sandbox is not None:
-            pod_ip = self._known_ip(sandbox)
-        for container in spec(self.pod).get("containers") or []:
-            name = str(container["name"])
-            latest = _latest(by_name, name)
-            if latest is None or latest.status != "running" or self._terminating:
-                continue
-            for kind, field in PROBE_FIELDS.items():
-                probe = container.get(field)
-                if not probe:
-                    continue
-                key = (name, kind)
-                wanted.add(key)
-                current = self._probes.get(key)
-                if current is not None and current[0] == latest.id:
-                    continue
-                if current is not None:
-                    await current[1].stop()
-                worker = self._probe_worker(kind, probe, container, latest.id, pod_ip)
-                self._probes[key] = (latest.id, worker)
-                worker.start()
-        await self._stop_probes(wanted)
-
-    def _probe_worker(
-        self,
-        kind: Any,
-        probe: Mapping[str, Any],
-        container: Mapping[str, Any],
-        container_id: str,
-        pod_ip: str,
-    ) -> ProbeWorker:
-        name = str(container["name"])
-
-        def started() -> bool:
-            entry = self._probes.get((name, "startup"))
-            return entry is None or entry[0] != container_id or entry[1].result is True
-
-        async def run() -> Any:
-            return await self._deps.prober.run(probe, container, container_id, pod_ip)
-
-        def changed(worker: ProbeWorker) -> None:
-            if worker.result is False and worker.kind == "readiness":
-                self._event("Warning", "Unhealthy", f"Readiness probe failed: {worker.message}")
-            self.wake()
-
-        gate = started if kind != "startup" else (lambda: True)
-        return ProbeWorker(kind, probe, run, self._deps.clock, changed, gate)
-
-    def _probe_result(self, name: str, kind: str, container_id: str) -> bool | None:
-        entry = self._probes.get((name, kind))
-        if entry is None or entry[0] != container_id:
-            return None
-        return entry[1].result
+        running: list[tuple[Mapping[str, Any], str]] = []
+        if not self._terminating:
+            for container in spec(self.pod).get("containers") or []:
+                latest = _latest(by_name, str(container["name"]))
+                if latest is not None and latest.status == "running":
+                    running.append((container, latest.id))
+        await self._probes.sync(running, self._known_ip(_latest(by_name, SANDBOX_NAME)))
 
     # -- status -----------------------------------------------------------------------------
 
@@ -570,8 +512,10 @@ class PodWorker:
         if latest is not None and latest.status == "running":
             has_startup = bool(container.get("startupProbe"))
             has_readiness = bool(container.get("readinessProbe"))
-            view.started = not has_startup or self._probe_result(name, "startup", latest.id) is True
-            readiness = self._probe_result(name, "readiness", latest.id)
+            view.started = (
+                not has_startup or self._probes.result(name, "startup", latest.id) is True
+            )
+            readiness = self._probes.result(name, "readiness", latest.id)
             view.ready = view.started and (not has_readiness or readiness is True)
         return view
 
@@ -617,7 +561,7 @@ class PodWorker:
     async def _kill_pod(self, by_name: dict[str, list[ContainerInfo]]) -> None:
         runtime = self._deps.runtime
         grace = _grace(self.pod)
-        await self._stop_probes(set())
+        await self._probes.stop()
         running = [
             info
             for name, instances in by_name.items()
