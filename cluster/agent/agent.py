@@ -48,7 +48,7 @@ def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
     if settings.runtime == "fake":
         from k3py.cluster.agent.runtime.fake import FakeRuntime
 
-        return FakeRuntime(clock)
+        return FakeRuntime(clock, pull_any=True)
     from k3py.cluster.agent.runtime.docker import DockerRuntime
 
     return DockerRuntime(settings.container_runtime_endpoint)

@@ -66,8 +66,16 @@ class FakeExec:
 class FakeRuntime:
     """A :class:`~k3py.cluster.agent.runtime.ContainerRuntime` kept in memory."""
 
-    def __init__(self, clock: Clock | None = None, images: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        clock: Clock | None = None,
+        images: Mapping[str, str] | None = None,
+        *,
+        pull_any: bool = False,
+    ) -> None:
         self.clock: Clock = clock or RealClock()
+        # Hollow nodes pull whatever they are asked for; unit tests choose what exists.
+        self.pull_any = pull_any
         self.images: dict[str, str] = dict(images or {})
         self.pullable: dict[str, str] = {}
         self.containers: dict[str, FakeContainer] = {}
@@ -191,6 +199,10 @@ class FakeRuntime:
     async def pull_image(self, reference: str) -> str:
         self._check()
         self.calls.append(("pull", reference))
+        if self.pull_any:
+            self.pullable.setdefault(reference, f"sha256:{abs(hash(reference)):064x}"[:71])
+        if self.pull_any:
+            self.pullable.setdefault(reference, f"sha256:{abs(hash(reference)):064x}"[:71])
         if reference not in self.pullable:
             raise ImageError(f"cannot pull {reference}: no registry is reachable")
         self.images[reference] = self.pullable[reference]
