@@ -56,13 +56,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="TAR",
         help="a 'docker save' tarball to preload on agents (repeatable)",
     )
+    build.add_argument(
+        "--firmware-source",
+        metavar="DIR",
+        help="the k3py package to install (default: this checkout's k3py/)",
+    )
     actions.add_parser("boards", help="list the known boards")
 
 
 def run(args: argparse.Namespace) -> int:
     from k3py.image import board, debian
     from k3py.image.content import load_content
-    from k3py.image.context import BuildSettings
+    from k3py.image.context import K3PY_SOURCE, BuildSettings
     from k3py.image.pipeline import build
 
     if args.action == "boards":
@@ -72,11 +77,21 @@ def run(args: argparse.Namespace) -> int:
     epoch_text = os.environ.get("SOURCE_DATE_EPOCH", str(DEFAULT_EPOCH))
     if not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {epoch_text!r}")
-    checked = [("--config", args.k3py_yaml), ("--lock", args.lock), ("--overlay", args.overlay)]
+    checked = [("--config", args.k3py_yaml), ("--lock", args.lock), ("--overlay", args.overlay),
+               ("--firmware-source", args.firmware_source)]  # fmt: skip
     checked += [("--container-image", path) for path in args.container_image]
     for flag, value in checked:
         if value is not None and not Path(value).exists():
             raise UsageError(f"{flag} {value} does not exist")
+    cache = Path(args.cache_dir)
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(
+            f"cannot use the package cache {cache} ({err}); pass --cache-dir"
+        ) from None
+    if not os.access(cache, os.W_OK):
+        raise UsageError(f"the package cache {cache} is not writable; pass --cache-dir")
     the_board = board.load_board(args.board)
     name = f"{the_board.name}-{args.role}"
     settings = BuildSettings(
@@ -84,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         role=args.role,
         out_dir=Path(args.out),
         work_dir=Path(args.work_dir) if args.work_dir else Path("build") / name,
-        cache_dir=Path(args.cache_dir),
+        cache_dir=cache,
         content=load_content(),
         source_date_epoch=int(epoch_text),
         config_file=Path(args.k3py_yaml) if args.k3py_yaml else None,
@@ -95,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=Path(args.overlay) if args.overlay else None,
         extra_prune=tuple(args.prune),
         container_images=tuple(Path(p) for p in args.container_image),
+        firmware_source=Path(args.firmware_source) if args.firmware_source else K3PY_SOURCE,
     )
     context = build(settings, sys.stdout)
     image = context.facts["image"]

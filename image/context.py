@@ -12,6 +12,8 @@ from k3py.image import debian, kernel
 from k3py.image.board import Board
 from k3py.image.content import Content
 
+K3PY_SOURCE = Path(__file__).resolve().parent.parent / "k3py"
+
 
 @dataclass(frozen=True)
 class BuildSettings:
@@ -30,6 +32,8 @@ class BuildSettings:
     overlay: Path | None = None
     extra_prune: tuple[str, ...] = ()
     container_images: tuple[Path, ...] = ()
+    # The k3py package to install as firmware: by default this tree's (links resolved).
+    firmware_source: Path = K3PY_SOURCE
 
     @property
     def name(self) -> str:

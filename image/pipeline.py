@@ -20,7 +20,6 @@ from k3py.image import assemble, containers, debian, elfaudit, gates, kernel, ro
 from k3py.image.context import BuildContext, BuildSettings
 from k3py.image.errors import GateError, ImageError
 
-K3PY_SOURCE = Path(__file__).resolve().parent.parent / "k3py"
 HOST_PYTHON_PACKAGES = ("python3.13-minimal", "libpython3.13-stdlib")
 
 
@@ -91,7 +90,7 @@ def configure_rootfs(ctx: BuildContext) -> None:
 
 def install_firmware(ctx: BuildContext) -> None:
     """The k3py package as it is in this tree (cluster and checker; not the image builder)."""
-    modules = rootfs.install_firmware(ctx.rootfs, K3PY_SOURCE, __version__)
+    modules = rootfs.install_firmware(ctx.rootfs, ctx.settings.firmware_source, __version__)
     ctx.facts["firmware_modules"] = len(modules)
 
 
