@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 
 from k3py.cluster.agent.settings import AgentSettings
@@ -94,11 +95,31 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
     )
 
 
+def _exit_with_parent(env: Mapping[str, str]) -> None:
+    """Die with the server that started us (``K3PY_PARENT_PID``), even when it is SIGKILLed.
+
+    The server's own agent is its child process; without this a ``kill -9`` of the server would
+    leave an agent behind that a restarted server then duplicates.
+    """
+    parent = env.get("K3PY_PARENT_PID")
+    if not parent:
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != int(parent):  # the parent died before prctl took effect
+        raise SystemExit(0)
+
+
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from k3py.cluster.agent.agent import run_agent
 
+    _exit_with_parent(os.environ)
     settings = settings_from(args)
     asyncio.run(run_agent(settings))
     return 0

@@ -11,6 +11,7 @@ as they do when K3s stops.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 
@@ -53,7 +54,8 @@ def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[
         return None
     argv = command(settings, debug=debug)
     logger.info("starting this node's agent", extra={"fields": {"command": " ".join(argv)}})
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+    env = {**os.environ, "K3PY_PARENT_PID": str(os.getpid())}
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:
