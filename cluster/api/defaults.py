@@ -159,7 +159,8 @@ def _default_field_ref(holder: Obj) -> None:
         ref["apiVersion"] = "v1"
 
 
-_VOLUME_SOURCES = (
+# Every volume source a PodSpec knows; validation checks that a volume names exactly one.
+VOLUME_SOURCES = (
     "hostPath",
     "emptyDir",
     "gcePersistentDisk",
@@ -194,7 +195,7 @@ _VOLUME_SOURCES = (
 
 
 def _default_volume(volume: Obj) -> None:
-    if not any(volume.get(source) is not None for source in _VOLUME_SOURCES):
+    if not any(volume.get(source) is not None for source in VOLUME_SOURCES):
         volume["emptyDir"] = {}
     for source in ("secret", "configMap", "downwardAPI", "projected"):
         if isinstance(volume.get(source), dict) and volume[source].get("defaultMode") is None:

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from k3py.cluster.api import names
+from k3py.cluster.api.defaults import VOLUME_SOURCES
 from k3py.cluster.api.quantity import Quantity, QuantityError
 from k3py.cluster.api.validation_base import (
     Errors,
@@ -27,38 +28,6 @@ from k3py.cluster.api.validation_base import (
     validate_labels,
 )
 
-_VOLUME_SOURCES = (
-    "hostPath",
-    "emptyDir",
-    "gcePersistentDisk",
-    "awsElasticBlockStore",
-    "gitRepo",
-    "secret",
-    "nfs",
-    "iscsi",
-    "glusterfs",
-    "persistentVolumeClaim",
-    "rbd",
-    "flexVolume",
-    "cinder",
-    "cephfs",
-    "flocker",
-    "downwardAPI",
-    "fc",
-    "azureFile",
-    "configMap",
-    "vsphereVolume",
-    "quobyte",
-    "azureDisk",
-    "photonPersistentDisk",
-    "projected",
-    "portworxVolume",
-    "scaleIO",
-    "storageos",
-    "csi",
-    "ephemeral",
-    "image",
-)
 POD_UPDATABLE_FIELDS = (
     "`spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,"
     "`spec.tolerations` (only additions to existing tolerations),"
@@ -127,7 +96,7 @@ def _validate_volumes(errs: Errors, path: str, volumes: Any) -> set[str]:
             if name in found:
                 errs.duplicate(f"{item}.name", name)
             found.add(name)
-        sources = [s for s in _VOLUME_SOURCES if volume.get(s) is not None]
+        sources = [s for s in VOLUME_SOURCES if volume.get(s) is not None]
         if not sources:
             errs.required(item, "must specify a volume type")
         for extra in sources[1:]:
