@@ -16,8 +16,7 @@ import datetime
 import logging
 from typing import Any
 
-from k3py.cluster.api.status import ApiError
-from k3py.cluster.server.controllers import podutil, rollout
+from k3py.cluster.server.controllers import podcontrol, podutil, rollout
 from k3py.cluster.server.controllers.base import (
     DAEMONSETS,
     NODES,
@@ -143,15 +142,15 @@ class DaemonSetController(QueueController):
             failed = [p for p in pods if podutil.phase(p) == "Failed"]
             live = [p for p in pods if podutil.phase(p) != "Failed"]
             for pod in failed:
-                await self._delete(ds, pod)
+                await podcontrol.delete_pod(self, ds, pod)
             if name in eligible and name in nodes:
                 if not live:
                     await self._create(ds, name, current_hash)
                 for extra in sorted(live, key=_created)[1:]:
-                    await self._delete(ds, extra)
+                    await podcontrol.delete_pod(self, ds, extra)
             else:
                 for pod in live:
-                    await self._delete(ds, pod)
+                    await podcontrol.delete_pod(self, ds, pod)
         await self._roll(ds, eligible, current_hash, now)
         return await self._sync_status(ds, eligible, current_hash, now)
 
@@ -186,13 +185,15 @@ class DaemonSetController(QueueController):
                 unavailable += 1
                 for pod in pods:
                     if _hash(pod) != current_hash:
-                        await self._delete(ds, pod)  # not serving anyway: replace at once
+                        await podcontrol.delete_pod(
+                            self, ds, pod
+                        )  # not serving anyway: replace at once
                 continue
             outdated_ready.extend(p for p in pods if _hash(p) != current_hash)
         for pod in sorted(outdated_ready, key=_created):
             if unavailable >= max_unavailable:
                 break
-            await self._delete(ds, pod)
+            await podcontrol.delete_pod(self, ds, pod)
             unavailable += 1
 
     async def _create(self, ds: Object, node: str, current_hash: str) -> None:
@@ -205,27 +206,7 @@ class DaemonSetController(QueueController):
             labels={REVISION_HASH: current_hash, TEMPLATE_GENERATION: generation},
         )
         pod["spec"] = daemon_pod_spec(template.get("spec") or {}, node)
-        created = await self.api.create(PODS, pod, podutil.namespace_of(ds))
-        self.pods.assume(created)
-        self.event(ds, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
-
-    async def _delete(self, ds: Object, pod: Object) -> None:
-        try:
-            result = await self.api.delete(
-                PODS,
-                podutil.name_of(pod),
-                podutil.namespace_of(pod),
-                preconditions={"uid": podutil.uid_of(pod)},
-            )
-        except ApiError as err:
-            if err.code in (404, 409):
-                return
-            raise
-        if result is None:
-            self.pods.assume_deleted(pod)
-        else:
-            self.pods.assume(result)
-        self.event(ds, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")
+        await podcontrol.create_pod(self, ds, pod)
 
     async def _sync_status(
         self, ds: Object, eligible: set[str], current_hash: str, now: datetime.datetime

@@ -15,9 +15,8 @@ import datetime
 import logging
 from typing import Any
 
-from k3py.cluster.api.status import ApiError
 from k3py.cluster.client.events import timestamp
-from k3py.cluster.server.controllers import podutil
+from k3py.cluster.server.controllers import podcontrol, podutil
 from k3py.cluster.server.controllers.base import JOBS, PODS, ControllerContext, QueueController
 
 logger = logging.getLogger("k3py.controllers.job")
@@ -105,7 +104,7 @@ class JobController(QueueController):
         wait: float | None = None
         if finished(job):
             for pod in active:
-                await self._delete(job, pod)
+                await podcontrol.delete_pod(self, job, pod)
             active = []
         else:
             completions = spec.get("completions")
@@ -127,7 +126,7 @@ class JobController(QueueController):
             )
             if failure is not None:
                 for pod in active:
-                    await self._delete(job, pod)
+                    await podcontrol.delete_pod(self, job, pod)
                 active = []
                 conditions.append(_job_condition("FailureTarget", *failure, stamp))
                 conditions.append(_job_condition("Failed", *failure, stamp))
@@ -135,7 +134,7 @@ class JobController(QueueController):
                 wait = None
             elif done:
                 for pod in active:
-                    await self._delete(job, pod)
+                    await podcontrol.delete_pod(self, job, pod)
                 active = []
                 message = "Reached expected number of succeeded pods"
                 conditions.append(
@@ -147,7 +146,7 @@ class JobController(QueueController):
                 wait = None
             elif spec.get("suspend"):
                 for pod in active:
-                    await self._delete(job, pod)
+                    await podcontrol.delete_pod(self, job, pod)
                 active = []
             else:
                 if completions is None:
@@ -165,7 +164,7 @@ class JobController(QueueController):
                 elif missing < 0:
                     doomed = sorted(active, key=podutil.deletion_rank)[:-missing]
                     for pod in doomed:
-                        await self._delete(job, pod)
+                        await podcontrol.delete_pod(self, job, pod)
                     active = [p for p in active if p not in doomed]
         status["conditions"] = conditions
         if not conditions:
@@ -195,25 +194,4 @@ class JobController(QueueController):
     async def _create(self, job: Object) -> Object:
         template = (job.get("spec") or {}).get("template") or {}
         pod = podutil.pod_from_template(template, job, generate_name=f"{podutil.name_of(job)}-")
-        created = await self.api.create(PODS, pod, podutil.namespace_of(job))
-        self.pods.assume(created)
-        self.event(job, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
-        return created
-
-    async def _delete(self, job: Object, pod: Object) -> None:
-        try:
-            result = await self.api.delete(
-                PODS,
-                podutil.name_of(pod),
-                podutil.namespace_of(pod),
-                preconditions={"uid": podutil.uid_of(pod)},
-            )
-        except ApiError as err:
-            if err.code in (404, 409):
-                return
-            raise
-        if result is None:
-            self.pods.assume_deleted(pod)
-        else:
-            self.pods.assume(result)
-        self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")
+        return await podcontrol.create_pod(self, job, pod)

@@ -25,7 +25,7 @@ from typing import Any
 
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client.events import timestamp
-from k3py.cluster.server.controllers import podutil
+from k3py.cluster.server.controllers import podcontrol, podutil
 from k3py.cluster.server.controllers.base import (
     LEASES,
     NODES,
@@ -347,17 +347,11 @@ class NodeLifecycleController(QueueController):
                 PODS, name, {"status": {"conditions": [condition]}}, namespace,
                 patch_type="strategic", subresource="status",
             )  # fmt: skip
-            result = await self.api.delete(
-                PODS, name, namespace, preconditions={"uid": podutil.uid_of(pod)}
-            )
         except ApiError as err:
             if err.code in (404, 409):
                 return
             raise
-        if result is None:
-            self.pods.assume_deleted(pod)
-        else:
-            self.pods.assume(result)
+        await podcontrol.delete_pod(self, None, pod)
 
     async def _remove_orphan_pods(self, node_name: str) -> None:
         """Pods bound to a node that no longer exists will never be finished by it."""

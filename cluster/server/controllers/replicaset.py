@@ -17,7 +17,7 @@ from typing import Any
 
 from k3py.cluster.api.selectors import LabelSelector
 from k3py.cluster.api.status import ApiError
-from k3py.cluster.server.controllers import podutil
+from k3py.cluster.server.controllers import podcontrol, podutil
 from k3py.cluster.server.controllers.base import (
     PODS,
     REPLICASETS,
@@ -156,7 +156,7 @@ class ReplicaSetController(QueueController):
             await self.create_pods(rs, min(-diff, BURST))
         elif diff > 0:
             doomed = sorted(active, key=podutil.deletion_rank)[:diff]
-            await asyncio.gather(*(self._delete_pod(rs, pod) for pod in doomed))
+            await asyncio.gather(*(podcontrol.delete_pod(self, rs, pod) for pod in doomed))
 
     async def create_pods(self, rs: Object, count: int) -> None:
         template = (rs.get("spec") or {}).get("template") or {}
@@ -178,24 +178,4 @@ class ReplicaSetController(QueueController):
 
     async def _create_pod(self, rs: Object, template: Object) -> None:
         pod = podutil.pod_from_template(template, rs, generate_name=f"{podutil.name_of(rs)}-")
-        created = await self.api.create(PODS, pod, podutil.namespace_of(rs))
-        self.pods.assume(created)
-        self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}")
-
-    async def _delete_pod(self, rs: Object, pod: Object) -> None:
-        try:
-            result = await self.api.delete(
-                PODS,
-                podutil.name_of(pod),
-                podutil.namespace_of(pod),
-                preconditions={"uid": podutil.uid_of(pod)},
-            )
-        except ApiError as err:
-            if err.code in (404, 409):
-                return
-            raise
-        if result is None:
-            self.pods.assume_deleted(pod)
-        else:
-            self.pods.assume(result)
-        self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {podutil.name_of(pod)}")
+        await podcontrol.create_pod(self, rs, pod)
