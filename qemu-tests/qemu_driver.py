@@ -63,6 +63,7 @@ class QemuBoard:
         workdir: Path,
         *,
         forwards: Mapping[int, int] | None = None,
+        snapshot: bool = True,
     ) -> None:
         if board.qemu is None:
             raise ValueError(f"board {board.name} has no [qemu] table: it cannot be emulated")
@@ -70,6 +71,7 @@ class QemuBoard:
         self.image = image
         self.workdir = workdir
         self.forwards = dict(forwards or {})  # guest port → host port on 127.0.0.1
+        self.snapshot = snapshot  # writes go to a temporary overlay, never into the image
         self.console_log = workdir / "console.log"
         self.factor = timeout_factor()
         self.started_at = 0.0
@@ -101,8 +103,9 @@ class QemuBoard:
             "hostfwd": hostfwd,
         }
         args = [arg.format(**fill) for arg in qemu.args]
+        snapshot = ["-snapshot"] if self.snapshot else []
         return [qemu.binary, "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(qemu.memory_mib),
-                "-snapshot", *args]  # fmt: skip
+                *snapshot, *args]  # fmt: skip
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -142,9 +145,17 @@ class QemuBoard:
     def wait_for_ready(self, timeout: float = 240) -> float:
         """Wait until early boot is done and the console shell is up; returns seconds taken."""
         self.expect(re.escape(READY_LINE), timeout)
-        # The console shell starts after early boot; input typed before its prompt is lost.
-        self.expect(r"[#$] $", 60)
-        self.run("true", timeout=60)
+        # The console shell starts after early boot, and input typed while getty and the shell
+        # set up the terminal is dropped: knock (a harmless echo) until the shell answers.
+        self.expect(r"[#$] ", 60)  # (ash may follow its prompt with a terminal query at once)
+        deadline = time.monotonic() + 60 * self.factor
+        while True:
+            try:
+                self.run("true", timeout=5)
+                break
+            except ConsoleError:
+                if time.monotonic() > deadline:
+                    raise
         return time.monotonic() - self.started_at
 
     def run(self, command: str, timeout: float = 60) -> CommandResult:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ import pytest
 from k3py.image.board import load_board
 from k3py.image.cli import DEFAULT_CACHE, DEFAULT_EPOCH
 from k3py.image.content import load_content
-from k3py.image.context import BuildContext, BuildSettings
+from k3py.image.context import K3PY_SOURCE, BuildContext, BuildSettings
 from k3py.image.pipeline import build
 
 
@@ -43,6 +44,16 @@ class BuiltImage:
 
 
 ImageFor = Callable[[str, str], BuiltImage]
+# Agents are built with a baked-in k3py.yaml (--config): a server address that QEMU's user
+# network maps to the host's loopback, where nothing listens on the discard port, so a booted
+# agent keeps retrying its join (as a board whose server is not up yet) instead of exiting.
+AGENT_CONFIG = """\
+role: agent
+server: https://10.0.2.2:9
+token: K10{ca_hash}::server:image-tier-test
+node-name: qemu-agent
+""".format(ca_hash="0" * 64)
+FIRMWARE_KEY = pytest.StashKey[Path]()
 BUILDS_KEY = pytest.StashKey[dict[tuple[str, str], BuiltImage]]()
 
 
@@ -58,6 +69,7 @@ def settings_for(
     overlay: Path | None = None,
     extra_prune: tuple[str, ...] = (),
     config_file: Path | None = None,
+    firmware: Path = K3PY_SOURCE,
 ) -> BuildSettings:
     return BuildSettings(
         board=load_board(board),
@@ -70,6 +82,7 @@ def settings_for(
         overlay=overlay,
         extra_prune=extra_prune,
         config_file=config_file,
+        firmware_source=firmware,
     )
 
 
@@ -80,6 +93,19 @@ def run_build(settings: BuildSettings) -> tuple[BuildContext, str, float]:
     return context, stream.getvalue(), time.monotonic() - started
 
 
+def firmware_snapshot(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory) -> Path:
+    """The session's one copy of the k3py package: every image of the session (and the rebuild
+    that must match one of them bit for bit) packages the same firmware, even while the
+    working tree is being edited."""
+    if FIRMWARE_KEY not in request.config.stash:
+        target = tmp_factory.mktemp("firmware") / "k3py"
+        shutil.copytree(
+            K3PY_SOURCE, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__")
+        )
+        request.config.stash[FIRMWARE_KEY] = target
+    return request.config.stash[FIRMWARE_KEY]
+
+
 def built_image(
     request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory, board: str, role: str
 ) -> BuiltImage:
@@ -87,7 +113,13 @@ def built_image(
     builds = request.config.stash.setdefault(BUILDS_KEY, {})
     if (board, role) not in builds:
         root = tmp_factory.mktemp(f"{board}-{role}")
-        settings = settings_for(board, role, root)
+        config = None
+        if role == "agent":
+            config = root / "k3py.yaml"
+            config.write_text(AGENT_CONFIG)
+        settings = settings_for(
+            board, role, root, config_file=config, firmware=firmware_snapshot(request, tmp_factory)
+        )
         _, log, seconds = run_build(settings)
         builds[(board, role)] = BuiltImage(
             board, role, settings.out_dir, settings.work_dir, log, seconds

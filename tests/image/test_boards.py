@@ -75,3 +75,17 @@ def test_content_lists_roles_and_the_modules_the_kernel_gate_requires() -> None:
     assert "docker.io" not in content.packages_for("server")
     assert {"vxlan", "ip_vs"} <= set(content.required_modules)
     assert set(content.required_modules) <= set(content.kernel_modules)
+
+
+def test_cli_reports_an_unknown_board_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from k3py.cli import main
+
+    code = main(["image", "build", "--board", "nope", "--role", "agent",
+                 "--cache-dir", str(tmp_path / "cache")])  # fmt: skip
+    assert code == 65
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("k3py: error: no board description at ")
+    assert "known boards: qemu-virt-arm64" in err
+    assert "\n" not in err

@@ -4,7 +4,9 @@ and the ELF audit on the build host's own binaries (planted into a tree that is 
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from k3py.image import debfile, kernel
+from k3py.image.containers import install_images
 from k3py.image.debian import PackageIndex, parse_packages, parse_relations
 from k3py.image.elfaudit import AuditReport, audit
 from k3py.image.errors import ImageError
@@ -203,3 +206,23 @@ def test_elf_audit_names_a_missing_library_and_interpreter(tmp_path: Path) -> No
     problems = [str(o) for o in report.offenders]
     assert any("usr/bin/true" in p and "needs libc.so.6" in p for p in problems), problems
     assert any("interpreter /lib64/ld-linux-x86-64.so.2" in p for p in problems), problems
+
+
+def test_airgap_image_is_a_docker_save_archive_for_the_board_architecture(tmp_path: Path) -> None:
+    busybox = tmp_path / "busybox"
+    busybox.write_bytes(b"\x7fELF stand-in for busybox-static")
+    names = install_images(tmp_path / "images", busybox, "armhf", [], epoch=1754697600)
+    archive = tmp_path / "images" / names[0]
+    with tarfile.open(archive) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
+        (entry,) = manifest
+        assert entry["RepoTags"] == ["k3py.local/httpd:latest"]
+        config = json.loads(tar.extractfile(entry["Config"]).read())  # type: ignore[union-attr]
+        layer = tar.extractfile(entry["Layers"][0]).read()  # type: ignore[union-attr]
+    assert (config["architecture"], config["variant"]) == ("arm", "v7")
+    assert config["rootfs"]["diff_ids"] == ["sha256:" + hashlib.sha256(layer).hexdigest()]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as files:
+        assert files.getmember("bin/httpd").linkname == "busybox"
+        assert files.extractfile("bin/busybox").read() == busybox.read_bytes()  # type: ignore[union-attr]
+    again = install_images(tmp_path / "again", busybox, "armhf", [], epoch=1754697600)
+    assert (tmp_path / "again" / again[0]).read_bytes() == archive.read_bytes()

@@ -1,0 +1,115 @@
+"""Boot smoke test: each QEMU board's image, as built, boots to a running k3py service.
+
+The console is logged whole to ``console.log`` in the test's temporary directory; the time from
+QEMU's start to the running service is reported as a test property.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from qemu_driver import QemuBoard, free_port, timeout_factor
+
+from k3py.image.board import load_board
+from tests.image.builds import ImageFor
+
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
+
+QEMU_IMAGES = [
+    ("qemu-virt-arm64", "agent"),
+    ("qemu-virt-arm64", "server"),
+    ("qemu-virt-armv7", "agent"),
+    ("qemu-virt-armv7", "server"),
+]
+
+
+@pytest.mark.parametrize(("board", "role"), QEMU_IMAGES)
+def test_image_boots_to_running_k3py_service(
+    board: str,
+    role: str,
+    image_for: ImageFor,
+    tmp_path: Path,
+    record_property: Callable[[str, object], None],
+) -> None:
+    built = image_for(board, role)
+    with QemuBoard(load_board(board), built.image, tmp_path) as qemu:
+        ready = qemu.wait_for_ready()
+        # The firmware as packaged runs on the board's own Python (bytecode compiled at build).
+        version = qemu.run("k3py --version")
+        assert version.exit_code == 0, version.output
+        assert version.output.strip().startswith("k3py ")
+        layout = qemu.run("cat /etc/k3py-role; mount | grep -c ' on / type ext4 (ro'")
+        assert layout.output.split() == [role, "1"]
+        # The supervised service (busybox init respawns it); the bracket keeps grep from itself.
+        find = f"ps | grep '[/]usr/bin/k3py {role}' | awk '{{print $1}}'"
+        service = qemu.wait_until(f"{find} | grep -q .", 120, interval=0.5)
+        # Running, not crash-looping under the supervisor: the same process a while later.
+        first = qemu.run(find).output.split()
+        time.sleep(10 * timeout_factor())
+        assert qemu.run(find).output.split() == first, f"k3py {role} restarted"
+        if role == "agent":
+            qemu.wait_until("test -S /run/docker.sock", 180)
+        record_property("boot_to_shell_s", round(ready, 1))
+        record_property("boot_to_service_s", round(service, 1))
+        print(f"{board}-{role}: shell after {ready:.1f}s, k3py {role} after {service:.1f}s")
+
+
+def _readyz(port: int) -> int:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # readiness only; the test's own loopback forward
+    request = urllib.request.Request(f"https://127.0.0.1:{port}/readyz")
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            return int(answer.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+
+
+@pytest.mark.parametrize("board", ["qemu-virt-arm64", "qemu-virt-armv7"])
+def test_server_image_answers_readyz_on_forwarded_port(
+    board: str, image_for: ImageFor, tmp_path: Path, record_property: Callable[[str, object], None]
+) -> None:
+    built = image_for(board, "server")
+    port = free_port()
+    with QemuBoard(load_board(board), built.image, tmp_path, forwards={6443: port}) as qemu:
+        qemu.wait_for_ready()
+        available = qemu.run("k3py server --help > /dev/null 2>&1")
+        if available.exit_code != 0:
+            pytest.skip("this firmware has no 'k3py server' command yet")
+        deadline = time.monotonic() + 240 * timeout_factor()
+        status = 0
+        while time.monotonic() < deadline and status != 200:
+            try:
+                status = _readyz(port)
+            except (OSError, urllib.error.URLError):
+                status = 0
+            time.sleep(2)
+        assert status == 200, f"/readyz never answered 200 (see {qemu.console_log})"
+        record_property("boot_to_readyz_s", round(time.monotonic() - qemu.started_at, 1))
+        print(json.dumps({"board": board, "readyz_after_s": time.monotonic() - qemu.started_at}))
+
+
+def test_first_boot_grows_the_data_partition_to_fill_the_disk(
+    image_for: ImageFor, tmp_path: Path
+) -> None:
+    built = image_for("qemu-virt-arm64", "server")
+    card = tmp_path / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(built.image), str(card)], check=True)
+    with card.open("r+b") as file:
+        file.truncate(card.stat().st_size + 512 * 1024 * 1024)  # a bigger "SD card"
+    with QemuBoard(load_board("qemu-virt-arm64"), card, tmp_path / "vm", snapshot=False) as qemu:
+        qemu.wait_for_ready()
+        size = qemu.run("df -k /var | awk 'NR==2 {print $2}'")
+        assert size.exit_code == 0
+        assert int(size.output.split()[-1]) > 512 * 1024  # KiB: the 128 MiB partition grew
+        marker = qemu.run("test -e /var/lib/k3py/.data-grown")
+        assert marker.exit_code == 0
