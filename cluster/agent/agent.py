@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -37,6 +36,7 @@ from k3py.cluster.agent.tunnel.client import TunnelClient
 from k3py.cluster.agent.tunnel.streams import NodeStreams
 from k3py.cluster.api.tunnel import CONNECT_PATH
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
+from k3py.shutdown import until_signalled
 
 logger = logging.getLogger("k3py.agent")
 
@@ -182,19 +182,7 @@ async def run_agent(settings: AgentSettings) -> None:
     agent = Agent(settings, identity, clock)
     await agent.start()
     try:
-        await _until_signalled()
+        await until_signalled()
         logger.info("k3py agent is stopping; containers keep running")
     finally:
         await agent.stop()
-
-
-async def _until_signalled() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import platform
-import signal
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -36,6 +35,7 @@ from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
 from k3py.cluster.server.store import Datastore, StoreError
 from k3py.errors import K3pyError
+from k3py.shutdown import until_signalled
 
 logger = logging.getLogger("k3py.server")
 
@@ -338,7 +338,7 @@ async def serve(settings: ServerSettings) -> None:
             run_in_server(settings, cluster_pki, port, stop_control), name="k3py-control-plane"
         )
         control.add_done_callback(_report_crash)
-        await _until_signalled()
+        await until_signalled()
         logger.info("k3py server is stopping")
         stop_control.set()
         with contextlib.suppress(asyncio.TimeoutError, Exception):
@@ -357,15 +357,3 @@ def _bound_port(site: web.TCPSite, wanted: int) -> int:
     for sock in sockets:
         return int(sock.getsockname()[1])
     return wanted
-
-
-async def _until_signalled() -> None:
-    loop = asyncio.get_running_loop()
-    stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(signum)

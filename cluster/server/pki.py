@@ -17,10 +17,8 @@ import datetime
 import ipaddress
 import itertools
 import logging
-import os
 import socket
 import ssl
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from k3py.errors import K3pyError
+from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.server.pki")
 
@@ -84,24 +83,12 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
 
 
 def write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write a file atomically (temp file, fsync, rename) with ``mode`` from its first byte."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """Write a file atomically with ``mode`` from its first byte, the rename synced too.
+
+    Keys and certificates are written once and trusted ever after: a rename that a power cut
+    undoes would leave the cluster without its CA.
+    """
+    write_atomic(path, data, mode, sync_directory=True)
 
 
 def _is_ip(value: str) -> bool:

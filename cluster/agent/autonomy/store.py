@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from k3py.cluster.agent.files import write_atomic
+from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.agent.store")
 

@@ -14,8 +14,8 @@ import logging
 from pathlib import Path
 
 from k3py.cluster.agent.errors import ImageError
-from k3py.cluster.agent.files import write_atomic
 from k3py.cluster.agent.runtime import ContainerRuntime
+from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.agent.images")
 

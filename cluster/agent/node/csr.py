@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    from k3py.cluster.agent.files import write_atomic
+    from k3py.fsutil import write_atomic
 
     if len(argv) != 2:
         print("usage: python -m k3py.cluster.agent.node.csr KEY_PATH NODE_NAME", file=sys.stderr)

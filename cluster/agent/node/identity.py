@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from k3py.cluster.agent.errors import JoinError
-from k3py.cluster.agent.files import write_atomic
 from k3py.cluster.agent.settings import AgentSettings
 from k3py.cluster.api import jointoken
+from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.agent.join")
 
