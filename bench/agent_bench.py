@@ -17,9 +17,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.client import KubeClient
+from tests.processes import free_port, k3py_argv, server_argv, stop_process
 
 PODS = by_kind("v1", "Pod")
 NODES = by_kind("v1", "Node")
@@ -38,14 +37,6 @@ def _percentile(samples: list[float], fraction: float) -> float:
     ordered = sorted(samples)
     index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
     return ordered[index]
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _status(pid: int) -> dict[str, int]:
@@ -78,32 +69,21 @@ def _pod(name: str, node: str) -> dict[str, Any]:
 class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = _free_port()
+        self.port = free_port()
         self.node = f"bench-{secrets.token_hex(3)}"
         self.kubeconfig = root / "kubeconfig"
         self.processes: list[subprocess.Popen[bytes]] = []
         self.agent: subprocess.Popen[bytes] | None = None
 
-    def _spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
+    def _spawn(self, argv: list[str], *, log: str) -> subprocess.Popen[bytes]:
         with (self.root / log).open("ab") as out:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "k3py", *args], stdout=out, stderr=subprocess.STDOUT
-            )
+            process = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         self.processes.append(process)
         return process
 
     def start(self) -> None:
         self._spawn(
-            "server",
-            "--data-dir",
-            str(self.root / "server"),
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            str(self.port),
-            "--write-kubeconfig",
-            str(self.kubeconfig),
-            "--disable-agent",
+            server_argv(self.root / "server", self.kubeconfig, self.port, "--disable-agent"),
             log="server.log",
         )
         token = self.root / "server" / "server" / "token"
@@ -113,27 +93,23 @@ class Bench:
                 raise RuntimeError("the server did not start; see server.log")
             time.sleep(0.1)
         self.agent = self._spawn(
-            "agent",
-            "--server",
-            f"https://127.0.0.1:{self.port}",
-            "--token-file",
-            str(token),
-            "--data-dir",
-            str(self.root / "agent"),
-            "--node-name",
-            self.node,
+            k3py_argv(
+                "agent",
+                "--server",
+                f"https://127.0.0.1:{self.port}",
+                "--token-file",
+                str(token),
+                "--data-dir",
+                str(self.root / "agent"),
+                "--node-name",
+                self.node,
+            ),
             log="agent.log",
         )
 
     def stop(self) -> None:
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(15)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            stop_process(process)
         ids = subprocess.run(
             ["docker", "ps", "-aq", "--filter", f"label=io.k3py.node={self.node}"],
             capture_output=True,

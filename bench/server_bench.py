@@ -20,14 +20,14 @@ import asyncio
 import json
 import multiprocessing
 import os
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.processes import server_argv, stop_process
 
 RATES = (50, 200, 1000)
 # Concurrent clients (connections), as a few dozen agents and controllers keep open.
@@ -74,23 +74,9 @@ class Server:
         import yaml
 
         kubeconfig = self.root / "kubeconfig.yaml"
-        argv = [
-            sys.executable,
-            "-m",
-            "k3py",
-            "server",
-            "--data-dir",
-            str(self.root / "data"),
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            "0",
-            "--write-kubeconfig",
-            str(kubeconfig),
-            "--datastore-sync",
-            self.sync,
-            "--disable-agent",
-        ]
+        argv = server_argv(
+            self.root / "data", kubeconfig, 0, "--datastore-sync", self.sync, "--disable-agent"
+        )
         log = (self.root / "server.log").open("ab")
         self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -116,14 +102,7 @@ class Server:
         return float("nan")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, grace=20)
 
 
 # The load generator: runs in its own process ---------------------------------------------

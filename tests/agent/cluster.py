@@ -9,25 +9,17 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tests.processes import free_port, k3py_argv, stop_process
 from tests.server.process import ServerProcess
 
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique(name: str) -> str:
@@ -138,10 +130,7 @@ class Agent:
         self.process: subprocess.Popen[bytes] | None = None
 
     def argv(self, *, token: str | None) -> list[str]:
-        argv = [
-            sys.executable,
-            "-m",
-            "k3py",
+        argv = k3py_argv(
             "agent",
             "--server",
             self.server.https_url,
@@ -149,7 +138,7 @@ class Agent:
             str(self.data_dir),
             "--node-name",
             self.node,
-        ]
+        )
         return [*argv, "--token", token] if token else argv
 
     def start(self, *, token: str | None = "server") -> None:
@@ -160,14 +149,7 @@ class Agent:
             )
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

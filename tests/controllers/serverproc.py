@@ -11,21 +11,15 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.processes import free_port, server_argv
+
 KUBECTL = "/usr/bin/kubectl"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -49,14 +43,7 @@ class ServerProcess:
         return f"https://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
-        argv = [
-            sys.executable, "-m", "k3py", "server",
-            "--data-dir", str(self.workdir / "data"),
-            "--bind-address", "127.0.0.1",
-            "--https-listen-port", str(self.port),
-            "--write-kubeconfig", str(self.kubeconfig),
-            *self.args,
-        ]  # fmt: skip
+        argv = server_argv(self.workdir / "data", self.kubeconfig, self.port, *self.args)
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         with self.log.open("ab") as log:
             self.process = await asyncio.create_subprocess_exec(

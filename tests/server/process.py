@@ -13,7 +13,6 @@ import os
 import signal
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from k3py.cluster.server.pki import ClusterPKI
+from tests.processes import server_argv, stop_process
 
 KUBECTL = "/usr/bin/kubectl"
 
@@ -40,21 +40,7 @@ class ServerProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         self.kubeconfig.unlink(missing_ok=True)
-        argv = [
-            sys.executable,
-            "-m",
-            "k3py",
-            "server",
-            "--data-dir",
-            str(self.data_dir),
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            "0",
-            "--write-kubeconfig",
-            str(self.kubeconfig),
-            *self.extra_args,
-        ]
+        argv = server_argv(self.data_dir, self.kubeconfig, 0, *self.extra_args)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
@@ -72,14 +58,7 @@ class ServerProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
 
     def kill9(self) -> None:
         assert self.process is not None
