@@ -27,37 +27,11 @@ from typing import Any
 
 from k3py.image.bmap import create_bmap
 from k3py.image.flash.flashing import FlashSettings, flash
-from k3py.image.flash.progress import Progress
 from tests.flash.diskimage import build_image
+from tests.flash.fakes import FakeConsole
 
 MIB = 1 << 20
 BUDGET_RATIO = 5.0
-
-
-class _Silent:
-    """A console that answers nothing and shows nothing."""
-
-    @property
-    def interactive(self) -> bool:
-        return False
-
-    def say(self, line: str) -> None:
-        pass
-
-    def confirm(self, question: str) -> bool:
-        return False
-
-    def progress(self) -> Progress:
-        return self
-
-    def start(self, stage: str, total: int) -> None:
-        pass
-
-    def advance(self, count: int) -> None:
-        pass
-
-    def finish(self, ok: bool = True) -> None:
-        pass
 
 
 @contextlib.contextmanager
@@ -92,7 +66,7 @@ def _timed_flash(
         image=image, target=target, assume_yes=True, allow_file=kind == "file", **options
     )
     started = time.monotonic()
-    report = flash(settings, _Silent())
+    report = flash(settings, FakeConsole())
     steps[name] = report.timings
     return round(time.monotonic() - started, 3)
 

@@ -20,9 +20,9 @@ import pytest
 from k3py.image.bmap import Bmap, create_bmap
 from k3py.image.flash.errors import FlashError
 from k3py.image.flash.flashing import FlashSettings, flash
-from k3py.image.flash.progress import Progress
 from tests.flash.conftest import MIB, LoopDevice, Outcome
 from tests.flash.diskimage import DiskImage, build_image, ext4_file, fat_file, read_span
+from tests.flash.fakes import FakeConsole, Recorder
 
 pytestmark = pytest.mark.image
 
@@ -164,44 +164,18 @@ def test_corrupted_image_byte_fails_naming_the_range(
     assert "partly written" in error
 
 
-class _CorruptOnVerify:
-    """Progress that flips a byte of the card behind the writer's back when verifying starts."""
+def _flip_byte_when_verifying(backing: Path, offset: int) -> Callable[[str], None]:
+    """Flip a byte of the card behind the writer's back when verifying starts."""
 
-    def __init__(self, backing: Path, offset: int) -> None:
-        self.backing = backing
-        self.offset = offset
-
-    def start(self, stage: str, total: int) -> None:
+    def on_start(stage: str) -> None:
         if stage == "verifying":
-            with self.backing.open("r+b") as file:
-                file.seek(self.offset)
+            with backing.open("r+b") as file:
+                file.seek(offset)
                 byte = file.read(1)
-                file.seek(self.offset)
+                file.seek(offset)
                 file.write(bytes([byte[0] ^ 0x01]))
 
-    def advance(self, count: int) -> None:
-        pass
-
-    def finish(self, ok: bool = True) -> None:
-        pass
-
-
-class _Console:
-    def __init__(self, progress: Progress) -> None:
-        self._progress = progress
-
-    @property
-    def interactive(self) -> bool:
-        return False
-
-    def say(self, line: str) -> None:
-        pass
-
-    def confirm(self, question: str) -> bool:
-        return False
-
-    def progress(self) -> Progress:
-        return self._progress
+    return on_start
 
 
 def test_card_that_does_not_keep_data_fails_verification(
@@ -213,8 +187,11 @@ def test_card_that_does_not_keep_data_fails_verification(
     offset = bmap.byte_span(target_range)[0] + 7
     settings = FlashSettings(image=images.packed(".zst"), target=card.path, assume_yes=True)
 
+    console = FakeConsole(
+        recorder=Recorder(on_start=_flip_byte_when_verifying(card.backing, offset))
+    )
     with pytest.raises(FlashError) as failure:
-        flash(settings, _Console(_CorruptOnVerify(card.backing, offset)))
+        flash(settings, console)
 
     message = str(failure.value)
     assert message.startswith("verification failed")

@@ -12,8 +12,7 @@ import io
 import lzma
 import os
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,10 @@ import zstandard
 from k3py.image.bmap import Bmap, create_bmap
 from k3py.image.flash.errors import FlashError
 from k3py.image.flash.flashing import FlashSettings, bmap_candidates, flash
-from k3py.image.flash.progress import Progress
 from k3py.image.flash.source import inspect_image, open_image
 from k3py.image.flash.target import TargetHandle
 from k3py.image.flash.writer import plan_extents, write_extents
+from tests.flash.fakes import FakeConsole, Recorder
 
 MIB = 1 << 20
 SIZE = 8 * MIB
@@ -48,48 +47,6 @@ def sparse_image(path: Path, pieces: dict[int, bytes], size: int = SIZE) -> byte
             file.seek(offset)
             file.write(data)
     return path.read_bytes()
-
-
-@dataclass
-class Recorder:
-    """Progress that remembers the stages and their totals."""
-
-    stages: list[tuple[str, int]] = field(default_factory=list)
-    on_start: Callable[[str], None] | None = None
-
-    def start(self, stage: str, total: int) -> None:
-        self.stages.append((stage, total))
-        if self.on_start is not None:
-            self.on_start(stage)
-
-    def advance(self, count: int) -> None:
-        pass
-
-    def finish(self, ok: bool = True) -> None:
-        pass
-
-
-@dataclass
-class FakeConsole:
-    is_interactive: bool = False
-    answer: bool = False
-    recorder: Recorder = field(default_factory=Recorder)
-    lines: list[str] = field(default_factory=list)
-    questions: list[str] = field(default_factory=list)
-
-    @property
-    def interactive(self) -> bool:
-        return self.is_interactive
-
-    def say(self, line: str) -> None:
-        self.lines.append(line)
-
-    def confirm(self, question: str) -> bool:
-        self.questions.append(question)
-        return self.answer
-
-    def progress(self) -> Progress:
-        return self.recorder
 
 
 @dataclass(frozen=True)
