@@ -177,16 +177,24 @@ def place(target: RequestTarget, obj: Object) -> None:
             )
 
 
+async def _read_object(
+    request: web.Request, target: RequestTarget, opts: WriteOptions
+) -> tuple[Object, list[str]]:
+    """The body of a create or replace, checked alike for both and placed at the URL's name."""
+    raw = await read_body(request, request.app[REST].settings.max_request_body_bytes)
+    obj = decode_object(raw, media_type(request))
+    check_kind(target.info, obj)
+    typecheck.check(target.info, obj)
+    warnings = check_fields(target.info, obj, raw, opts)
+    place(target, obj)
+    return obj, warnings
+
+
 async def create(request: web.Request, target: RequestTarget) -> web.Response:
     ctx = request.app[REST]
     info = target.info
     opts = write_options(request)
-    raw = await read_body(request, ctx.settings.max_request_body_bytes)
-    obj = decode_object(raw, media_type(request))
-    check_kind(info, obj)
-    typecheck.check(info, obj)
-    warnings = check_fields(info, obj, raw, opts)
-    place(target, obj)
+    obj, warnings = await _read_object(request, target, opts)
     meta = obj["metadata"]
     if info.namespaced:
         await namespace_accepts(ctx, meta["namespace"])
@@ -241,12 +249,7 @@ async def update(request: web.Request, target: RequestTarget) -> web.Response:
     info = target.info
     assert target.name is not None
     opts = write_options(request)
-    raw = await read_body(request, ctx.settings.max_request_body_bytes)
-    obj = decode_object(raw, media_type(request))
-    check_kind(info, obj)
-    typecheck.check(info, obj)
-    warnings = check_fields(info, obj, raw, opts)
-    place(target, obj)
+    obj, warnings = await _read_object(request, target, opts)
     wanted = _precondition(obj)
     for _ in range(_RETRIES):
         old = await ctx.objects.get(info, target.namespace, target.name)
