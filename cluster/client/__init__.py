@@ -2,7 +2,8 @@
 
 ``KubeClient`` talks to an API server; ``Informer`` keeps a list+watch cache; ``WorkQueue``
 feeds reconcile loops; ``Clock`` (real or fake) is the time they all wait on. This package
-imports only :mod:`k3py.cluster.api` and aiohttp, so both the server and the agent may use it.
+imports only :mod:`k3py.cluster.api`, the package root's small helpers (:mod:`k3py.shutdown`) and
+aiohttp, so both the server and the agent may use it.
 """
 
 from k3py.cluster.client.client import (

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -24,6 +23,7 @@ from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client.client import ClientError
 from k3py.cluster.client.clock import Clock, RealClock
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.client.informer")
 
@@ -163,11 +163,8 @@ class Informer:
         return self._task
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def run(self) -> None:
         """List and watch until cancelled, relisting on expiry and after failures."""

@@ -10,12 +10,12 @@ virtual one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 from k3py.cluster.client.clock import Clock, RealClock
+from k3py.shutdown import cancel_and_wait
 
 K = TypeVar("K", bound=Hashable)
 
@@ -111,8 +111,4 @@ class WorkQueue(Generic[K]):
         self._ready.set()
         tasks = [task for _, task in self._delayed.values()]
         self._delayed.clear()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*tasks)

@@ -35,7 +35,7 @@ from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
 from k3py.cluster.server.store import Datastore, StoreError
 from k3py.errors import K3pyError
-from k3py.shutdown import until_signalled
+from k3py.shutdown import cancel_and_wait, until_signalled
 
 logger = logging.getLogger("k3py.server")
 
@@ -188,10 +188,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         ctx.stopping.set()
-        if collector is not None:
-            collector.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await collector
+        await cancel_and_wait(collector)
         await datastore.close()
 
 

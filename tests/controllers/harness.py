@@ -9,7 +9,6 @@ being deleted are removed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 from collections.abc import Iterable
 from typing import Any
@@ -26,6 +25,7 @@ from k3py.cluster.server.controllers.base import (
     SharedInformers,
 )
 from k3py.cluster.server.scheduler import Scheduler
+from k3py.shutdown import cancel_and_wait
 
 Object = dict[str, Any]
 
@@ -108,11 +108,7 @@ class Cluster:
         await self.settle()
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.informers.stop()
 
     async def settle(self, seconds: float = 0.5) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Informer, KubeClient, WorkQueue
 from k3py.cluster.server.controllers.base import LEASES, NODES, PODS
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("tests.hollow")
 
@@ -320,11 +321,7 @@ class HollowNodes:
         self._tasks += [asyncio.create_task(self._kubelet()) for _ in range(kubelets)]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         await self.queue.shut_down()
         await self.pods.stop()
         await self._node_informer.stop()

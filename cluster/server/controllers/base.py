@@ -11,7 +11,6 @@ retried at once, since it only means the cache was a step behind.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -31,6 +30,7 @@ from k3py.cluster.client import (
 )
 from k3py.cluster.client.events import EventRecorder
 from k3py.cluster.server.scheduler import SchedulerSettings
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.controllers")
 
@@ -181,11 +181,7 @@ class QueueController:
         try:
             await asyncio.gather(*workers)
         finally:
-            for task in workers:
-                task.cancel()
-            for task in workers:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(*workers)
             await self.queue.shut_down()
 
     async def _worker(self) -> None:

@@ -13,7 +13,6 @@ node is added or changes, or a placed pod goes away; then it is retried after it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections import Counter
@@ -34,6 +33,7 @@ from k3py.cluster.server.scheduler.predicates import (
     pod_key,
     score_nodes,
 )
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.scheduler")
 
@@ -226,9 +226,7 @@ class Scheduler:
                     self.queue.done(key)
                 await asyncio.sleep(0)  # let binds and watch events through between pods
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            await cancel_and_wait(flusher)
             for task in list(self._bind_tasks):
                 task.cancel()
             await asyncio.gather(*self._bind_tasks, return_exceptions=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import builtins
-import contextlib
 import time
 
 from k3py.cluster.server.store.compaction import (
@@ -33,6 +32,7 @@ from k3py.cluster.server.store.model import (
     StoreStats,
 )
 from k3py.cluster.server.store.watch import DEFAULT_MAX_PENDING, HubWatch, WatchHub
+from k3py.shutdown import cancel_and_wait
 
 # One step of a key's history: the revision and the value from then on (None: deleted).
 _Version = tuple[int, KeyValue | None]
@@ -71,10 +71,7 @@ class MemoryDatastore:
 
     async def close(self) -> None:
         self._closed = True
-        if self._compaction_task is not None:
-            self._compaction_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compaction_task
+        await cancel_and_wait(self._compaction_task)
         self._hub.close()
 
     @property

@@ -46,6 +46,7 @@ from k3py.cluster.server.store.sqlite_writer import (
     WriteOp,
 )
 from k3py.cluster.server.store.watch import DEFAULT_MAX_PENDING, HubWatch, WatchHub
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -148,10 +149,7 @@ class SQLiteDatastore:
         if self._closed:
             return
         self._closed = True
-        if self._compaction_task is not None:
-            self._compaction_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._compaction_task
+        await cancel_and_wait(self._compaction_task)
         self._hub.close()
         if self._writer is not None:
             self._writer.stop()
