@@ -84,6 +84,14 @@ def validate_pod_spec(errs: Errors, path: str, spec: Any) -> None:
     _validate_tolerations(errs, f"{path}.tolerations", spec.get("tolerations"))
 
 
+def _check_unique_label(errs: Errors, path: str, name: str, seen: set[str]) -> None:
+    """A name that must be a DNS-1123 label and unique among ``seen`` (which it joins)."""
+    errs.each(path, name, names.is_dns1123_label(name))
+    if name in seen:
+        errs.duplicate(path, name)
+    seen.add(name)
+
+
 def _validate_volumes(errs: Errors, path: str, volumes: Any) -> set[str]:
     found: set[str] = set()
     for i, volume in enumerate(entries(volumes)):
@@ -92,10 +100,7 @@ def _validate_volumes(errs: Errors, path: str, volumes: Any) -> set[str]:
         if not name:
             errs.required(f"{item}.name")
         else:
-            errs.each(f"{item}.name", name, names.is_dns1123_label(name))
-            if name in found:
-                errs.duplicate(f"{item}.name", name)
-            found.add(name)
+            _check_unique_label(errs, f"{item}.name", name, found)
         sources = [s for s in VOLUME_SOURCES if volume.get(s) is not None]
         if not sources:
             errs.required(item, "must specify a volume type")
@@ -120,10 +125,7 @@ def _validate_container(
     if not name:
         errs.required(f"{path}.name")
     else:
-        errs.each(f"{path}.name", name, names.is_dns1123_label(name))
-        if name in seen:
-            errs.duplicate(f"{path}.name", name)
-        seen.add(name)
+        _check_unique_label(errs, f"{path}.name", name, seen)
     image = container.get("image")
     if not image:
         errs.required(f"{path}.image")
@@ -406,10 +408,7 @@ def _validate_service(errs: Errors, service: Obj, old: Obj | None) -> None:
         if len(ports) > 1 and not name:
             errs.required(f"{item}.name")
         elif name:
-            errs.each(f"{item}.name", name, names.is_dns1123_label(name))
-            if name in port_names:
-                errs.duplicate(f"{item}.name", name)
-            port_names.add(name)
+            _check_unique_label(errs, f"{item}.name", name, port_names)
         errs.each(f"{item}.port", port.get("port"), names.is_valid_port_num(port.get("port")))
         check_protocol(errs, f"{item}.protocol", port.get("protocol"))
         target = port.get("targetPort")
