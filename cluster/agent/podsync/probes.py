@@ -13,7 +13,6 @@ failed. Probes run as exec (in the container), httpGet or tcpSocket (to the pod'
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from typing import Any, Literal
 
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.client.clock import Clock
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.probes")
 
@@ -157,10 +157,7 @@ class ProbeWorker:
         self._task = asyncio.create_task(self._loop(), name=f"probe-{self.kind}")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait(self._task)
 
     def _record(self, outcome: ProbeOutcome) -> bool:
         """Count one outcome; True when the result changed."""
