@@ -13,6 +13,8 @@ import subprocess
 import tarfile
 from pathlib import Path
 
+import pytest
+
 TEST_IMAGE = "k3py-test/busybox:1"
 BUSYBOX = Path("/bin/busybox")
 _LOCK = Path("/tmp/k3py-test-image.lock")
@@ -86,3 +88,13 @@ def docker_available() -> bool:
         )
     except (OSError, subprocess.TimeoutExpired):
         return False
+
+
+def docker_tier() -> list[pytest.MarkDecorator]:
+    """The marks of a test that drives a real Docker engine: skipped when none answers."""
+    return [
+        pytest.mark.docker,
+        pytest.mark.skipif(
+            not docker_available(), reason="needs a Docker engine (make test starts one)"
+        ),
+    ]

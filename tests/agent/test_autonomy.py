@@ -25,14 +25,11 @@ from tests.agent.cluster import (
     unique,
     wait_until,
 )
-from tests.agent.images import TEST_IMAGE, docker_available, ensure_test_image
+from tests.agent.images import TEST_IMAGE, docker_tier, ensure_test_image
 
 pytestmark = [
-    pytest.mark.docker,
+    *docker_tier(),
     pytest.mark.integration,
-    pytest.mark.skipif(
-        not docker_available(), reason="needs a Docker engine (make test starts one)"
-    ),
     pytest.mark.timeout(600),
 ]
 

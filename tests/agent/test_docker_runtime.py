@@ -18,14 +18,9 @@ from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_i
 from k3py.cluster.agent.runtime import ContainerConfig, ContainerEvent, LogOptions, Mount
 from k3py.cluster.agent.runtime.docker import DockerRuntime
 from tests.agent.cluster import docker, remove_node_containers, unique
-from tests.agent.images import TEST_IMAGE, docker_available, ensure_test_image
+from tests.agent.images import TEST_IMAGE, docker_tier, ensure_test_image
 
-pytestmark = [
-    pytest.mark.docker,
-    pytest.mark.skipif(
-        not docker_available(), reason="needs a Docker engine (make test starts one)"
-    ),
-]
+pytestmark = docker_tier()
 
 
 @pytest.fixture
