@@ -128,6 +128,7 @@ def configure(
         ):
             _link(root, f"usr/bin/{applet}", "busybox")
     _link(root, "usr/sbin/init", "../bin/busybox")
+    _ca_bundle(root)
     for link, target in sorted(alternatives.items()):
         if (root / link).parent.joinpath(target).exists():
             _link(root, link, target)
@@ -146,6 +147,15 @@ def configure(
     )
     services += ["::ctrlaltdel:/usr/bin/reboot", "::shutdown:/usr/bin/umount -a -r"]
     _write(root, "etc/inittab", "\n".join(services) + "\n")
+
+
+def _ca_bundle(root: Path) -> None:
+    """The CA bundle ca-certificates' maintainer script would assemble (Python's requests, under
+    the docker client, loads it at import)."""
+    certificates = sorted((root / "usr/share/ca-certificates").rglob("*.crt"))
+    if certificates:
+        bundle = "".join(c.read_text().rstrip("\n") + "\n" for c in certificates)
+        _write(root, "etc/ssl/certs/ca-certificates.crt", bundle)
 
 
 def install_firmware(root: Path, source: Path, version: str) -> list[str]:
