@@ -211,10 +211,10 @@ def build(settings: BuildSettings, stream: TextIO = sys.stdout) -> BuildContext:
         try:
             step(ctx)
         except ImageError:
-            print(f"  {name:<20} failed after {time.monotonic() - begin:.1f}s", file=stream)
+            print(f"  {name:<26} failed after {time.monotonic() - begin:.1f}s", file=stream)
             raise
         ctx.timings[name] = round(time.monotonic() - begin, 2)
-        print(f"  {name:<20} {ctx.timings[name]:6.1f}s", file=stream, flush=True)
+        print(f"  {name:<26} {ctx.timings[name]:6.1f}s", file=stream, flush=True)
     ctx.timings["total"] = round(time.monotonic() - started, 2)
-    print(f"  {'total':<20} {ctx.timings['total']:6.1f}s", file=stream)
+    print(f"  {'total':<26} {ctx.timings['total']:6.1f}s", file=stream)
     return ctx

@@ -17,7 +17,7 @@ import pytest
 
 from k3py.image import debfile, kernel
 from k3py.image.containers import install_images
-from k3py.image.debian import PackageIndex, parse_packages, parse_relations
+from k3py.image.debian import PackageIndex, parse_packages, parse_relations, read_lock, write_lock
 from k3py.image.elfaudit import AuditReport, audit
 from k3py.image.errors import ImageError
 
@@ -226,3 +226,17 @@ def test_airgap_image_is_a_docker_save_archive_for_the_board_architecture(tmp_pa
         assert files.extractfile("bin/busybox").read() == busybox.read_bytes()  # type: ignore[union-attr]
     again = install_images(tmp_path / "again", busybox, "armhf", [], epoch=1754697600)
     assert (tmp_path / "again" / again[0]).read_bytes() == archive.read_bytes()
+
+
+def test_package_lock_round_trips_exact_versions_and_sums(tmp_path: Path) -> None:
+    index = PackageIndex("arm64", parse_packages(INDEX))
+    groups = {"rootfs": index.resolve(["app"], exclude=["debconf"])}
+    lock = tmp_path / "lock.json"
+    write_lock(lock, groups, "trixie")
+    replayed = read_lock(lock)
+    assert [(p.name, p.version, p.sha256, p.filename) for p in replayed["rootfs"]] == [
+        (p.name, p.version, p.sha256, p.filename) for p in groups["rootfs"]
+    ]
+    lock.write_text("{not json")
+    with pytest.raises(ImageError, match="cannot read the package lock"):
+        read_lock(lock)
