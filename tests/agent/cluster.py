@@ -58,8 +58,10 @@ def node_containers(node: str, *, running: bool = True) -> dict[str, dict[str, A
     ids = docker("ps", "-q", *flags, "--filter", f"label=io.k3py.node={node}").split()
     if not ids:
         return {}
+    # A container may be removed between `ps` and `inspect`: docker then still prints the
+    # others and exits non-zero, which is not a failure here.
     found: dict[str, dict[str, Any]] = {}
-    for item in json.loads(docker("inspect", *ids)):
+    for item in json.loads(docker("inspect", *ids, check=False) or "[]"):
         labels = item["Config"]["Labels"]
         if labels.get("io.k3py.container.kind") != "sandbox":
             found[item["Name"].lstrip("/")] = item
