@@ -4,7 +4,7 @@ run on the build host, and a small initramfs we generate ourselves.
 Debian builds virtio, ext4, VXLAN, IP_VS, overlayfs and friends as modules, so the root file
 system on a virtio disk needs an initramfs that loads them. Ours is busybox-static plus those
 modules (decompressed, listed in dependency order) and a short ``/init`` that loads them, waits
-for the root device, mounts it read-only and ``switch_root``\\ s into busybox init. The cpio archive
+for the root device, mounts it read-only and switches to busybox init there. The cpio archive
 is written here, deterministically (fixed inodes, owners and times), no initramfs-tools involved.
 """
 

@@ -8,7 +8,6 @@ own layout: a read-only root whose mutable paths point into ``/run`` or the data
 
 from __future__ import annotations
 
-import fnmatch
 import os
 import shutil
 import subprocess
@@ -191,11 +190,12 @@ def compile_bytecode(root: Path, python: list[str]) -> int:
 
     ``python`` runs the same Python version as the target (its magic number matches), natively
     on the build host. Unchecked-hash pycs never stat their sources: the root is read-only and
-    replaced only whole, by an update of its slot.
+    replaced only whole, by an update of its slot. Only optimization level 0: the services do
+    not run with ``-O``, so ``.opt-1.pyc`` files would be dead weight.
     """
     dirs = [str(root / d) for d in PYTHON_DIRS if (root / d).is_dir()]
     argv = [
-        *python, "-I", "-m", "compileall", "-q", "-o", "0", "-o", "1",
+        *python, "-I", "-m", "compileall", "-q", "-o", "0",
         "--invalidation-mode", "unchecked-hash", "-s", str(root), "-p", "/", *dirs,
     ]  # fmt: skip
     env = {"PATH": "/usr/bin:/bin", "PYTHONHASHSEED": "0", "SOURCE_DATE_EPOCH": "0"}
@@ -211,7 +211,3 @@ def clamp_times(root: Path, epoch: int) -> None:
         for name in (*dirnames, *filenames):
             os.utime(Path(directory, name), (epoch, epoch), follow_symlinks=False)
     os.utime(root, (epoch, epoch))
-
-
-def fnmatch_any(path: str, patterns: Iterable[str]) -> bool:
-    return any(fnmatch.fnmatch(path, p) for p in patterns)
