@@ -18,6 +18,7 @@ import os
 import re
 import subprocess
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping
@@ -32,6 +33,9 @@ logger = logging.getLogger("k3py.image.debian")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SUITE = "trixie"
 DEFAULT_KEYRING = Path("/usr/share/keyrings/debian-archive-keyring.gpg")
+# Cached indices older than this are fetched again: the archive drops superseded .debs from
+# its pool after point releases, so an old index eventually names files that are gone.
+INDEX_MAX_AGE_SECONDS = 7 * 24 * 3600
 _RELATION = re.compile(r"^\s*([a-z0-9][a-z0-9+.-]*)(?::[a-z0-9-]+)?\s*(?:\(([<>=]+)\s*([^)]+)\))?")
 
 
@@ -239,6 +243,11 @@ class DebianArchive:
                     out.write(block)
                     self.downloaded_bytes += len(block)
             os.replace(partial, target)  # atomic: builds sharing the cache never see half a file
+        except urllib.error.HTTPError as err:
+            raise ImageError(
+                f"cannot download {url}: {err} (the archive no longer has it? rebuild with "
+                "--refresh-packages to read the current package indices)"
+            ) from None
         except (urllib.error.URLError, OSError) as err:
             raise ImageError(
                 f"cannot download {url}: {err} (is {self.mirror} reachable? "
@@ -253,7 +262,9 @@ class DebianArchive:
         if self._release_sums is not None:
             return self._release_sums
         path = self._index_dir / "InRelease"
-        if self.refresh or not path.exists():
+        stale = path.exists() and time.time() - path.stat().st_mtime > INDEX_MAX_AGE_SECONDS
+        if self.refresh or stale or not path.exists():
+            self.refresh = True  # the component indices must match the new InRelease
             self._download(f"{self.mirror}/dists/{self.suite}/InRelease", path)
         check = subprocess.run(
             ["gpgv", "--keyring", str(self.keyring), str(path)],
