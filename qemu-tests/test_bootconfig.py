@@ -1,0 +1,63 @@
+"""The boot partition's ``k3py.yaml`` configures the board at boot: one image, many boards.
+
+The settings are written onto a copy of the card's FAT partition with mtools, as a user (or
+``k3py flash --config``) would, and read back from the running system through the console.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from qemu_driver import BOOT_PARTITION_OFFSET, QemuBoard
+
+from k3py.image.board import load_board
+from tests.image.builds import ImageFor
+
+pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
+
+SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK3pyTestKeyOnlyForTheImageTier test@example.com"
+SETTINGS = f"""\
+role: server
+hostname: edge-01
+node-label: [example.com/zone=a]
+tls-san: [edge-01.example.com]
+ssh-authorized-keys: ["{SSH_KEY}"]
+network:
+  mode: static
+  interface: eth0
+  address: 10.0.2.20/24
+  gateway: 10.0.2.2
+  dns: [10.0.2.3]
+"""
+
+
+def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
+    image_for: ImageFor, tmp_path: Path
+) -> None:
+    built = image_for("qemu-virt-arm64", "server")
+    card = tmp_path / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(built.image), str(card)], check=True)
+    settings = tmp_path / "k3py.yaml"
+    settings.write_text(SETTINGS)
+    subprocess.run(
+        ["mcopy", "-o", "-i", f"{card}@@{BOOT_PARTITION_OFFSET}", str(settings), "::k3py.yaml"],
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )
+    with QemuBoard(load_board("qemu-virt-arm64"), card, tmp_path / "vm") as qemu:
+        qemu.wait_for_ready()
+        assert qemu.run("hostname").output.strip() == "edge-01"
+        address = qemu.run("ip -4 -o addr show dev eth0").output
+        assert "10.0.2.20/24" in address  # static, not the .15 QEMU's DHCP would lease
+        assert "default via 10.0.2.2" in qemu.run("ip route").output
+        assert "nameserver 10.0.2.3" in qemu.run("cat /etc/resolv.conf").output
+        assert SSH_KEY in qemu.run("cat /root/.ssh/authorized_keys").output
+        qemu.wait_until("netstat -ltn | grep -q ':22 '", 60)  # dropbear, for those keys
+        flags = qemu.run("cat /etc/k3py/config.yaml").output
+        assert "example.com/zone=a" in flags
+        assert "edge-01.example.com" in flags
+        assert "disable-agent: true" in flags  # a server image has no container runtime
+        assert qemu.run("stat -c %a /etc/k3py/config.yaml").output.strip() == "600"
