@@ -64,6 +64,7 @@ class QemuBoard:
         *,
         forwards: Mapping[int, int] | None = None,
         snapshot: bool = True,
+        root_password: str | None = None,
     ) -> None:
         if board.qemu is None:
             raise ValueError(f"board {board.name} has no [qemu] table: it cannot be emulated")
@@ -72,6 +73,7 @@ class QemuBoard:
         self.workdir = workdir
         self.forwards = dict(forwards or {})  # guest port → host port on 127.0.0.1
         self.snapshot = snapshot  # writes go to a temporary overlay, never into the image
+        self.root_password = root_password  # set when k3py.yaml gives root a password
         self.console_log = workdir / "console.log"
         self.factor = timeout_factor()
         self.started_at = 0.0
@@ -145,6 +147,11 @@ class QemuBoard:
     def wait_for_ready(self, timeout: float = 240) -> float:
         """Wait until early boot is done and the console shell is up; returns seconds taken."""
         self.expect(re.escape(READY_LINE), timeout)
+        if self.root_password is not None:
+            self.expect(r"login: ", 60)
+            self.child.sendline("root")
+            self.expect(r"Password: ", 30)
+            self.child.sendline(self.root_password)
         # The console shell starts after early boot, and input typed while getty and the shell
         # set up the terminal is dropped: knock (a harmless echo) until the shell answers.
         self.expect(r"[#$] ", 60)  # (ash may follow its prompt with a terminal query at once)

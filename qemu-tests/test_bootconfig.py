@@ -19,6 +19,11 @@ from tests.image.builds import ImageFor
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK3pyTestKeyOnlyForTheImageTier test@example.com"
+# openssl passwd -6 -salt k3pysalt k3py-test
+PASSWORD_HASH = (
+    "$6$k3pysalt$4NRJBMb70aY245yajgoTRorpV6OReaGKpApN8BmtG1KE75Na69v"
+    "DRa9lLYi5n.f6FqnV6X1w/d.SxGcpWjYS1."
+)
 SETTINGS = f"""\
 role: server
 hostname: edge-01
@@ -61,3 +66,22 @@ def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
         assert "edge-01.example.com" in flags
         assert "disable-agent: true" in flags  # a server image has no container runtime
         assert qemu.run("stat -c %a /etc/k3py/config.yaml").output.strip() == "600"
+
+
+def test_a_root_password_hash_turns_the_console_shell_into_a_login(
+    image_for: ImageFor, tmp_path: Path
+) -> None:
+    built = image_for("qemu-virt-arm64", "server")
+    card = tmp_path / "card.img"
+    subprocess.run(["cp", "--sparse=always", str(built.image), str(card)], check=True)
+    settings = tmp_path / "k3py.yaml"
+    settings.write_text(f'role: server\nroot-password-hash: "{PASSWORD_HASH}"\n')
+    subprocess.run(
+        ["mcopy", "-o", "-i", f"{card}@@{BOOT_PARTITION_OFFSET}", str(settings), "::k3py.yaml"],
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )
+    board = load_board("qemu-virt-arm64")
+    with QemuBoard(board, card, tmp_path / "vm", root_password="k3py-test") as qemu:
+        qemu.wait_for_ready()  # only after logging in with the password
+        assert qemu.run("id -u").output.strip() == "0"
