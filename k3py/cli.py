@@ -170,11 +170,14 @@ def _import_command(command: Command) -> ModuleType:
 def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespace, ModuleType]:
     """Parse argv for one subcommand, with defaults from the environment and config files."""
     parser, subparsers = _build_parser()
-    known, _ = parser.parse_known_args(argv)
-    if known.command is None:
+    # The command is the first word that is not a top-level option. It is found without
+    # argparse, which would otherwise answer a subcommand's --help before its flags exist.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = next((c for c in COMMANDS if c.name == name), None)
+    if command is None:
+        parser.parse_args(argv)  # --version, --help, or an "invalid choice" usage error
         parser.print_help()
         raise SystemExit(0)
-    command = next(c for c in COMMANDS if c.name == known.command)
     module = _import_command(command)
     sub: argparse.ArgumentParser = subparsers.choices[command.name]
     sub.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
@@ -189,7 +192,8 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespa
     module.add_arguments(sub)
     config: dict[str, Any] = {}
     if config_files:
-        pre, _ = sub.parse_known_args(argv[argv.index(command.name) + 1 :])
+        rest = [a for a in argv[argv.index(command.name) + 1 :] if a not in ("-h", "--help")]
+        pre, _ = sub.parse_known_args(rest)
         explicit = pre.config or env.get("K3PY_CONFIG_FILE")
         config = _load_config_files([explicit] if explicit else config_files, bool(explicit))
     sub.set_defaults(**_defaults_from_sources(sub, env, config))

@@ -67,3 +67,15 @@ def test_version_and_unknown_command() -> None:
     )
     assert bad.returncode == 2
     assert "invalid choice" in bad.stderr
+
+
+def test_subcommand_help_lists_the_subcommands_own_flags() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "k3py", "server", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "--data-dir" in result.stdout
+    assert "--https-listen-port" in result.stdout
