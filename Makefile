@@ -15,7 +15,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
 	docker-engine test-docker \
-	check-config image \
+	check-config image qemu-cluster \
 	format bench clean
 
 help:
@@ -27,6 +27,7 @@ help:
 	@echo "make check-config      check this machine's kernel and system for k3py"
 	@echo "make bench             benchmarks; results in bench/results/"
 	@echo "make image BOARD=qemu-virt-arm64 ROLE=agent   build a board image into out/"
+	@echo "make qemu-cluster      emulated server + ARM64/ARMv7 agents: join, workload, kubectl"
 
 setup: apt venv
 
@@ -91,6 +92,11 @@ BOARD ?= qemu-virt-arm64
 ROLE  ?= agent
 image: setup
 	$(PYTHON) -m k3py image build --board $(BOARD) --role $(ROLE)
+
+# One emulated server and two agents (ARM64, ARMv7) on a virtual network, a workload through
+# kubectl, the cluster's state printed; consoles and images in out/qemu-cluster/.
+qemu-cluster: setup
+	$(PYTHON) qemu-tests/cluster.py $(QEMU_CLUSTER_FLAGS)
 
 bench: setup
 	$(PYTHON) -m bench

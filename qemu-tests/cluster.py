@@ -1,0 +1,523 @@
+"""``make qemu-cluster``: a whole k3py cluster of emulated boards, from images to a workload.
+
+It owns the user's path end to end on QEMU: build (or reuse) the images of the QEMU boards,
+personalise one card per board through its ``k3py.yaml`` (as ``k3py flash --config`` would),
+boot one server (qemu-virt-arm64) and two agents (qemu-virt-arm64, qemu-virt-armv7) on one
+virtual network, let the agents join, run a DaemonSet of the agents' air-gap busybox httpd image
+through the host's real ``kubectl``, print the cluster's state and power the boards off.
+
+The network needs no privileges. Every board has one NIC on a shared L2 segment, 192.0.2.0/24
+(a documentation range), carried by UDP multicast on the host's loopback (``-netdev socket,
+mcast=…``). The server's NIC hangs on a QEMU hub that also joins a user-mode (slirp) network
+numbered in the same range: the host reaches the API through a ``hostfwd`` to 192.0.2.10:6443,
+and the boards see the host as 192.0.2.2. Addresses are static, from each card's ``k3py.yaml``;
+the server's certificate names its address (``tls-san``). Every console is logged under
+``out/qemu-cluster/``; every wait is scaled by ``K3PY_TIMEOUT_FACTOR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+import pexpect
+import yaml
+from qemu_driver import (
+    BOOT_PARTITION_OFFSET,
+    ConsoleError,
+    QemuBoard,
+    free_port,
+    timeout_factor,
+)
+
+from k3py.image.board import load_board
+
+REPO = Path(__file__).resolve().parent.parent
+SEGMENT = "192.0.2.0/24"
+MCAST_GROUP = "230.0.0.1"
+HOST_NIC_ADDRESS = "10.0.2.15"  # the server's second NIC, on QEMU's user network (slirp)
+HOST_NIC_MAC = "52:54:00:c0:02:fe"
+API_PORT = 6443
+WORKLOAD = "httpd"
+WORKLOAD_IMAGE = "k3py.local/httpd:latest"  # the air-gap image every agent image carries
+SOURCES = ("cluster", "image", "board", "kernel-config", "k3py")
+
+
+class ClusterError(AssertionError):
+    """A stage of the emulated cluster did not finish; the message names the stage and logs."""
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One emulated board of the cluster: what it runs and where it sits on the segment."""
+
+    name: str
+    board: str
+    role: str
+    address: str  # on the shared segment
+    mac: str
+
+    @property
+    def image_name(self) -> str:
+        return f"{self.board}-{self.role}"
+
+
+SERVER = NodeSpec("server", "qemu-virt-arm64", "server", "192.0.2.10", "52:54:00:c0:02:0a")
+AGENTS = (
+    NodeSpec("agent-arm64", "qemu-virt-arm64", "agent", "192.0.2.11", "52:54:00:c0:02:0b"),
+    NodeSpec("agent-armv7", "qemu-virt-armv7", "agent", "192.0.2.12", "52:54:00:c0:02:0c"),
+)
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    out_dir: Path = REPO / "out" / "qemu-cluster"
+    images_dir: Path = REPO / "out" / "qemu-cluster" / "images"
+    rebuild: bool = False  # build even when the images are newer than every source file
+    reuse: bool = False  # use whatever images exist, however old
+    keep_running: bool = False  # for a human: wait for Enter before powering off
+
+
+@dataclass
+class ClusterReport:
+    """What a run measured (seconds) and saw; the test asserts on it."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name → ready, arch, ip
+    pods: list[dict[str, str]] = field(default_factory=list)  # name, phase, node, ip
+    nodes_wide: str = ""
+    pods_wide: str = ""
+
+
+def say(message: str) -> None:
+    print(f"qemu-cluster: {message}", flush=True)
+
+
+@contextmanager
+def stage(report: ClusterReport, name: str) -> Iterator[None]:
+    say(f"{name} ...")
+    started = time.monotonic()
+    yield
+    report.timings[name] = time.monotonic() - started
+    say(f"{name} done in {report.timings[name]:.1f}s")
+
+
+def wait_for(what: str, check: Callable[[], bool], seconds: float, interval: float = 2) -> None:
+    deadline = time.monotonic() + seconds * timeout_factor()
+    while not check():
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{what} did not happen within {seconds * timeout_factor():.0f}s")
+        time.sleep(interval)
+
+
+# --- images -------------------------------------------------------------------------------
+
+
+def _newest_source() -> float:
+    newest = 0.0
+    for top in SOURCES:
+        for path in (REPO / top).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                newest = max(newest, path.stat().st_mtime)
+    return newest
+
+
+def ensure_image(spec: NodeSpec, settings: ClusterSettings) -> Path:
+    """The image for the node's board and role: reused when newer than every source file,
+    else built through ``k3py image build`` (the package cache keeps a rebuild short)."""
+    image = settings.images_dir / f"{spec.image_name}.img"
+    fresh = image.exists() and (settings.reuse or image.stat().st_mtime > _newest_source())
+    if fresh and not settings.rebuild:
+        say(f"{spec.image_name}: reusing {image.relative_to(REPO)}")
+        return image
+    log = settings.out_dir / f"build-{spec.image_name}.log"
+    say(f"{spec.image_name}: building (log: {log.relative_to(REPO)})")
+    with log.open("w") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "k3py", "image", "build", "--board", spec.board,
+             "--role", spec.role, "--out", str(settings.images_dir),
+             "--work-dir", str(REPO / "build" / "qemu-cluster" / spec.image_name)],
+            cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False,
+        )  # fmt: skip
+    if result.returncode != 0:
+        raise ClusterError(f"building {spec.image_name} failed (see {log})")
+    return image
+
+
+def personalise(image: Path, card: Path, settings: dict[str, object]) -> None:
+    """A copy of the image with the node's ``k3py.yaml`` on its boot partition."""
+    card.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["cp", "--sparse=always", str(image), str(card)], check=True)
+    config = card.with_name("k3py.yaml")
+    config.write_text(yaml.safe_dump(settings, sort_keys=False))
+    subprocess.run(
+        ["mcopy", "-o", "-i", f"{card}@@{BOOT_PARTITION_OFFSET}", str(config), "::k3py.yaml"],
+        check=True,
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+    )
+
+
+def network_settings(spec: NodeSpec) -> dict[str, object]:
+    return {
+        "mode": "static",
+        "interface": "eth0",
+        "address": f"{spec.address}/{SEGMENT.split('/')[1]}",
+    }
+
+
+# --- boards on the segment ----------------------------------------------------------------
+
+
+class SegmentBoard(QemuBoard):
+    """A board whose NIC sits on the cluster's multicast segment (and, for the server, also on
+    a user-mode network that forwards the API port to the host)."""
+
+    def __init__(
+        self, spec: NodeSpec, image: Path, workdir: Path, mcast_port: int, api_port: int | None
+    ) -> None:
+        super().__init__(load_board(spec.board), image, workdir)
+        self.spec = spec
+        self.mcast_port = mcast_port
+        self.api_port = api_port  # host port forwarded to the server's API, None on agents
+
+    def network_args(self) -> list[str]:
+        segment = f"socket,id=net0,mcast={MCAST_GROUP}:{self.mcast_port},localaddr=127.0.0.1"
+        args = ["-netdev", segment]
+        if self.api_port is not None:
+            # A NIC of its own: slirp answers for every address it sees, so on the shared
+            # segment it would reset the agents' connections to the server.
+            forward = f"hostfwd=tcp:127.0.0.1:{self.api_port}-{HOST_NIC_ADDRESS}:{API_PORT}"
+            args += ["-netdev", f"user,id=host,restrict=on,{forward}",
+                     "-device", f"virtio-net-device,netdev=host,mac={HOST_NIC_MAC}"]  # fmt: skip
+        return args
+
+    def argv(self) -> list[str]:
+        # The board's own arguments, with its user-mode NIC replaced by the segment (and a MAC
+        # address of its own: QEMU gives every guest the same one by default).
+        argv = super().argv()
+        out: list[str] = []
+        skip = False
+        for i, arg in enumerate(argv):
+            if skip:
+                skip = False
+                continue
+            if arg == "-netdev" and argv[i + 1].startswith("user,id=net0"):
+                out += self.network_args()
+                skip = True
+            elif arg.startswith("virtio-net-device,netdev=net0"):
+                out.append(f"{arg},mac={self.spec.mac}")
+            else:
+                out.append(arg)
+        if not any(arg.startswith("socket,id=net0") for arg in out):
+            raise ClusterError(f"board {self.spec.board}: no '-netdev user,id=net0' to replace")
+        return out
+
+    def interface_with(self, mac: str) -> str:
+        result = self.run(f"grep -il '^{mac}$' /sys/class/net/*/address", timeout=30)
+        if result.exit_code != 0:
+            raise ClusterError(f"{self.spec.name}: no interface has MAC {mac}")
+        return result.output.strip().split("/")[-2]
+
+    def bring_up_host_nic(self) -> None:
+        """The boot configuration sets up one interface (the segment's); the host NIC gets
+        the address slirp expects (the forwarded API port points at it)."""
+        iface = self.interface_with(HOST_NIC_MAC)
+        result = self.run(
+            f"ip link set {iface} up && ip addr add {HOST_NIC_ADDRESS}/24 dev {iface}", timeout=30
+        )
+        if result.exit_code != 0:
+            raise ClusterError(f"{self.spec.name}: cannot configure {iface}: {result.output}")
+
+    def power_off(self, timeout: float = 60) -> None:
+        """``poweroff`` on the console, then wait for QEMU to exit (``-no-reboot``)."""
+        if self._child is None:
+            return
+        try:
+            if self._child.isalive():
+                self._child.sendline("poweroff")
+                self._child.expect(pexpect.EOF, timeout=timeout * self.factor)
+        except (pexpect.TIMEOUT, OSError):
+            pass  # stop() below ends QEMU the hard way
+        self.stop()
+
+
+DIAGNOSTICS = (
+    "ip -br addr; ip route",
+    "ip -s link show eth0",
+    "ping -c 2 -W 2 192.0.2.10; ping -c 2 -W 2 192.0.2.11; ping -c 2 -W 2 192.0.2.12",
+    "top -b -n 1 | head -15",
+    "tail -n 40 /var/log/*.log",
+)
+
+
+def diagnose(board: QemuBoard, target: Path) -> None:
+    """After a failure: what the board says about its network, load and services, to a file."""
+    with target.open("w") as out:
+        for command in DIAGNOSTICS:
+            try:
+                result = board.run(command, timeout=60)
+                out.write(f"$ {command}  (exit {result.exit_code})\n{result.output}\n")
+            except ConsoleError as err:
+                out.write(f"$ {command}\n(no answer: {err})\n")
+
+
+# --- kubectl ------------------------------------------------------------------------------
+
+
+def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), "--request-timeout=30s", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def nodes(kubeconfig: Path) -> dict[str, dict[str, str]]:
+    result = kubectl(kubeconfig, "get", "nodes", "-o", "yaml", check=False)
+    if result.returncode != 0:
+        return {}
+    found: dict[str, dict[str, str]] = {}
+    for item in yaml.safe_load(result.stdout).get("items", []):
+        status = item.get("status", {})
+        ready = next(
+            (c["status"] for c in status.get("conditions", []) if c.get("type") == "Ready"), ""
+        )
+        address = next(
+            (a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP"),
+            "",
+        )
+        arch = status.get("nodeInfo", {}).get("architecture", "")
+        found[item["metadata"]["name"]] = {"ready": ready, "arch": arch, "ip": address}
+    return found
+
+
+def pods(kubeconfig: Path, selector: str) -> list[dict[str, str]]:
+    result = kubectl(kubeconfig, "get", "pods", "-l", selector, "-o", "yaml", check=False)
+    if result.returncode != 0:
+        return []
+    return [
+        {
+            "name": item["metadata"]["name"],
+            "phase": item.get("status", {}).get("phase", ""),
+            "node": item.get("spec", {}).get("nodeName", ""),
+            "ip": item.get("status", {}).get("podIP", ""),
+        }
+        for item in yaml.safe_load(result.stdout).get("items", [])
+    ]
+
+
+def workload_manifest() -> str:
+    """A DaemonSet of the air-gap httpd image: one pod on every agent, whatever its CPU."""
+    labels = {"app": WORKLOAD}
+    daemonset = {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {"name": WORKLOAD, "namespace": "default"},
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "httpd",
+                            "image": WORKLOAD_IMAGE,
+                            "imagePullPolicy": "Never",  # air gap: the image is on the card
+                            "ports": [{"containerPort": 8080}],
+                        }
+                    ]
+                },
+            },
+        },
+    }
+    return yaml.safe_dump(daemonset, sort_keys=False)
+
+
+# --- the run ------------------------------------------------------------------------------
+
+
+def read_file_on(board: QemuBoard, path: str, seconds: float = 180) -> str:
+    board.wait_until(f"test -s {path}", seconds)
+    result = board.run(f"cat {path}", timeout=30)
+    if result.exit_code != 0:
+        raise ClusterError(f"{board.board.name}: cannot read {path}: {result.output.strip()}")
+    return result.output
+
+
+def host_kubeconfig(text: str, api_port: int, target: Path) -> None:
+    """The server's admin kubeconfig, pointed at the forwarded API port on the host."""
+    config = yaml.safe_load(text)
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = f"https://127.0.0.1:{api_port}"
+    target.write_text(yaml.safe_dump(config, sort_keys=False))
+    target.chmod(0o600)
+
+
+def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) -> ClusterReport:
+    """Build, boot, join, run the workload, print the state; boards are always powered off."""
+    report = report if report is not None else ClusterReport()
+    if shutil.which("kubectl") is None:
+        raise ClusterError("kubectl is missing: 'make setup' (or the integration tier) installs it")
+    if settings.out_dir.exists():
+        shutil.rmtree(settings.out_dir / "nodes", ignore_errors=True)
+    settings.out_dir.mkdir(parents=True, exist_ok=True)
+    settings.images_dir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = settings.out_dir / "kubeconfig"
+    # Random ports: several clusters (or tests) on one host must not share a segment.
+    mcast_port = random.randint(20000, 60000)
+    api_port = free_port()
+    started = time.monotonic()
+    with stage(report, "build"):
+        images = {spec.image_name: ensure_image(spec, settings) for spec in (SERVER, *AGENTS)}
+    boards: list[SegmentBoard] = []
+    with ExitStack() as cleanup:
+
+        def diagnose_on_failure(
+            kind: type[BaseException] | None, exc: BaseException | None, tb: object
+        ) -> None:
+            if exc is None or not isinstance(exc, ClusterError | ConsoleError | SystemExit):
+                return
+            for board in boards:
+                target = board.workdir / "diagnostics.txt"
+                say(f"{board.spec.name}: diagnostics in {target}")
+                diagnose(board, target)
+
+        def power_off_all() -> None:
+            with stage(report, "power off"):
+                for board in reversed(boards):
+                    board.power_off()
+
+        cleanup.callback(power_off_all)
+        cleanup.push(diagnose_on_failure)
+        with stage(report, "server boot"):
+            server_dir = settings.out_dir / "nodes" / SERVER.name
+            card = server_dir / "card.img"
+            personalise(
+                images[SERVER.image_name],
+                card,
+                {"role": "server", "hostname": SERVER.name, "tls-san": [SERVER.address],
+                 "network": network_settings(SERVER)},
+            )  # fmt: skip
+            server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
+            boards.append(server)
+            server.start()
+            say(f"{SERVER.name}: console log {server.console_log.relative_to(REPO)}")
+            server.wait_for_ready()
+            segment_iface = server.interface_with(SERVER.mac)
+            if segment_iface != "eth0":
+                raise ClusterError(f"the segment's NIC is {segment_iface}, k3py.yaml says eth0")
+            server.bring_up_host_nic()
+            token = read_file_on(server, "/var/lib/k3py/server/token").strip()
+            host_kubeconfig(read_file_on(server, "/etc/k3py/k3py.yaml"), api_port, kubeconfig)
+            wait_for(
+                "the server's API answering kubectl through the forwarded port",
+                lambda: kubectl(kubeconfig, "get", "--raw", "/readyz", check=False).returncode == 0,
+                180,
+            )
+            report.timings["server API up (since QEMU start)"] = (
+                time.monotonic() - server.started_at
+            )
+        with stage(report, "agents boot"):
+            for spec in AGENTS:
+                workdir = settings.out_dir / "nodes" / spec.name
+                personalise(
+                    images[spec.image_name],
+                    workdir / "card.img",
+                    {"role": "agent", "hostname": spec.name, "node-name": spec.name,
+                     "server": f"https://{SERVER.address}:{API_PORT}", "token": token,
+                     "node-ip": [spec.address], "flannel-iface": "eth0",
+                     "network": network_settings(spec)},
+                )  # fmt: skip
+                agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
+                boards.append(agent)
+                agent.start()
+                say(f"{spec.name}: console log {agent.console_log.relative_to(REPO)}")
+            for agent in boards[1:]:
+                agent.wait_for_ready()
+        with stage(report, "join"):
+            pending = {spec.name for spec in AGENTS}
+
+            def all_ready() -> bool:
+                seen = nodes(kubeconfig)
+                for name in sorted(pending):
+                    if seen.get(name, {}).get("ready") == "True":
+                        board = next(b for b in boards if b.spec.name == name)
+                        took = time.monotonic() - board.started_at
+                        report.timings[f"{name} boot to Ready"] = took
+                        say(f"{name}: node Ready {took:.1f}s after its QEMU started")
+                        pending.discard(name)
+                report.nodes = seen
+                return not pending
+
+            wait_for("every agent's node Ready", all_ready, 420, interval=3)
+        with stage(report, "workload"):
+            manifest = settings.out_dir / "workload.yaml"
+            manifest.write_text(workload_manifest())
+            kubectl(kubeconfig, "apply", "-f", str(manifest))
+
+            def running() -> bool:
+                report.pods = pods(kubeconfig, f"app={WORKLOAD}")
+                on_nodes = {p["node"] for p in report.pods if p["phase"] == "Running"}
+                return on_nodes >= {spec.name for spec in AGENTS}
+
+            wait_for("the workload's pods Running on every agent", running, 420, interval=3)
+        report.nodes = nodes(kubeconfig)
+        report.nodes_wide = kubectl(kubeconfig, "get", "nodes", "-o", "wide").stdout
+        report.pods_wide = kubectl(kubeconfig, "get", "pods", "-o", "wide").stdout
+        print(report.nodes_wide, end="", flush=True)
+        print(report.pods_wide, end="", flush=True)
+        if settings.keep_running:
+            say(f"cluster up; kubectl --kubeconfig {kubeconfig} ...; press Enter to power off")
+            sys.stdin.readline()
+    report.timings["total"] = time.monotonic() - started
+    say("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
+    return report
+
+
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the clean-up that powers the boards off
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--rebuild", action="store_true", help="build the images even if fresh")
+    parser.add_argument(
+        "--reuse-images", action="store_true", help="use existing images however old they are"
+    )
+    parser.add_argument(
+        "--keep-running", action="store_true", help="wait for Enter before powering off"
+    )
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    settings = ClusterSettings(
+        rebuild=args.rebuild, reuse=args.reuse_images, keep_running=args.keep_running
+    )
+    try:
+        run_cluster(settings)
+    except (ClusterError, ConsoleError) as err:
+        say(f"failed: {err}")
+        say(f"console logs: {settings.out_dir.relative_to(REPO)}/nodes/*/console.log")
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted; the boards were powered off")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
