@@ -96,7 +96,7 @@ image: setup
 # One emulated server and two agents (ARM64, ARMv7) on a virtual network, a workload through
 # kubectl, the cluster's state printed; consoles and images in out/qemu-cluster/.
 qemu-cluster: setup
-	$(PYTHON) qemu-tests/cluster.py $(QEMU_CLUSTER_FLAGS)
+	$(PYTHON) qemu-tests/qemu_cluster.py $(QEMU_CLUSTER_FLAGS)
 
 bench: setup
 	$(PYTHON) -m bench

@@ -6,13 +6,13 @@ boot one server (qemu-virt-arm64) and two agents (qemu-virt-arm64, qemu-virt-arm
 virtual network, let the agents join, run a DaemonSet of the agents' air-gap busybox httpd image
 through the host's real ``kubectl``, print the cluster's state and power the boards off.
 
-The network needs no privileges. Every board has one NIC on a shared L2 segment, 192.0.2.0/24
-(a documentation range), carried by UDP multicast on the host's loopback (``-netdev socket,
-mcast=…``). The server's NIC hangs on a QEMU hub that also joins a user-mode (slirp) network
-numbered in the same range: the host reaches the API through a ``hostfwd`` to 192.0.2.10:6443,
-and the boards see the host as 192.0.2.2. Addresses are static, from each card's ``k3py.yaml``;
-the server's certificate names its address (``tls-san``). Every console is logged under
-``out/qemu-cluster/``; every wait is scaled by ``K3PY_TIMEOUT_FACTOR``.
+The network needs no privileges. Every board has a NIC on a shared L2 segment, 192.0.2.0/24 (a
+documentation range), carried by UDP multicast on the host's loopback (``-netdev socket,
+mcast=…``), with a static address from its ``k3py.yaml``; the server's certificate names its
+address (``tls-san``). The server also has a second NIC on QEMU's user network (slirp), whose
+``hostfwd`` gives the host's ``kubectl`` the API port; slirp cannot share the segment, as it
+answers for every address it sees and resets the agents' connections. Every console is logged
+under ``out/qemu-cluster/nodes/``; every wait is scaled by ``K3PY_TIMEOUT_FACTOR``.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ class ClusterSettings:
     rebuild: bool = False  # build even when the images are newer than every source file
     reuse: bool = False  # use whatever images exist, however old
     keep_running: bool = False  # for a human: wait for Enter before powering off
+    # Images built elsewhere (the test session's, shared with the other tiers), by
+    # "<board>-<role>": used as they are.
+    prebuilt: tuple[tuple[str, Path], ...] = ()
 
 
 @dataclass
@@ -98,6 +101,11 @@ class ClusterReport:
     pods: list[dict[str, str]] = field(default_factory=list)  # name, phase, node, ip
     nodes_wide: str = ""
     pods_wide: str = ""
+
+
+def shown(path: Path) -> str:
+    """A path as short as it can be said: relative to the checkout when inside it."""
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def say(message: str) -> None:
@@ -136,18 +144,22 @@ def _newest_source() -> float:
 def ensure_image(spec: NodeSpec, settings: ClusterSettings) -> Path:
     """The image for the node's board and role: reused when newer than every source file,
     else built through ``k3py image build`` (the package cache keeps a rebuild short)."""
+    given = dict(settings.prebuilt).get(spec.image_name)
+    if given is not None:
+        say(f"{spec.image_name}: using {shown(given)}")
+        return given
     image = settings.images_dir / f"{spec.image_name}.img"
     fresh = image.exists() and (settings.reuse or image.stat().st_mtime > _newest_source())
     if fresh and not settings.rebuild:
-        say(f"{spec.image_name}: reusing {image.relative_to(REPO)}")
+        say(f"{spec.image_name}: reusing {shown(image)}")
         return image
     log = settings.out_dir / f"build-{spec.image_name}.log"
-    say(f"{spec.image_name}: building (log: {log.relative_to(REPO)})")
+    say(f"{spec.image_name}: building (log: {shown(log)})")
     with log.open("w") as out:
         result = subprocess.run(
             [sys.executable, "-m", "k3py", "image", "build", "--board", spec.board,
              "--role", spec.role, "--out", str(settings.images_dir),
-             "--work-dir", str(REPO / "build" / "qemu-cluster" / spec.image_name)],
+             "--work-dir", str(settings.out_dir / "work" / spec.image_name)],
             cwd=REPO, stdout=out, stderr=subprocess.STDOUT, check=False,
         )  # fmt: skip
     if result.returncode != 0:
@@ -270,6 +282,7 @@ def diagnose(board: QemuBoard, target: Path) -> None:
                 out.write(f"$ {command}  (exit {result.exit_code})\n{result.output}\n")
             except ConsoleError as err:
                 out.write(f"$ {command}\n(no answer: {err})\n")
+                return  # a board that does not answer will not answer the next command either
 
 
 # --- kubectl ------------------------------------------------------------------------------
@@ -390,7 +403,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
         def diagnose_on_failure(
             kind: type[BaseException] | None, exc: BaseException | None, tb: object
         ) -> None:
-            if exc is None or not isinstance(exc, ClusterError | ConsoleError | SystemExit):
+            if exc is None or not isinstance(exc, ClusterError | ConsoleError):
                 return
             for board in boards:
                 target = board.workdir / "diagnostics.txt"
@@ -416,7 +429,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
             boards.append(server)
             server.start()
-            say(f"{SERVER.name}: console log {server.console_log.relative_to(REPO)}")
+            say(f"{SERVER.name}: console log {shown(server.console_log)}")
             server.wait_for_ready()
             segment_iface = server.interface_with(SERVER.mac)
             if segment_iface != "eth0":
@@ -446,7 +459,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
                 agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
                 boards.append(agent)
                 agent.start()
-                say(f"{spec.name}: console log {agent.console_log.relative_to(REPO)}")
+                say(f"{spec.name}: console log {shown(agent.console_log)}")
             for agent in boards[1:]:
                 agent.wait_for_ready()
         with stage(report, "join"):
@@ -511,7 +524,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_cluster(settings)
     except (ClusterError, ConsoleError) as err:
         say(f"failed: {err}")
-        say(f"console logs: {settings.out_dir.relative_to(REPO)}/nodes/*/console.log")
+        say(f"console logs: {shown(settings.out_dir)}/nodes/*/console.log")
         return 1
     except KeyboardInterrupt:
         say("interrupted; the boards were powered off")
