@@ -51,7 +51,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("token", "show or create join tokens", "k3py.cluster.server.token_cli"),
     Command("image", "build bootable board images", "k3py.image.cli"),
     Command("flash", "write an image to an SD card, verified", "k3py.image.flash.cli"),
-    Command("ota", "build and apply over-the-air update bundles", "k3py.image.ota.cli"),
+    Command("ota", "over-the-air update bundles (not built yet)", "k3py.image.ota.cli"),
 )
 
 
