@@ -70,10 +70,10 @@ class _Meter:
         )
 
 
-class TerminalProgress:
-    """One status line redrawn in place, at most a few times a second."""
+class _Throttled:
+    """What both progress styles share: a meter, and a redraw at most every ``every`` s."""
 
-    def __init__(self, stream: TextIO, clock: Clock = time.monotonic, every: float = 0.2) -> None:
+    def __init__(self, stream: TextIO, clock: Clock, every: float) -> None:
         self._stream = stream
         self._clock = clock
         self._every = every
@@ -83,49 +83,50 @@ class TerminalProgress:
     def start(self, stage: str, total: int) -> None:
         self._meter.reset(stage, total)
         self._shown = self._clock()
-        self._draw()
+        self._started(stage, total)
 
     def advance(self, count: int) -> None:
         self._meter.done += count
         if self._clock() - self._shown >= self._every:
             self._shown = self._clock()
-            self._draw()
+            self._show(self._meter.status())
+
+    def _started(self, stage: str, total: int) -> None:
+        self._show(self._meter.status())
+
+    def _show(self, status: str) -> None:
+        raise NotImplementedError
+
+
+class TerminalProgress(_Throttled):
+    """One status line redrawn in place, at most a few times a second."""
+
+    def __init__(self, stream: TextIO, clock: Clock = time.monotonic, every: float = 0.2) -> None:
+        super().__init__(stream, clock, every)
 
     def finish(self, ok: bool = True) -> None:
         # A failed stage keeps its last status line, so the error below it has context.
         self._stream.write(f"\r\x1b[K{self._meter.summary()}\n" if ok else "\n")
         self._stream.flush()
 
-    def _draw(self) -> None:
-        self._stream.write(f"\r\x1b[K{self._meter.status()}")
+    def _show(self, status: str) -> None:
+        self._stream.write(f"\r\x1b[K{status}")
         self._stream.flush()
 
 
-class LineProgress:
+class LineProgress(_Throttled):
     """Plain lines for logs: one when a stage starts, every ``every`` seconds, and at its end."""
 
     def __init__(self, stream: TextIO, clock: Clock = time.monotonic, every: float = 5.0) -> None:
-        self._stream = stream
-        self._clock = clock
-        self._every = every
-        self._meter = _Meter(clock)
-        self._shown = 0.0
-
-    def start(self, stage: str, total: int) -> None:
-        self._meter.reset(stage, total)
-        self._shown = self._clock()
-        self._print(f"{stage} {human_size(total)}")
-
-    def advance(self, count: int) -> None:
-        self._meter.done += count
-        if self._clock() - self._shown >= self._every:
-            self._shown = self._clock()
-            self._print(self._meter.status())
+        super().__init__(stream, clock, every)
 
     def finish(self, ok: bool = True) -> None:
         if ok:
-            self._print(self._meter.summary())
+            self._show(self._meter.summary())
 
-    def _print(self, line: str) -> None:
-        self._stream.write(f"k3py flash: {line}\n")
+    def _started(self, stage: str, total: int) -> None:
+        self._show(f"{stage} {human_size(total)}")
+
+    def _show(self, status: str) -> None:
+        self._stream.write(f"k3py flash: {status}\n")
         self._stream.flush()
