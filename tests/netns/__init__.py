@@ -1,0 +1,1 @@
+"""Tests in network namespaces the tests create (the netns tier)."""
