@@ -1,9 +1,9 @@
 """Build gates: checks that stop the build with a report instead of shipping a broken image.
 
-The kernel gate asks ``k3py check-config --kernel-dir <rootfs> --require vxlan,ipvs`` (run as a
-subprocess of the build host's own k3py, so the checker's verdict is exactly what a person gets
-on the command line) and also verifies that every module the cluster relies on is present after
-pruning. The ELF gate is :mod:`k3py.image.elfaudit`.
+The kernel gate asks ``k3py check-config --kernel-dir <rootfs> --require vxlan,ipvs,nftables``
+(run as a subprocess of the build host's own k3py, so the checker's verdict is exactly what a
+person gets on the command line) and also verifies that every module the cluster relies on is
+present after pruning. The ELF gate is :mod:`k3py.image.elfaudit`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHECK_CONFIG_REQUIRE = "vxlan,ipvs"
+CHECK_CONFIG_REQUIRE = "vxlan,ipvs,nftables"
 NOT_AVAILABLE = "is not available in this build of k3py"
 
 

@@ -95,11 +95,9 @@ def install_firmware(ctx: BuildContext) -> None:
 
 
 def install_container_images(ctx: BuildContext) -> None:
-    """Agents: air-gap images (busybox httpd for the board, plus --container-image tarballs)."""
+    """Air-gap images (busybox httpd for the board, plus --container-image tarballs), for the
+    node's agent (both roles run one; a server-only board just never loads them)."""
     settings = ctx.settings
-    if settings.role != "agent":
-        ctx.facts["container_images"] = []
-        return
     ctx.facts["container_images"] = containers.install_images(
         ctx.rootfs / "var/lib/k3py/agent/images",
         ctx.path("initramfs-pkgs") / "usr/bin/busybox",

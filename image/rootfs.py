@@ -133,7 +133,9 @@ def configure(
             _link(root, link, target)
 
     services = ["::sysinit:/usr/lib/k3py/rcS"]
-    if role == "agent":
+    # The runtime wherever content.toml put it: both roles run workloads (a server runs its
+    # node's agent unless k3py.yaml says disable-agent).
+    if (root / "usr/sbin/dockerd").exists():
         services.append(
             "::respawn:/usr/lib/k3py/supervise dockerd /usr/sbin/dockerd "
             "--data-root /var/lib/docker --exec-root /run/docker"

@@ -71,10 +71,15 @@ def test_an_unknown_board_lists_the_known_ones() -> None:
 
 def test_content_lists_roles_and_the_modules_the_kernel_gate_requires() -> None:
     content = load_content()
-    assert "docker.io" in content.packages_for("agent")
-    assert "docker.io" not in content.packages_for("server")
-    assert {"vxlan", "ip_vs"} <= set(content.required_modules)
+    # Both roles run workloads (the server runs its node's agent), so both carry the runtime
+    # and what the pod network and the service proxy program (nftables).
+    for role in ("agent", "server"):
+        assert {"docker.io", "nftables", "python3-pyroute2"} <= set(content.packages_for(role))
+    pod_network = {"vxlan", "bridge", "veth", "br_netfilter", "overlay", "nf_conntrack", "nf_nat"}
+    nft = {"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nft_numgen"}
+    assert pod_network | nft | {"ip_vs"} <= set(content.required_modules)
     assert set(content.required_modules) <= set(content.kernel_modules)
+    assert pod_network | nft <= set(content.boot_modules)
 
 
 def test_cli_reports_an_unknown_board_in_one_line(

@@ -4,7 +4,8 @@ One image serves many boards: what differs per board (role check, server URL, to
 labels, taints, node IP, flannel interface, SSH keys, root password hash, DHCP or static network)
 is read here from the FAT boot partition and written where the system reads it:
 ``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
-(shell variables for the early-boot script), ``/run/k3py/shadow`` and root's authorized keys.
+(shell variables for the early-boot script), ``/run/k3py/shadow``, root's authorized keys, and
+``/run/k3py/dockerd.disabled`` on a server-only board (``disable-agent: true``).
 A bad file is reported on the console and the defaults apply, so a typo never bricks a board.
 """
 
@@ -39,6 +40,10 @@ FLAG_KEYS = {
         "datastore-endpoint",
         "tls-san",
         "disable-agent",
+        "disable",
+        "flannel-backend",
+        "cluster-dns",
+        "cluster-domain",
     ),
     "agent": (
         "server",
@@ -48,9 +53,14 @@ FLAG_KEYS = {
         "node-taint",
         "node-ip",
         "flannel-iface",
+        "flannel-backend",
+        "cluster-dns",
+        "cluster-domain",
         "data-dir",
     ),
 }
+# The supervisor parks a service whose marker file exists instead of starting it.
+DOCKERD_DISABLED = Path("/run/k3py/dockerd.disabled")
 
 
 def say(message: str) -> None:
@@ -104,6 +114,9 @@ def main(argv: list[str]) -> int:
     if role == "server" and not Path("/usr/sbin/dockerd").exists():
         # A server image carries no container runtime: the server runs no agent of its own.
         flags.setdefault("disable-agent", True)
+    if role == "server" and str(flags.get("disable-agent", "")).lower() in {"true", "yes", "on"}:
+        # A server-only board: its runtime would sit idle, so it is not started.
+        write(DOCKERD_DISABLED, "disable-agent in k3py.yaml\n")
     import yaml
 
     write(CONFIG, yaml.safe_dump(flags, default_flow_style=False, sort_keys=True), 0o600)
