@@ -33,11 +33,42 @@ DEFAULT_TOLERATION_SECONDS = 300
 Obj = dict[str, Any]
 
 
+# Status fields Go's types carry without ``omitempty``: the real API server always sends
+# them, as 0, even before a controller's first sync, and clients with strict models (the
+# official client's pydantic models) reject a status without them.
+STATUS_COUNTERS: dict[str, tuple[str, ...]] = {
+    "ReplicaSet": ("replicas",),
+    "DaemonSet": (
+        "currentNumberScheduled",
+        "numberMisscheduled",
+        "desiredNumberScheduled",
+        "numberReady",
+    ),
+    "PodDisruptionBudget": (
+        "disruptionsAllowed",
+        "currentHealthy",
+        "desiredHealthy",
+        "expectedPods",
+    ),
+}
+
+
 def apply_defaults(info: ResourceInfo, obj: Obj) -> None:
     """Fill in the defaults of ``obj`` (a ``info.kind`` object) in place."""
     defaulter = _DEFAULTERS.get(info.kind)
     if defaulter is not None:
         defaulter(obj)
+    default_status(info.kind, obj)
+
+
+def default_status(kind: str, obj: Obj) -> None:
+    """Give a ``kind`` object the status counters Kubernetes never omits (0 until counted)."""
+    counters = STATUS_COUNTERS.get(kind)
+    if counters:
+        status = _child(obj, "status")
+        for counter in counters:
+            if status.get(counter) is None:
+                status[counter] = 0
 
 
 def prepare_for_update(info: ResourceInfo, obj: Obj, old: Obj) -> None:
@@ -480,6 +511,13 @@ def _default_node(node: Obj) -> None:
         status["allocatable"] = dict(status["capacity"])
 
 
+def _default_event(event: Obj) -> None:
+    # Go's core/v1 Event has no ``omitempty`` on these two: kube-apiserver always sends them.
+    for key in ("reportingComponent", "reportingInstance"):
+        if event.get(key) is None:
+            event[key] = ""
+
+
 def _default_endpoints(endpoints: Obj) -> None:
     for subset in _items(endpoints, "subsets"):
         for port in _items(subset, "ports"):
@@ -498,6 +536,7 @@ _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "Namespace": _default_namespace,
     "Node": _default_node,
     "Endpoints": _default_endpoints,
+    "Event": _default_event,
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from k3py.cluster.api import wire
 from k3py.errors import K3pyError
 
 
@@ -57,18 +58,25 @@ class ApiError(K3pyError):
             details["causes"] = [c.to_dict() for c in self.causes]
         if self.retry_after_seconds:
             details["retryAfterSeconds"] = self.retry_after_seconds
+        # Go's metav1.Status field order: kube-apiserver's bodies, byte for byte.
         status: dict[str, Any] = {
             "kind": "Status",
             "apiVersion": "v1",
             "metadata": {},
             "status": "Failure",
-            "message": self.message,
-            "reason": self.reason,
-            "code": self.code,
         }
+        if self.message:
+            status["message"] = self.message
+        if self.reason:
+            status["reason"] = self.reason
         if details:
             status["details"] = details
+        status["code"] = self.code
         return status
+
+    def to_json(self) -> bytes:
+        """The ``Status`` body as kube-apiserver writes it (see :mod:`k3py.cluster.api.wire`)."""
+        return wire.encode(self.to_status())
 
 
 def _what(group: str, resource: str) -> str:

@@ -157,9 +157,15 @@ def _exit_status(stream: NodeStream, command: list[str]) -> dict[str, Any]:
 
 async def _pump_input(ws: web.WebSocketResponse, stream: NodeStream) -> None:
     async for message in ws:
-        if message.type != WSMsgType.BINARY or not message.data:
+        if not message.data:
             continue
-        channel, payload = message.data[0], message.data[1:]
+        if message.type == WSMsgType.BINARY:
+            channel, payload = message.data[0], message.data[1:]
+        elif message.type == WSMsgType.TEXT:
+            # The Python client's write_stdin(str) sends text frames: chr(channel) + text.
+            channel, payload = ord(message.data[0]), message.data[1:].encode()
+        else:
+            continue
         if channel == 0:
             await stream.stdin(payload)
         elif channel == _RESIZE_CHANNEL:

@@ -34,9 +34,7 @@ def add_routes(app: web.Application) -> None:
 
 
 def _error(error: status.ApiError) -> web.Response:
-    return web.Response(
-        status=error.code, body=json.dumps(error.to_status()).encode(), content_type=JSON
-    )
+    return web.Response(status=error.code, body=error.to_json(), content_type=JSON)
 
 
 def accepts_json(accept: str) -> bool:

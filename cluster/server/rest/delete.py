@@ -248,6 +248,11 @@ async def delete_with_retries(
     raise status.conflict(info.group, info.plural, name, "too many concurrent writers")
 
 
+# The kinds whose upstream storage sets ``ReturnDeletedObject: true``: a delete that ends the
+# object answers with the object, not a ``Status`` (clients parse it as the kind).
+RETURNS_DELETED_OBJECT = frozenset({"Pod", "Service", "ServiceAccount", "Namespace"})
+
+
 def success_status(info: ResourceInfo, obj: Object) -> dict[str, Any]:
     meta = obj["metadata"]
     details = {"name": meta.get("name", ""), "group": info.group, "kind": info.plural}
@@ -276,7 +281,7 @@ async def delete(request: web.Request, target: RequestTarget) -> web.Response:
     result, gone = await delete_with_retries(
         ctx, target.info, target.namespace, target.name, opts, admission(request, target)
     )
-    if gone and target.info.kind != "Pod":
+    if gone and target.info.kind not in RETURNS_DELETED_OBJECT:
         return json_response(success_status(target.info, result))
     return json_response(result)
 

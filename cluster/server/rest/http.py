@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from aiohttp import web
 
-from k3py.cluster.api import status
+from k3py.cluster.api import status, wire
 from k3py.cluster.api.resources import ResourceInfo, by_plural
 
 JSON = "application/json"
@@ -163,9 +163,12 @@ def response_form(request: web.Request) -> str:
 def json_response(
     body: Any, *, code: int = 200, headers: dict[str, str] | None = None
 ) -> web.Response:
-    data = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
     return web.Response(
-        status=code, text=data, content_type=JSON, charset=None, headers=headers or None
+        status=code,
+        body=wire.encode(body),
+        content_type=JSON,
+        charset=None,
+        headers=headers or None,
     )
 
 

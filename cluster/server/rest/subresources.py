@@ -198,8 +198,8 @@ def _created(info: ResourceInfo, name: str) -> web.Response:
             "apiVersion": "v1",
             "metadata": {},
             "status": "Success",
-            "code": 201,
             "details": {"name": name, "kind": info.plural},
+            "code": 201,
         },
         code=201,
     )
