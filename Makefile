@@ -15,7 +15,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
 	docker-engine test-docker \
-	check-config image qemu-cluster \
+	check-config image qemu-cluster dist \
 	format bench clean
 
 help:
@@ -24,6 +24,7 @@ help:
 	@echo "make test-unit         hermetic unit tests only"
 	@echo "make test-integration  real server on loopback, real kubectl"
 	@echo "make check             ruff lint + format check, mypy strict (as CI runs them)"
+	@echo "make dist              the sdist and the wheel into dist/"
 	@echo "make check-config      check this machine's kernel and system for k3py"
 	@echo "make bench             benchmarks; results in bench/results/"
 	@echo "make image BOARD=qemu-virt-arm64 ROLE=agent   build a board image into out/"
@@ -44,10 +45,11 @@ apt:
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py
 	test -x $(PYTHON) || $(HOST_PY) -m venv $(VENV)
 	$(PYTHON) -m pip install -q --upgrade pip
-	$(PYTHON) -m pip install -q -e '.[dev]'
+	$(PYTHON) -m pip install -q -e '.[dev,image]'
+	$(PYTHON) -m tools.mypy_view >/dev/null
 	touch $@
 
 test: setup docker-engine
@@ -77,7 +79,13 @@ check-config: venv
 	$(VENV)/bin/k3py check-config
 
 check: lint
+	$(PYTHON) -m tools.mypy_view >/dev/null
 	$(PYTHON) -m mypy
+
+# The sdist and the wheel (the firmware artefact images, install scripts and OTA bundles ship).
+dist: venv
+	rm -rf dist
+	$(PYTHON) -m build --outdir dist .
 
 lint: venv
 	$(PYTHON) -m ruff check .
@@ -102,4 +110,4 @@ bench: setup
 	$(PYTHON) -m bench
 
 clean:
-	rm -rf $(VENV) build out *.egg-info .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist out *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -11,12 +11,14 @@ from __future__ import annotations
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from k3py.image.errors import BoardError
 
-BOARDS_DIR = Path(__file__).resolve().parent.parent / "board"
+# Installed packages are directories (k3py is not zip-safe), so the resource is a real path.
+BOARDS_DIR = Path(str(resources.files("k3py.board")))
 
 # Debian architecture → what the ELF audit and QEMU expect of it.
 ARCHITECTURES: dict[str, dict[str, Any]] = {

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from k3py.image.errors import BoardError
 
-CONTENT_FILE = Path(__file__).resolve().parent / "content.toml"
+CONTENT_FILE = Path(str(resources.files("k3py.image").joinpath("content.toml")))
 ROLES = ("server", "agent")
 
 

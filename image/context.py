@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from k3py.image import debian, kernel
 from k3py.image.board import Board
 from k3py.image.content import Content
 
-K3PY_SOURCE = Path(__file__).resolve().parent.parent / "k3py"
+K3PY_SOURCE = Path(str(resources.files("k3py")))
 
 
 @dataclass(frozen=True)

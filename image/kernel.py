@@ -17,11 +17,12 @@ import shutil
 import subprocess
 from collections.abc import Iterable
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from k3py.image.errors import ImageError, command_failed
 
-INIT_SCRIPT = Path(__file__).resolve().parent / "initramfs-init"
+INIT_SCRIPT = Path(str(resources.files("k3py.image").joinpath("initramfs-init")))
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 
 

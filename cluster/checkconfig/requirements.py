@@ -228,7 +228,7 @@ def parse_requirements(data: str, source: str) -> Requirements:
 
 
 def _data_file(name: str) -> tuple[str, str]:
-    resource = resources.files("k3py").joinpath("kernel_config", name)
+    resource = resources.files("k3py.kernel_config").joinpath(name)
     try:
         return resource.read_text(encoding="utf-8"), str(resource)
     except OSError as err:
@@ -247,5 +247,5 @@ def load_requirements(path: Path | None = None) -> Requirements:
 
 
 def data_file(name: str) -> str:
-    """The text of a file shipped in ``kernel-config/`` (``k3py/kernel_config``)."""
+    """The text of a file shipped in ``kernel-config/`` (the ``k3py.kernel_config`` package)."""
     return _data_file(name)[0]
