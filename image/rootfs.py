@@ -12,13 +12,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from pathlib import Path
 
 from k3py.image import debfile
 from k3py.image.debian import Package
 from k3py.image.errors import ImageError, command_failed
 
-OVERLAY = Path(__file__).resolve().parent / "overlay"
+OVERLAY = Path(str(resources.files("k3py.image").joinpath("overlay")))
 PYTHON_DIRS = ("usr/lib/python3.13", "usr/lib/python3/dist-packages")
 FIRMWARE_DIR = "usr/lib/python3/dist-packages/k3py"
 
@@ -172,6 +173,10 @@ def install_firmware(root: Path, source: Path, version: str) -> list[str]:
         return skipped
 
     shutil.copytree(source, target, symlinks=False, ignore=ignore)
+    for sub in ("cluster", "kernel_config"):  # mapped from their own folders by package-dir
+        if not (target / sub).exists():
+            tree = Path(str(resources.files(f"k3py.{sub}")))
+            shutil.copytree(tree, target / sub, symlinks=False, ignore=ignore)
     dist_info = target.parent / f"k3py-{version}.dist-info"
     if dist_info.exists():
         shutil.rmtree(dist_info)
