@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from k3py.cluster.server.openapi import generate, v2_document
-from k3py.cluster.server.openapi.descriptions import parse_docstring
+from k3py.cluster.server.openapi import v2_document
+from tools.openapi import generate
+from tools.openapi.descriptions import parse_docstring
 
 kubernetes_models = pytest.importorskip("kubernetes.client.models")
 

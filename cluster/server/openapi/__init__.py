@@ -4,7 +4,7 @@ The documents describe every kind in :data:`k3py.cluster.api.resources.RESOURCES
 Kubernetes' definition names and extensions, well enough that ``kubectl apply`` leaves field
 validation to the server, ``kubectl explain`` prints fields with types and descriptions, and
 ``kubectl apply`` computes strategic merge patches from the merge keys. The documents are
-rendered on the build host (``python -m k3py.cluster.server.openapi.generate``) into the
+rendered on the build host (``python -m tools.openapi.generate``) into the
 committed ``generated/`` files; the server reads them on first use, never at import time, and
 serves them as stored. Importing this package imports aiohttp (for :func:`add_routes`).
 """

@@ -1,6 +1,7 @@
 """The committed, generated OpenAPI files: where they live and how the server reads them.
 
-``generated/`` holds what :mod:`.generate` renders on the build host: each served document as
+``generated/`` holds what ``tools/openapi/generate.py`` renders on the build host: each served
+document as
 gzip-compressed JSON (``openapi_v2.json.gz``, ``api__v1_openapi.json.gz``,
 ``apis__apps__v1_openapi.json.gz``…), the unknown-field index (``fields.json.gz``) and
 ``manifest.json`` naming them with each document's hash (uppercase hex SHA-512 of its JSON).
@@ -22,7 +23,7 @@ GENERATED = Path(__file__).with_name("generated")
 MANIFEST = "manifest.json"
 FIELDS = "fields.json.gz"
 FORMAT = 1
-GENERATE = "python -m k3py.cluster.server.openapi.generate"
+GENERATE = "python -m tools.openapi.generate"
 
 
 class OpenAPIError(K3pyError):

@@ -4,7 +4,7 @@ kubectl's typed commands (``kubectl create deployment``, ``create configmap``, `
 send their object as protobuf and do not fall back to JSON, so the server reads it: the
 ``k8s\\x00`` magic, a ``runtime.Unknown`` envelope (apiVersion, kind, raw bytes) and the object
 message, decoded with a schema of field numbers taken from Kubernetes' own descriptors (see
-:mod:`k3py.cluster.server.rest.protobuf_schema`). The result is the object as its JSON form
+:mod:`tools.protobuf_schema`). The result is the object as its JSON form
 would be: Kubernetes' well-known messages (Time, Quantity, IntOrString, RawExtension) become
 their JSON values, and fields left at their zero value are dropped, as ``omitempty`` drops them
 (except the pointer fields where an explicit zero means something, such as ``replicas: 0``).

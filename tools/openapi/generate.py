@@ -1,6 +1,6 @@
 """Generate the served OpenAPI files from the official Kubernetes Python client's models.
 
-Run on the build host (``python -m k3py.cluster.server.openapi.generate``) whenever the served
+Run on the build host (``python -m tools.openapi.generate``) whenever the served
 kinds (:data:`k3py.cluster.api.resources.RESOURCES`) or the client's version change; ``--check``
 only reports whether the committed files are current. It walks the client's model classes from
 every served kind, turns each into a Kubernetes-named definition (field types, descriptions,
@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from k3py.cluster.api.resources import RESOURCES, group_versions
-from k3py.cluster.server.openapi import curation, data, fields, render
-from k3py.cluster.server.openapi.descriptions import LightkubeDocs
+from k3py.cluster.server.openapi import data, fields
+from tools.openapi import curation, render
+from tools.openapi.descriptions import LightkubeDocs
 
 Schema = dict[str, Any]
 
@@ -295,7 +296,7 @@ def files(content: dict[str, Any]) -> dict[str, bytes]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m k3py.cluster.server.openapi.generate")
+    parser = argparse.ArgumentParser(prog="python -m tools.openapi.generate")
     parser.add_argument("--check", action="store_true", help="only compare with the files")
     parser.add_argument("--output-dir", type=Path, default=data.GENERATED)
     args = parser.parse_args(argv)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from k3py.cluster.api.resources import group_versions
-from k3py.cluster.server.openapi.paths import (
+from tools.openapi.paths import (
     PARAMETERS,
     PATCH_TYPES,
     STATUS,

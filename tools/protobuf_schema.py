@@ -7,7 +7,7 @@ messages reachable from the served kinds (plus the bodies of their subresources)
 ``{"messages": {name: {number: [json name, kind, type, repeated]}}, "kinds": {apiVersion/kind:
 message}}``. It runs on a development machine::
 
-    python -m k3py.cluster.server.rest.protobuf_schema /usr/bin/kubectl
+    python -m tools.protobuf_schema /usr/bin/kubectl
 
 The server only reads the generated file (:mod:`k3py.cluster.server.rest.protobuf`).
 """
