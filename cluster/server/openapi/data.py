@@ -1,8 +1,7 @@
 """The committed, generated OpenAPI files: where they live and how the server reads them.
 
 ``generated/`` holds what ``tools/openapi/generate.py`` renders on the build host: each served
-document as
-gzip-compressed JSON (``openapi_v2.json.gz``, ``api__v1_openapi.json.gz``,
+document as gzip-compressed JSON (``openapi_v2.json.gz``, ``api__v1_openapi.json.gz``,
 ``apis__apps__v1_openapi.json.gz``…), the unknown-field index (``fields.json.gz``) and
 ``manifest.json`` naming them with each document's hash (uppercase hex SHA-512 of its JSON).
 The server parses only the manifest and the field index; documents are served as the
