@@ -48,6 +48,14 @@ def _label(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise UsageError(f"--node-label {text!r}: expected key=value")
+    prefix = key.strip().partition("/")[0]
+    if prefix.endswith(("node-role.kubernetes.io", "node-restriction.kubernetes.io")):
+        # NodeRestriction refuses these from the node itself; the server would refuse to
+        # register the node at all.
+        raise UsageError(
+            f"--node-label {text!r}: a node may not set {prefix}/ labels on itself; set them"
+            " with kubectl label node as an administrator"
+        )
     return key.strip(), value.strip()
 
 

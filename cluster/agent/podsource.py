@@ -1,10 +1,12 @@
 """The pods' source and sink: the API when it answers, the local store when it does not.
 
 :class:`ClusterPods` watches the pods bound to this node (``fieldSelector=spec.nodeName=…``)
-and the cluster's ConfigMaps and Secrets with informers, hands pods to the pod sync loop, and
-keeps the local store current (pods, and the ConfigMaps and Secrets they use). It is also the
-pod workers' :class:`~k3py.cluster.agent.podsync.worker.PodHost`: ConfigMaps and Secrets come
-from the informers' caches, falling back to the store before the first list; Events go through
+and, one object each, the ConfigMaps and Secrets those pods use (``fieldSelector=
+metadata.name=…`` in the pod's namespace, as the kubelet does: the server's Node authorizer
+lets a node read only those), hands pods to the pod sync loop, and keeps the local store
+current (pods, and the ConfigMaps and Secrets they use). It is also the pod workers'
+:class:`~k3py.cluster.agent.podsync.worker.PodHost`: ConfigMaps and Secrets come from those
+informers' caches, falling back to the store before their first list; Events go through
 an :class:`~k3py.cluster.client.EventRecorder`; statuses are written as merge patches of
 ``pods/<name>/status``, and a status that cannot be written (server unreachable) waits and is
 written when the server is back. A ConfigMap or Secret that changes wakes the pods using it,
@@ -16,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from k3py.cluster.agent.autonomy.store import LocalStore, references
@@ -33,25 +36,77 @@ SECRETS = by_kind("v1", "Secret")
 RETRY_SECONDS = 5.0
 
 
+Reference = tuple[str, str, str]  # (kind plural, namespace, name)
+
+
+class ReferencedObjects:
+    """One single-object informer per ConfigMap and Secret that a pod on this node uses."""
+
+    def __init__(self, api: KubeApi, clock: Clock, on_change: Callable[[str, Any], None]) -> None:
+        self._api = api
+        self._clock = clock
+        self._on_change = on_change
+        self._informers: dict[Reference, Informer] = {}
+        self._stopping: set[asyncio.Task[None]] = set()
+
+    def informer(self, key: Reference) -> Informer | None:
+        return self._informers.get(key)
+
+    def follow(self, wanted: set[Reference]) -> None:
+        """Watch exactly ``wanted``: start informers for new references, stop the others."""
+        for key in [k for k in self._informers if k not in wanted]:
+            task = asyncio.create_task(self._informers.pop(key).stop(), name="object-unwatch")
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
+        for key in wanted - self._informers.keys():
+            kind, namespace, name = key
+            info = CONFIG_MAPS if kind == "configmaps" else SECRETS
+            assert info is not None
+            informer = Informer(
+                self._api,
+                info,
+                namespace,
+                field_selector=f"metadata.name={name}",
+                clock=self._clock,
+            )
+            informer.add_handler(on_add=self._added(kind), on_update=self._updated(kind))
+            self._informers[key] = informer
+            informer.start()
+
+    def _added(self, kind: str) -> Callable[[dict[str, Any]], None]:
+        return lambda obj: self._on_change(kind, obj)
+
+    def _updated(self, kind: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:
+        return lambda _, obj: self._on_change(kind, obj)
+
+    async def stop(self) -> None:
+        informers = list(self._informers.values())
+        self._informers.clear()
+        for informer in informers:
+            await informer.stop()
+        for task in list(self._stopping):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
 class StoreObjects:
-    """ConfigMaps and Secrets from the informers, or from the local store before they sync."""
+    """ConfigMaps and Secrets from their informers, or from the local store before they sync."""
 
     def __init__(self, pods: ClusterPods) -> None:
         self._pods = pods
 
-    def _get(self, informer: Informer | None, kind: str, namespace: str, name: str) -> Any:
+    def _get(self, kind: str, namespace: str, name: str) -> Any:
+        informer = self._pods.objects_followed.informer((kind, namespace, name))
         if informer is not None and informer.synced.is_set():
             return informer.get(name, namespace)
         return self._pods.store.get_object(kind, namespace, name)
 
     def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self._get(
-            self._pods.config_maps, "configmaps", namespace, name
-        )
+        found: dict[str, Any] | None = self._get("configmaps", namespace, name)
         return found
 
     def secret(self, namespace: str, name: str) -> dict[str, Any] | None:
-        found: dict[str, Any] | None = self._get(self._pods.secrets, "secrets", namespace, name)
+        found: dict[str, Any] | None = self._get("secrets", namespace, name)
         return found
 
 
@@ -66,8 +121,7 @@ class ClusterPods:
         self.recorder = recorder
         self.sync: PodSync | None = None
         self.pods: Informer | None = None
-        self.config_maps: Informer | None = None
-        self.secrets: Informer | None = None
+        self.objects_followed = ReferencedObjects(api, clock, self._object_changed)
         self._objects = StoreObjects(self)
         self._pending: dict[str, tuple[Pod, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -141,41 +195,29 @@ class ClusterPods:
 
     def start(self, sync: PodSync) -> None:
         assert PODS is not None
-        assert CONFIG_MAPS is not None
-        assert SECRETS is not None
         self.sync = sync
         stored = self.store.pods()
         if stored:
             # Autonomy: run what the node ran before, without waiting for the server.
             logger.info("pods from the local store", extra={"fields": {"count": len(stored)}})
             sync.replace_all(stored)
-        self.config_maps = Informer(self.api, CONFIG_MAPS, clock=self.clock)
-        self.secrets = Informer(self.api, SECRETS, clock=self.clock)
+            self._follow_references()
         self.pods = Informer(
             self.api, PODS, field_selector=f"spec.nodeName={self.node_name}", clock=self.clock
-        )
-        self.config_maps.add_handler(
-            on_add=lambda o: self._object_changed("configmaps", o),
-            on_update=lambda _, o: self._object_changed("configmaps", o),
-        )
-        self.secrets.add_handler(
-            on_add=lambda o: self._object_changed("secrets", o),
-            on_update=lambda _, o: self._object_changed("secrets", o),
         )
         self.pods.add_handler(
             on_add=self._pod_changed,
             on_update=lambda _, pod: self._pod_changed(pod),
             on_delete=self._pod_deleted,
         )
-        for informer in (self.config_maps, self.secrets, self.pods):
-            self._tasks.append(informer.start())
+        self._tasks.append(self.pods.start())
         self._tasks.append(asyncio.create_task(self._after_first_list(), name="pods-synced"))
         self._tasks.append(asyncio.create_task(self._flush_statuses(), name="pod-statuses"))
 
     async def stop(self) -> None:
-        for informer in (self.pods, self.config_maps, self.secrets):
-            if informer is not None:
-                await informer.stop()
+        if self.pods is not None:
+            await self.pods.stop()
+        await self.objects_followed.stop()
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -216,12 +258,13 @@ class ClusterPods:
             # Our newer status has not reached the server yet: keep it over the server's copy.
             pod = {**pod, "status": pending[1]}
         self.store.save_pod(pod)
-        for kind, namespace, name in references(pod):
-            informer = self.config_maps if kind == "configmaps" else self.secrets
-            obj = informer.get(name, namespace) if informer is not None else None
+        for key in references(pod):
+            informer = self.objects_followed.informer(key)
+            obj = informer.get(key[2], key[1]) if informer is not None else None
             if obj is not None:
-                self.store.save_object(kind, obj)
+                self.store.save_object(key[0], obj)
         self.sync.apply(pod)
+        self._follow_references()
 
     def _pod_deleted(self, pod: Pod) -> None:
         uid = str(meta(pod).get("uid", ""))
@@ -229,6 +272,15 @@ class ClusterPods:
         self._pending.pop(uid, None)
         if self.sync is not None:
             self.sync.forget(uid)
+            self._follow_references()
+
+    def _follow_references(self) -> None:
+        if self.sync is None:
+            return
+        wanted: set[Reference] = set()
+        for pod in self.sync.pods.values():
+            wanted |= references(pod)
+        self.objects_followed.follow(wanted)
 
     def _object_changed(self, kind: str, obj: dict[str, Any]) -> None:
         if self.sync is None:

@@ -8,8 +8,13 @@ Requests with neither are anonymous, which only :data:`ANONYMOUS_PATHS` accept.
 :func:`authorize` decides on request attributes: ``system:masters`` may do anything; a node
 (``system:node:<name>`` in ``system:nodes``) may read what a kubelet reads and change only its
 own Node, its own Lease, the pods bound to it and Events, as Kubernetes' Node authorizer allows.
-:func:`admit` is NodeRestriction: it checks the objects a node writes, so a node cannot register
-under another name, rebind a pod or take another node's Lease.
+Secrets, ConfigMaps, PersistentVolumeClaims and ServiceAccounts are the exception among reads:
+a node may get (or list and watch as one object, ``fieldSelector=metadata.name=…``) only those
+that a pod bound to it refers to; :func:`authorize` lets such a request through its first gate
+and :func:`check_references` decides it against the node's pods, as the Node authorizer's graph
+does. :func:`admit` is NodeRestriction: it checks the objects a node writes, so a node cannot
+register under another name, rebind a pod, take another node's Lease or give itself
+``node-role.kubernetes.io/*`` labels.
 """
 
 from __future__ import annotations
@@ -19,11 +24,12 @@ import hashlib
 import io
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from k3py.cluster.api.podrefs import pod_references
 from k3py.cluster.server.pki import ADMIN_GROUP, ADMIN_USER, write_private
 from k3py.errors import K3pyError
 
@@ -53,6 +59,8 @@ NODE_LEASE_NAMESPACE = "kube-node-lease"
 LEASE_GROUP = "coordination.k8s.io"
 # Labels a node may not set on itself (Kubernetes' NodeRestriction reserves this prefix).
 RESTRICTED_LABEL_PREFIX = "node-restriction.kubernetes.io/"
+# Role labels decide where workloads go; NodeRestriction refuses them from the node itself.
+NODE_ROLE_LABEL_PREFIX = "node-role.kubernetes.io/"
 
 READ_VERBS = frozenset({"get", "list", "watch"})
 WRITE_VERBS = frozenset({"update", "patch"})
@@ -63,12 +71,20 @@ NODE_READABLE = frozenset(
         ("", "pods"),
         ("", "services"),
         ("", "endpoints"),
+        ("", "namespaces"),
+    }
+)
+# What a node may read only when a pod bound to it refers to the object by name.
+NODE_REFERENCED = frozenset(
+    {
         ("", "configmaps"),
         ("", "secrets"),
-        ("", "namespaces"),
+        ("", "persistentvolumeclaims"),
         ("", "serviceaccounts"),
     }
 )
+# Lists a node's pods in one namespace (for the reference check).
+PodLister = Callable[[str], Awaitable[Iterable[Mapping[str, Any]]]]
 EVENT_GROUPS = frozenset({"", "events.k8s.io"})
 
 
@@ -263,6 +279,13 @@ def _authorize_node(node: str, attrs: RequestAttributes) -> str | None:
         if verb == "delete" and not sub and name:
             return None  # admit() checks the pod is bound to this node
         return f'node "{node}" may only update the status of and delete pods bound to it'
+    if key in NODE_REFERENCED:
+        if verb in READ_VERBS and not sub and attrs.namespace and name:
+            return None  # check_references() decides against the node's pods
+        return (
+            f'node "{node}" may only get {_resource_text(attrs)} referenced by pods bound to it,'
+            " one object at a time"
+        )
     if attrs.resource == "events" and attrs.group in EVENT_GROUPS:
         if verb in {"create", "update", "patch"}:
             return None
@@ -291,6 +314,30 @@ def authorize(user: UserInfo, attrs: RequestAttributes) -> str | None:
     return "no policy grants this access (k3py grants it to system:masters and to nodes)"
 
 
+def needs_reference_check(user: UserInfo, attrs: RequestAttributes) -> bool:
+    """True when :func:`check_references` must also allow the request."""
+    return (
+        user.node_name is not None
+        and not user.is_admin
+        and (attrs.group, attrs.resource) in NODE_REFERENCED
+    )
+
+
+async def check_references(
+    user: UserInfo, attrs: RequestAttributes, pods_in_namespace: PodLister
+) -> str | None:
+    """None when a pod bound to the node refers to the object ``attrs`` name, else why not."""
+    node = user.node_name
+    wanted = (attrs.resource, attrs.namespace, attrs.name)
+    for pod in await pods_in_namespace(attrs.namespace):
+        if _spec(pod).get("nodeName") == node and wanted in pod_references(dict(pod)):
+            return None
+    return (
+        f'no relationship found between node "{node}" and this object'
+        f" ({_resource_text(attrs)} {attrs.namespace}/{attrs.name})"
+    )
+
+
 def _meta(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
     meta = obj.get("metadata") if obj else None
     return meta if isinstance(meta, Mapping) else {}
@@ -303,8 +350,13 @@ def _spec(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
 
 def _is_restricted_label(key: str) -> bool:
     prefix, slash, _ = key.partition("/")
-    domain = RESTRICTED_LABEL_PREFIX.rstrip("/")
-    return bool(slash) and (prefix == domain or prefix.endswith("." + domain))
+    if not slash:
+        return False
+    for reserved in (RESTRICTED_LABEL_PREFIX, NODE_ROLE_LABEL_PREFIX):
+        domain = reserved.rstrip("/")
+        if prefix == domain or prefix.endswith("." + domain):
+            return True
+    return False
 
 
 def _restricted_labels(obj: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -325,7 +377,10 @@ def _admit_node_object(
     if _meta(obj).get("name") != node:
         return f'node "{node}" may not create or change Node "{_meta(obj).get("name", "")}"'
     if _restricted_labels(obj) != _restricted_labels(old):
-        return f'node "{node}" may not set labels with the {RESTRICTED_LABEL_PREFIX} prefix'
+        return (
+            f'node "{node}" may not set labels with the {RESTRICTED_LABEL_PREFIX} or'
+            f" {NODE_ROLE_LABEL_PREFIX} prefix"
+        )
     if old is not None and _spec(obj).get("taints") != _spec(old).get("taints"):
         return f'node "{node}" may not change its own taints'
     return None

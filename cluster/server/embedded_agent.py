@@ -2,19 +2,26 @@
 
 The server and the agent never import each other, so the agent runs as a child process: it
 joins through the server's loopback address with the server's join token file (it waits for
-both to appear), keeps its state in ``<data-dir>/agent`` beside the server's, and registers its
-node with the control-plane role labels. ``--disable-agent`` turns it off. When the server
-stops, the agent is stopped too (SIGTERM, then SIGKILL after 10 s); its containers keep running,
-as they do when K3s stops.
+both to appear) and keeps its state in ``<data-dir>/agent`` beside the server's. A node may not
+give itself ``node-role.kubernetes.io/*`` labels (NodeRestriction), so the server puts the
+control-plane role labels on its own node, as K3s does: :func:`label_own_node` reads the name
+the agent joined under from ``<data-dir>/agent/node-name``. ``--disable-agent`` turns it off.
+When the server stops, the agent is stopped too (SIGTERM, then SIGKILL after 10 s); its
+containers keep running, as they do when K3s stops.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import subprocess
 import sys
 
+from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.status import ApiError
+from k3py.cluster.client import ClientError, KubeApi
 from k3py.cluster.server.settings import ServerSettings
 
 logger = logging.getLogger("k3py.server.agent")
@@ -24,10 +31,12 @@ ROLE_LABELS = (
     "node-role.kubernetes.io/master=true",
 )
 STOP_SECONDS = 10.0
+LABEL_CHECK_SECONDS = 5.0
+NODES = by_kind("v1", "Node")
 
 
 def command(settings: ServerSettings, *, debug: bool = False) -> list[str]:
-    argv = [
+    return [
         sys.executable,
         "-m",
         "k3py",
@@ -40,9 +49,30 @@ def command(settings: ServerSettings, *, debug: bool = False) -> list[str]:
         "--data-dir",
         str(settings.data_dir),
     ]
-    for label in ROLE_LABELS:
-        argv += ["--node-label", label]
-    return argv
+
+
+def _own_node_name(settings: ServerSettings) -> str:
+    try:
+        return (settings.data_dir / "agent" / "node-name").read_text().strip()
+    except OSError:
+        return ""
+
+
+async def label_own_node(settings: ServerSettings, api: KubeApi, stop: asyncio.Event) -> None:
+    """Keep the role labels on this server's own node (re-added if the Node is re-created)."""
+    assert NODES is not None
+    wanted = dict(label.split("=", 1) for label in ROLE_LABELS)
+    while not stop.is_set():
+        name = _own_node_name(settings)
+        try:
+            node = await api.get(NODES, name) if name else None
+            labels = ((node or {}).get("metadata") or {}).get("labels") or {}
+            if node is not None and any(labels.get(k) != v for k, v in wanted.items()):
+                await api.patch(NODES, name, {"metadata": {"labels": wanted}})
+        except (ApiError, ClientError):
+            pass  # not registered yet, or the server is stopping: look again later
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), LABEL_CHECK_SECONDS)
 
 
 def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[bytes] | None:

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from k3py.cluster.api.podrefs import pod_references
 from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.agent.store")
@@ -28,33 +29,7 @@ Object = dict[str, Any]
 
 def references(pod: Object) -> set[tuple[str, str, str]]:
     """(kind, namespace, name) of every ConfigMap and Secret the pod uses."""
-    meta = pod.get("metadata") or {}
-    spec = pod.get("spec") or {}
-    namespace = str(meta.get("namespace", "default"))
-    found: set[tuple[str, str, str]] = set()
-
-    def add(kind: str, name: Any) -> None:
-        if name:
-            found.add((kind, namespace, str(name)))
-
-    for volume in spec.get("volumes") or []:
-        add("configmaps", (volume.get("configMap") or {}).get("name"))
-        add("secrets", (volume.get("secret") or {}).get("secretName"))
-        for source in (volume.get("projected") or {}).get("sources") or []:
-            add("configmaps", (source.get("configMap") or {}).get("name"))
-            add("secrets", (source.get("secret") or {}).get("name"))
-    containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
-    for container in containers:
-        for source in container.get("envFrom") or []:
-            add("configmaps", (source.get("configMapRef") or {}).get("name"))
-            add("secrets", (source.get("secretRef") or {}).get("name"))
-        for env in container.get("env") or []:
-            value_from = env.get("valueFrom") or {}
-            add("configmaps", (value_from.get("configMapKeyRef") or {}).get("name"))
-            add("secrets", (value_from.get("secretKeyRef") or {}).get("name"))
-    for secret in spec.get("imagePullSecrets") or []:
-        add("secrets", secret.get("name"))
-    return found
+    return {ref for ref in pod_references(pod) if ref[0] in ("configmaps", "secrets")}
 
 
 class LocalStore:

@@ -8,6 +8,7 @@ certificate and runs :func:`run_control_plane` until the server stops.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING
 
@@ -50,7 +51,16 @@ async def run_in_server(
         ssl_context=pki.client_ssl_context(),
         user_agent="k3py-controller-manager",
     )
+    labels = None
+    if not settings.disable_agent:
+        from k3py.cluster.server.embedded_agent import label_own_node
+
+        labels = asyncio.create_task(label_own_node(settings, client, stop), name="k3py-own-node")
     try:
         await run_control_plane(client, control_plane_settings(settings), stop)
     finally:
+        if labels is not None:
+            labels.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await labels
         await client.close()

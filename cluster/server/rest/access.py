@@ -2,26 +2,34 @@
 
 The middleware lets the anonymous paths through, identifies everyone else (401 Status when no
 credential holds), and asks :func:`k3py.cluster.server.auth.authorize` with the request's
-attributes (403 Status when refused). Handlers that write ask :func:`admission` for a check that
-runs NodeRestriction on the object about to be stored.
+attributes (403 Status when refused); a node's read of a Secret, ConfigMap, claim or
+ServiceAccount is then checked against the pods bound to it. A list or watch with the field
+selector ``metadata.name=<name>`` in a namespace is authorized as a request for that one object,
+as kube-apiserver's request-info resolver does, so a node can follow what it may get. Handlers
+that write ask :func:`admission` for a check that runs NodeRestriction on the object about to be
+stored.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from k3py.cluster.api import status
+from k3py.cluster.api.resources import by_kind
 from k3py.cluster.server.auth import (
     RequestAttributes,
     UserInfo,
     admit,
     authorize,
+    check_references,
     is_anonymous_path,
+    needs_reference_check,
 )
-from k3py.cluster.server.rest.context import USER_KEY
+from k3py.cluster.server.rest.context import REST, USER_KEY
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
 Object = dict[str, Any]
@@ -43,14 +51,31 @@ def is_resource_path(path: str) -> bool:
     )
 
 
-def attributes(target: RequestTarget) -> RequestAttributes:
+PODS = by_kind("v1", "Pod")
+
+
+def single_object_name(field_selector: str) -> str:
+    """The name a ``metadata.name=<name>`` field selector (and nothing else) asks for, or ""."""
+    terms = [t for t in field_selector.split(",") if t.strip()]
+    if len(terms) != 1:
+        return ""
+    key, op, value = terms[0].partition("==") if "==" in terms[0] else terms[0].partition("=")
+    if not op or key.strip() != "metadata.name" or value.startswith("="):
+        return ""
+    return value.strip()
+
+
+def attributes(target: RequestTarget, query: Mapping[str, str] | None = None) -> RequestAttributes:
+    name = target.name or ""
+    if not name and target.verb in ("list", "watch") and query is not None:
+        name = single_object_name(query.get("fieldSelector", ""))
     return RequestAttributes(
         verb=target.verb,
         group=target.info.group,
         resource=target.info.plural,
         subresource=target.subresource,
         namespace=target.namespace or "",
-        name=target.name or "",
+        name=name,
     )
 
 
@@ -79,12 +104,19 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         raise status.unauthorized()
     request[USER_KEY] = user
     if is_resource_path(request.path):
-        attrs = attributes(parse_target(request))
+        attrs = attributes(parse_target(request), request.query)
     else:
         attrs = RequestAttributes(
             verb=request.method.lower(), group="", resource="", path=request.path
         )
     reason = authorize(user, attrs)
+    if reason is None and needs_reference_check(user, attrs):
+
+        async def pods_in(namespace: str) -> Iterable[Mapping[str, Any]]:
+            assert PODS is not None
+            return await request.app[REST].objects.list_all(PODS, namespace)
+
+        reason = await check_references(user, attrs, pods_in)
     if reason is not None:
         raise _forbidden(user, attrs, reason)
     return await handler(request)
