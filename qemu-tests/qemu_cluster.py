@@ -2,17 +2,21 @@
 
 It owns the user's path end to end on QEMU: build (or reuse) the images of the QEMU boards,
 personalise one card per board through its ``k3py.yaml`` (as ``k3py flash --config`` would),
-boot one server (qemu-virt-arm64) and two agents (qemu-virt-arm64, qemu-virt-armv7) on one
-virtual network, let the agents join, run a DaemonSet of the agents' air-gap busybox httpd image
-through the host's real ``kubectl``, print the cluster's state and power the boards off.
+boot one server (qemu-virt-arm64, which runs workloads through its own agent, as K3s's server
+does) and two agents (qemu-virt-arm64, qemu-virt-armv7) on one virtual network, let the agents
+join, run a DaemonSet of the air-gap busybox httpd image through the host's real ``kubectl``,
+check the pod network and a Service from a pod on the ARMv7 board (:mod:`qemu_podnet`), print
+the cluster's state and those exchanges, and power the boards off.
 
 The network needs no privileges. Every board has a NIC on a shared L2 segment, 192.0.2.0/24 (a
 documentation range), carried by UDP multicast on the host's loopback (``-netdev socket,
 mcast=…``), with a static address from its ``k3py.yaml``; the server's certificate names its
 address (``tls-san``). The server also has a second NIC on QEMU's user network (slirp), whose
 ``hostfwd`` gives the host's ``kubectl`` the API port; slirp cannot share the segment, as it
-answers for every address it sees and resets the agents' connections. Every console is logged
-under ``out/qemu-cluster/nodes/``; every wait is scaled by ``K3PY_TIMEOUT_FACTOR``.
+answers for every address it sees and resets the agents' connections. The pod network's VXLAN
+runs between the boards over that segment; the host's own namespace gets no route to the
+cluster's addresses. Every console is logged under ``out/qemu-cluster/nodes/``; every wait is
+scaled by ``K3PY_TIMEOUT_FACTOR``.
 """
 
 from __future__ import annotations
@@ -40,6 +44,16 @@ from qemu_driver import (
     free_port,
     timeout_factor,
 )
+from qemu_kubectl import (
+    HTTPD_PORT,
+    WORKLOAD,
+    KubectlError,
+    kubectl,
+    nodes,
+    pods,
+    workload_manifest,
+)
+from qemu_podnet import Exchange, NetworkCheckError, expose, fetch_from_pod, pod_cidr_problems
 
 from k3py.image.board import load_board
 
@@ -49,13 +63,15 @@ MCAST_GROUP = "230.0.0.1"
 HOST_NIC_ADDRESS = "10.0.2.15"  # the server's second NIC, on QEMU's user network (slirp)
 HOST_NIC_MAC = "52:54:00:c0:02:fe"
 API_PORT = 6443
-WORKLOAD = "httpd"
-WORKLOAD_IMAGE = "k3py.local/httpd:latest"  # the air-gap image every agent image carries
 SOURCES = ("cluster", "image", "board", "kernel-config", "k3py")
 
 
 class ClusterError(AssertionError):
     """A stage of the emulated cluster did not finish; the message names the stage and logs."""
+
+
+# What ends a run with diagnostics and a one-line reason (a board, kubectl or a check failed).
+FAILURES = (ClusterError, ConsoleError, KubectlError, NetworkCheckError)
 
 
 @dataclass(frozen=True)
@@ -78,6 +94,7 @@ AGENTS = (
     NodeSpec("agent-arm64", "qemu-virt-arm64", "agent", "192.0.2.11", "52:54:00:c0:02:0b"),
     NodeSpec("agent-armv7", "qemu-virt-armv7", "agent", "192.0.2.12", "52:54:00:c0:02:0c"),
 )
+NODES = (SERVER, *AGENTS)  # every board runs workloads
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,9 @@ class ClusterSettings:
     # Images built elsewhere (the test session's, shared with the other tiers), by
     # "<board>-<role>": used as they are.
     prebuilt: tuple[tuple[str, Path], ...] = ()
+    # --flannel-backend for every node; empty: the firmware's default (vxlan). With "none" the
+    # pods stay on the runtime's bridge and the pod network and service checks are skipped.
+    flannel_backend: str = ""
 
 
 @dataclass
@@ -97,10 +117,13 @@ class ClusterReport:
     """What a run measured (seconds) and saw; the test asserts on it."""
 
     timings: dict[str, float] = field(default_factory=dict)
-    nodes: dict[str, dict[str, str]] = field(default_factory=dict)  # name → ready, arch, ip
+    # name → ready, arch, ip, podCIDR
+    nodes: dict[str, dict[str, str]] = field(default_factory=dict)
     pods: list[dict[str, str]] = field(default_factory=list)  # name, phase, node, ip
     nodes_wide: str = ""
     pods_wide: str = ""
+    services_wide: str = ""
+    exchanges: dict[str, Exchange] = field(default_factory=dict)  # "pod IP", "service DNS"
 
 
 def shown(path: Path) -> str:
@@ -188,6 +211,19 @@ def network_settings(spec: NodeSpec) -> dict[str, object]:
     }
 
 
+def node_settings(spec: NodeSpec, settings: ClusterSettings) -> dict[str, object]:
+    """What every board's k3py.yaml says about its node: its name, its address on the segment
+    (the server also has the host NIC, so the node IP is never left to a guess), the interface
+    flannel's VXLAN uses, and the backend when the run asks for one."""
+    values: dict[str, object] = {
+        "hostname": spec.name, "node-name": spec.name, "node-ip": spec.address,
+        "flannel-iface": "eth0", "network": network_settings(spec),
+    }  # fmt: skip
+    if settings.flannel_backend:
+        values["flannel-backend"] = settings.flannel_backend
+    return values
+
+
 # --- boards on the segment ----------------------------------------------------------------
 
 
@@ -268,6 +304,9 @@ DIAGNOSTICS = (
     "ip -br addr; ip route",
     "ip -s link show eth0",
     "ping -c 2 -W 2 192.0.2.10; ping -c 2 -W 2 192.0.2.11; ping -c 2 -W 2 192.0.2.12",
+    "ip -d link show flannel.1; ip -s link show flannel.1; bridge fdb show dev flannel.1; ip neigh",
+    "nft list ruleset | head -n 150",
+    "docker ps -a",
     "top -b -n 1 | head -15",
     "tail -n 40 /var/log/*.log",
 )
@@ -283,82 +322,6 @@ def diagnose(board: QemuBoard, target: Path) -> None:
             except ConsoleError as err:
                 out.write(f"$ {command}\n(no answer: {err})\n")
                 return  # a board that does not answer will not answer the next command either
-
-
-# --- kubectl ------------------------------------------------------------------------------
-
-
-def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), "--request-timeout=30s", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        raise ClusterError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-    return result
-
-
-def nodes(kubeconfig: Path) -> dict[str, dict[str, str]]:
-    result = kubectl(kubeconfig, "get", "nodes", "-o", "yaml", check=False)
-    if result.returncode != 0:
-        return {}
-    found: dict[str, dict[str, str]] = {}
-    for item in yaml.safe_load(result.stdout).get("items", []):
-        status = item.get("status", {})
-        ready = next(
-            (c["status"] for c in status.get("conditions", []) if c.get("type") == "Ready"), ""
-        )
-        address = next(
-            (a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP"),
-            "",
-        )
-        arch = status.get("nodeInfo", {}).get("architecture", "")
-        found[item["metadata"]["name"]] = {"ready": ready, "arch": arch, "ip": address}
-    return found
-
-
-def pods(kubeconfig: Path, selector: str) -> list[dict[str, str]]:
-    result = kubectl(kubeconfig, "get", "pods", "-l", selector, "-o", "yaml", check=False)
-    if result.returncode != 0:
-        return []
-    return [
-        {
-            "name": item["metadata"]["name"],
-            "phase": item.get("status", {}).get("phase", ""),
-            "node": item.get("spec", {}).get("nodeName", ""),
-            "ip": item.get("status", {}).get("podIP", ""),
-        }
-        for item in yaml.safe_load(result.stdout).get("items", [])
-    ]
-
-
-def workload_manifest() -> str:
-    """A DaemonSet of the air-gap httpd image: one pod on every agent, whatever its CPU."""
-    labels = {"app": WORKLOAD}
-    daemonset = {
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {"name": WORKLOAD, "namespace": "default"},
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "httpd",
-                            "image": WORKLOAD_IMAGE,
-                            "imagePullPolicy": "Never",  # air gap: the image is on the card
-                            "ports": [{"containerPort": 8080}],
-                        }
-                    ]
-                },
-            },
-        },
-    }
-    return yaml.safe_dump(daemonset, sort_keys=False)
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -403,7 +366,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
         def diagnose_on_failure(
             kind: type[BaseException] | None, exc: BaseException | None, tb: object
         ) -> None:
-            if exc is None or not isinstance(exc, ClusterError | ConsoleError):
+            if exc is None or not isinstance(exc, FAILURES):
                 return
             for board in boards:
                 target = board.workdir / "diagnostics.txt"
@@ -423,9 +386,8 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             personalise(
                 images[SERVER.image_name],
                 card,
-                {"role": "server", "hostname": SERVER.name, "tls-san": [SERVER.address],
-                 "network": network_settings(SERVER)},
-            )  # fmt: skip
+                {"role": "server", "tls-san": [SERVER.address], **node_settings(SERVER, settings)},
+            )
             server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
             boards.append(server)
             server.start()
@@ -451,10 +413,8 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
                 personalise(
                     images[spec.image_name],
                     workdir / "card.img",
-                    {"role": "agent", "hostname": spec.name, "node-name": spec.name,
-                     "server": f"https://{SERVER.address}:{API_PORT}", "token": token,
-                     "node-ip": [spec.address], "flannel-iface": "eth0",
-                     "network": network_settings(spec)},
+                    {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
+                     "token": token, **node_settings(spec, settings)},
                 )  # fmt: skip
                 agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
                 boards.append(agent)
@@ -463,7 +423,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             for agent in boards[1:]:
                 agent.wait_for_ready()
         with stage(report, "join"):
-            pending = {spec.name for spec in AGENTS}
+            pending = {spec.name for spec in NODES}
 
             def all_ready() -> bool:
                 seen = nodes(kubeconfig)
@@ -477,7 +437,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
                 report.nodes = seen
                 return not pending
 
-            wait_for("every agent's node Ready", all_ready, 420, interval=3)
+            wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=3)
         with stage(report, "workload"):
             manifest = settings.out_dir / "workload.yaml"
             manifest.write_text(workload_manifest())
@@ -486,20 +446,53 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             def running() -> bool:
                 report.pods = pods(kubeconfig, f"app={WORKLOAD}")
                 on_nodes = {p["node"] for p in report.pods if p["phase"] == "Running"}
-                return on_nodes >= {spec.name for spec in AGENTS}
+                return on_nodes >= {spec.name for spec in NODES}
 
-            wait_for("the workload's pods Running on every agent", running, 420, interval=3)
+            wait_for("the workload's pods Running on every node", running, 420, interval=3)
         report.nodes = nodes(kubeconfig)
         report.nodes_wide = kubectl(kubeconfig, "get", "nodes", "-o", "wide").stdout
         report.pods_wide = kubectl(kubeconfig, "get", "pods", "-o", "wide").stdout
         print(report.nodes_wide, end="", flush=True)
         print(report.pods_wide, end="", flush=True)
+        if settings.flannel_backend != "none":
+            check_network(kubeconfig, report)
         if settings.keep_running:
             say(f"cluster up; kubectl --kubeconfig {kubeconfig} ...; press Enter to power off")
             sys.stdin.readline()
     report.timings["total"] = time.monotonic() - started
     say("timings: " + ", ".join(f"{k} {v:.1f}s" for k, v in report.timings.items()))
     return report
+
+
+def check_network(kubeconfig: Path, report: ClusterReport) -> None:
+    """Pod addresses from three pod CIDRs; a pod on the ARMv7 board fetches the page from the
+    ARM64 agent's pod by pod IP, then through a Service by its DNS name; both exchanges printed."""
+
+    def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return kubectl(kubeconfig, *args, check=check)
+
+    running = {p["node"]: p for p in report.pods if p["phase"] == "Running"}
+    client, target = running[AGENTS[1].name], running[AGENTS[0].name]
+    with stage(report, "pod network"):
+        cidrs = {name: node.get("podCIDR", "") for name, node in report.nodes.items()}
+        problems = pod_cidr_problems(report.pods, cidrs, {spec.name for spec in NODES})
+        if problems:
+            raise NetworkCheckError("pod addresses: " + "; ".join(problems))
+        url = f"http://{target['ip']}:{HTTPD_PORT}/"
+        exchange = fetch_from_pod(
+            run, client, url, f"pod {target['name']} on {target['node']}", 120
+        )
+        report.exchanges["pod IP"] = exchange
+        say(exchange.shown())
+    with stage(report, "service"):
+        name = expose(run, target, f"app={WORKLOAD}")
+        report.services_wide = run("get", "services", "-o", "wide").stdout
+        print(report.services_wide, end="", flush=True)
+        exchange = fetch_from_pod(
+            run, client, f"http://{name}/", f"service {name.split('.')[0]}", 120
+        )
+        report.exchanges["service DNS"] = exchange
+        say(exchange.shown())
 
 
 def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -515,14 +508,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--keep-running", action="store_true", help="wait for Enter before powering off"
     )
+    parser.add_argument(
+        "--flannel-backend",
+        choices=("vxlan", "host-gw", "none"),
+        default="",
+        help="every node's pod network backend (default: the firmware's, vxlan); with none"
+        " the pod network and service checks are skipped",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = ClusterSettings(
-        rebuild=args.rebuild, reuse=args.reuse_images, keep_running=args.keep_running
+        rebuild=args.rebuild,
+        reuse=args.reuse_images,
+        keep_running=args.keep_running,
+        flannel_backend=args.flannel_backend,
     )
     try:
         run_cluster(settings)
-    except (ClusterError, ConsoleError) as err:
+    except FAILURES as err:
         say(f"failed: {err}")
         say(f"console logs: {shown(settings.out_dir)}/nodes/*/console.log")
         return 1
