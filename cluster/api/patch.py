@@ -12,6 +12,10 @@ returns the patched object. A patch that cannot be applied raises the ``ApiError
 server would send: 400 for a malformed patch, 422 for a patch that does not apply (a failed
 ``test``, a missing path), 413 for too many operations. The result is normalised as the API
 server's typed decoding would leave it: ``null`` fields and leftover ``$`` directives vanish.
+Given a :class:`~k3py.cluster.api.bounded.WorkBudget`, the work is bounded while it is done: a
+JSON patch keeps a running upper bound of the result's size and refuses (413) the operation
+that would take it past the limit before copying anything, and the deadline (504) is checked
+between operations; merge results are measured before they are returned.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from k3py.cluster.api.bounded import WorkBudget, json_size
 from k3py.cluster.api.patch_meta import STRUCTS
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import ApiError, Cause, bad_request, unsupported_media_type
@@ -28,7 +33,9 @@ MAX_JSON_PATCH_OPERATIONS = 10000
 _REJECTED = "the server rejected our request due to an error in our request"
 
 
-def apply_json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
+def apply_json_patch(
+    doc: dict[str, Any], ops: Any, budget: WorkBudget | None = None
+) -> dict[str, Any]:
     """Apply an RFC 6902 operation list to ``doc``."""
     if not isinstance(ops, list):
         raise bad_request(
@@ -42,13 +49,16 @@ def apply_json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
             f"got {len(ops)}",
         )
     result: Any = copy.deepcopy(doc)
+    size = _Size(result, budget)
     for op in ops:
+        if budget is not None:
+            budget.check_time()
         if not isinstance(op, dict):
             raise bad_request(
                 f"json: cannot unmarshal {_json_type(op)} into Go value of type jsonpatch.Operation"
             )
         try:
-            result = _apply_operation(result, op)
+            result = _apply_operation(result, op, size)
         except _PatchFailed as exc:
             raise _unprocessable(str(exc)) from None
     if not isinstance(result, dict):
@@ -56,16 +66,20 @@ def apply_json_patch(doc: dict[str, Any], ops: Any) -> dict[str, Any]:
     return _normalize_object(result)
 
 
-def apply_merge_patch(doc: dict[str, Any], patch: Any) -> dict[str, Any]:
+def apply_merge_patch(
+    doc: dict[str, Any], patch: Any, budget: WorkBudget | None = None
+) -> dict[str, Any]:
     """Apply an RFC 7386 merge patch to ``doc``."""
     if not isinstance(patch, dict):
         raise bad_request("Invalid JSON Patch")
     merged = _merge_patch(copy.deepcopy(doc), patch)
+    if budget is not None:
+        budget.check_size(merged)
     return _normalize_object(merged)
 
 
 def apply_strategic_merge_patch(
-    doc: dict[str, Any], patch: Any, info: ResourceInfo
+    doc: dict[str, Any], patch: Any, info: ResourceInfo, budget: WorkBudget | None = None
 ) -> dict[str, Any]:
     """Apply a strategic merge patch with the patch metadata of ``info``'s kind."""
     if info.kind not in STRUCTS:
@@ -80,11 +94,37 @@ def apply_strategic_merge_patch(
         raise bad_request(str(exc)) from None
     if not isinstance(merged, dict):
         raise bad_request("the patched object is not a JSON object")
+    if budget is not None:
+        budget.check_size(merged)
     return _normalize_object(merged)
 
 
 class _PatchFailed(Exception):
     pass
+
+
+class _Size:
+    """A running upper bound of a JSON patch result's size, kept under the budget's limit.
+
+    Additions are counted as they come; removals are not, so when the bound passes the limit
+    the document is measured once more (cheaply: measuring stops past the limit) and only a
+    document that really is too large is refused.
+    """
+
+    def __init__(self, doc: Any, budget: WorkBudget | None) -> None:
+        self.budget = budget
+        self.bound = json_size(doc, budget.max_bytes) if budget is not None else 0
+
+    def add(self, value: Any, doc: Any) -> None:
+        budget = self.budget
+        if budget is None:
+            return
+        budget.check_time()
+        self.bound += json_size(value, budget.max_bytes)
+        if self.bound > budget.max_bytes:
+            self.bound = json_size(doc, budget.max_bytes) + json_size(value, budget.max_bytes)
+            if self.bound > budget.max_bytes:
+                raise budget.too_large(self.bound)
 
 
 def _unprocessable(detail: str) -> ApiError:
@@ -93,7 +133,7 @@ def _unprocessable(detail: str) -> ApiError:
     return ApiError(422, "Invalid", _REJECTED, causes=[Cause("UnexpectedServerResponse", detail)])
 
 
-def _apply_operation(doc: Any, op: dict[str, Any]) -> Any:
+def _apply_operation(doc: Any, op: dict[str, Any], size: _Size) -> Any:
     kind = op.get("op")
     path = op.get("path")
     if not isinstance(kind, str) or kind not in (
@@ -110,6 +150,8 @@ def _apply_operation(doc: Any, op: dict[str, Any]) -> Any:
     tokens = _pointer(path)
     if kind in ("add", "replace", "test") and "value" not in op:
         raise _PatchFailed(f"{kind} operation does not apply: missing value")
+    if kind in ("add", "replace"):
+        size.add(op["value"], doc)
     if kind == "add":
         return _add(doc, tokens, copy.deepcopy(op["value"]), path)
     if kind == "remove":
@@ -149,6 +191,7 @@ def _apply_operation(doc: Any, op: dict[str, Any]) -> Any:
             raise _PatchFailed(f"move operation does not apply: {source} is a prefix of {path}")
         _remove(doc, from_tokens, source)
         return _add(doc, tokens, value, path)
+    size.add(value, doc)  # before copying: a doubling copy is refused before it is made
     return _add(doc, tokens, copy.deepcopy(value), path)
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from k3py.cluster.api import status, wire
+from k3py.cluster.api.bounded import decode_json, decode_yaml
 from k3py.cluster.api.resources import ResourceInfo, by_plural
 
 JSON = "application/json"
@@ -207,30 +208,15 @@ def media_type(request: web.Request) -> str:
 def decode_body(data: bytes, content_type: str) -> Any:
     """A JSON (or YAML) request body as Python data; 400 when it does not parse."""
     if content_type in (JSON, "*/*"):
-        try:
-            return json.loads(data)
-        except (ValueError, UnicodeDecodeError) as err:
-            raise status.bad_request(f"json: cannot decode the request body: {err}") from None
+        return decode_json(data)
     if content_type in ("application/yaml", "application/x-yaml", "text/yaml"):
-        return _decode_yaml(data)
+        return decode_yaml(data)
     if content_type == "application/vnd.kubernetes.protobuf":
         # Only kubectl's typed commands send it; the decoder and its schema load on first use.
         from k3py.cluster.server.rest import protobuf
 
         return protobuf.decode_object(data)
     raise status.unsupported_media_type(content_type)
-
-
-def _decode_yaml(data: bytes) -> Any:
-    # PyYAML costs memory; only a YAML request pays for it (kubectl sends JSON).
-    import yaml
-
-    try:
-        return yaml.safe_load(data)
-    except yaml.YAMLError as err:
-        raise status.bad_request(
-            f"yaml: cannot decode the request body: {str(err).splitlines()[0]}"
-        ) from None
 
 
 def decode_object(data: bytes, content_type: str) -> dict[str, Any]:
@@ -254,6 +240,6 @@ def find_duplicate_fields(data: bytes) -> list[str]:
 
     try:
         json.loads(data, object_pairs_hook=hook)
-    except ValueError:
+    except (ValueError, RecursionError):
         return []
     return duplicates

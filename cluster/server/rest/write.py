@@ -4,12 +4,14 @@ Each handler reads the body under the size cap, decodes it, checks that the kind
 the URL, applies ``fieldValidation`` (unknown and duplicate fields: refused with Strict, a
 ``Warning`` header with Warn, dropped silently with Ignore), honours ``dryRun=All`` and hands
 the object to :mod:`~k3py.cluster.server.rest.engine`. Patches are applied to the stored object
-with the engine for their content type; a patch or update without a resourceVersion retries
-internally when a concurrent writer wins, one with a resourceVersion gets 409.
+with the engine for their content type, in a worker thread under a size and time budget; a
+patch or update without a resourceVersion retries internally until the request's deadline when
+a concurrent writer wins, one with a resourceVersion gets 409.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import random
@@ -20,6 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.bounded import WorkBudget
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.openapi import unknown_fields
@@ -47,6 +50,8 @@ APPLY = "application/apply-patch+yaml"
 # unknown_fields paths: ``.spec.template`` keys, ``[0]`` list indexes, ``[name]`` map keys.
 _PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[([^\]]*)\]")
 _RETRIES = 8
+# Bodies larger than this are decoded in a worker thread (a 3 MiB body takes ~100 ms).
+THREAD_DECODE_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -182,7 +187,10 @@ async def _read_object(
 ) -> tuple[Object, list[str]]:
     """The body of a create or replace, checked alike for both and placed at the URL's name."""
     raw = await read_body(request, request.app[REST].settings.max_request_body_bytes)
-    obj = decode_object(raw, media_type(request))
+    if len(raw) > THREAD_DECODE_BYTES:
+        obj = await asyncio.to_thread(decode_object, raw, media_type(request))
+    else:
+        obj = decode_object(raw, media_type(request))
     check_kind(target.info, obj)
     typecheck.check(target.info, obj)
     warnings = check_fields(target.info, obj, raw, opts)
@@ -251,7 +259,9 @@ async def update(request: web.Request, target: RequestTarget) -> web.Response:
     opts = write_options(request)
     obj, warnings = await _read_object(request, target, opts)
     wanted = _precondition(obj)
-    for _ in range(_RETRIES):
+    deadline = WorkBudget(0, ctx.settings.request_timeout_seconds)
+    while True:
+        deadline.check_time()
         old = await ctx.objects.get(info, target.namespace, target.name)
         if wanted and wanted != int(old["metadata"]["resourceVersion"]):
             raise _stale(info, target.name)
@@ -270,32 +280,50 @@ async def update(request: web.Request, target: RequestTarget) -> web.Response:
                 continue  # an unconditional update: read again and retry
             raise
         return respond(stored, 200, warnings)
-    raise _stale(info, target.name)
 
 
-def apply_patch(info: ResourceInfo, old: Object, patch_type: str, patch: Any) -> Object:
+def apply_patch(
+    info: ResourceInfo,
+    old: Object,
+    patch_type: str,
+    patch: Any,
+    budget: WorkBudget | None = None,
+) -> Object:
     """``old`` with ``patch`` applied per its content type (a new object)."""
     base = copy.deepcopy(old)
     if patch_type == "application/json-patch+json":
         if not isinstance(patch, list):
             raise status.bad_request("a JSON patch must be a list of operations")
-        result = apply_json_patch(base, patch)
+        result = apply_json_patch(base, patch, budget)
     elif patch_type == "application/merge-patch+json":
         if not isinstance(patch, dict):
             raise status.bad_request("a merge patch must be a JSON object")
-        result = apply_merge_patch(base, patch)
+        result = apply_merge_patch(base, patch, budget)
     else:
         if not isinstance(patch, dict):
             raise status.bad_request("a strategic merge patch must be a JSON object")
-        result = apply_strategic_merge_patch(base, patch, info)
+        result = apply_strategic_merge_patch(base, patch, info, budget)
     if not isinstance(result, dict):
         raise status.bad_request("the patched object is not a JSON object")
     return result
 
 
-def _apply_configuration(request: web.Request, target: RequestTarget, raw: bytes) -> Object:
-    if not request.query.get("fieldManager"):
-        raise status.bad_request("PATCH, fieldManager: Required value: is required for apply patch")
+def _patched(
+    info: ResourceInfo,
+    old: Object,
+    patch_type: str,
+    body: Any,
+    opts: WriteOptions,
+    budget: WorkBudget,
+) -> tuple[Object, list[str]]:
+    """The patched object and its field warnings (CPU-bound: runs in a worker thread)."""
+    patched = apply_patch(info, old, patch_type, body, budget)
+    check_kind(info, patched)
+    typecheck.check(info, patched)
+    return patched, check_fields(info, patched, None, opts)
+
+
+def _apply_configuration(target: RequestTarget, raw: bytes) -> Object:
     # JSON is YAML, and kubectl sends JSON; only YAML bodies pay for the YAML parser.
     config = decode_object(
         raw, "application/json" if raw.lstrip()[:1] == b"{" else "application/yaml"
@@ -336,12 +364,20 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
     patch_type = media_type(request)
     if patch_type not in (*_PATCH_TYPES, APPLY):
         raise status.unsupported_media_type(patch_type)
+    if patch_type == APPLY and not request.query.get("fieldManager"):
+        raise status.bad_request("PATCH, fieldManager: Required value: is required for apply patch")
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
+    budget = WorkBudget(ctx.settings.max_request_body_bytes, ctx.settings.request_timeout_seconds)
+    # Decoding and patching are CPU-bound and a small body can ask for much work: they run in
+    # a worker thread under the budget, so the event loop keeps serving everyone else.
     if patch_type == APPLY:
-        body: Any = _apply_configuration(request, target, raw)
+        body: Any = await asyncio.to_thread(_apply_configuration, target, raw)
     else:
-        body = decode_body(raw, "application/json")
-    for _ in range(_RETRIES):
+        body = await asyncio.to_thread(decode_body, raw, "application/json")
+    while True:
+        # Without a resourceVersion precondition a conflict only means that someone else
+        # wrote first: patch their version, until the request's deadline (as kube-apiserver).
+        budget.check_time()
         old = await ctx.objects.get_or_none(info, target.namespace, target.name)
         if old is None:
             if patch_type != APPLY or target.subresource:
@@ -351,10 +387,9 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
                 return created
             continue  # created by someone else meanwhile: apply to theirs
         merge_type = _STRATEGIC if patch_type == APPLY else patch_type
-        patched = apply_patch(info, old, merge_type, body)
-        check_kind(info, patched)
-        typecheck.check(info, patched)
-        warnings = check_fields(info, patched, None, opts)
+        patched, warnings = await asyncio.to_thread(
+            _patched, info, old, merge_type, body, opts, budget
+        )
         if patched["metadata"].get("name") != target.name:
             raise status.bad_request("the name of an object cannot be changed by a patch")
         if info.namespaced:
@@ -379,4 +414,3 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
                 continue
             raise
         return respond(stored, 200, warnings)
-    raise _stale(info, target.name)
