@@ -8,7 +8,7 @@ from pathlib import Path
 
 from k3py.cluster.server.app import create_app
 from k3py.cluster.server.store import open_datastore
-from tests.server.conftest import ADMIN, Api, TokenAuthenticator, serving, settings_for
+from tests.server.conftest import ADMIN, TokenAuthenticator, serving, settings_for
 
 CM = "/api/v1/namespaces/default/configmaps"
 WRITERS = 16
