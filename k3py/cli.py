@@ -4,8 +4,9 @@ Each subcommand lives in its own module (listed in :data:`COMMANDS`) with two fu
 ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported only when their command
 is chosen, so ``k3py agent`` never pays for the image builder's imports. Flags may also come from
 ``K3PY_<FLAG>`` environment variables and, for commands that declare ``CONFIG_FILES``, from YAML
-config files whose keys are the flag names (as K3s reads ``config.yaml``). Precedence: command
-line, then environment, then config file, then the flag's default.
+config files whose keys are the flag names (as K3s reads ``config.yaml``); a key no flag has is
+refused, naming the closest flag. Precedence: command line, then environment, then config file,
+then the flag's default. Commands needing an optional extra (``k3py[image]``) say so in one line.
 
 Errors derived from :class:`k3py.errors.K3pyError` end in one readable line and their exit code;
 anything else is reported as an internal error. ``--debug`` shows tracebacks and debug logs.
@@ -14,19 +15,21 @@ anything else is reported as an internal error. ``--debug`` shows tracebacks and
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
+import importlib.util
 import logging
 import os
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from k3py import __version__, log
-from k3py.errors import K3pyError, UsageError
+from k3py.errors import K3pyError, MissingExtra, UsageError
 
 ENV_PREFIX = "K3PY_"
 DEFAULT_KUBECONFIG = "/etc/k3py/k3py.yaml"
@@ -38,6 +41,8 @@ class Command:
     name: str
     help: str
     module: str
+    # (extra, modules): the optional extra of the distribution the command cannot run without.
+    extra: tuple[str, tuple[str, ...]] | None = None
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -49,7 +54,12 @@ COMMANDS: tuple[Command, ...] = (
         "check-config", "check a kernel configuration for k3py", "k3py.cluster.checkconfig.cli"
     ),
     Command("token", "show or create join tokens", "k3py.cluster.server.token_cli"),
-    Command("image", "build bootable board images", "k3py.image.cli"),
+    Command(
+        "image",
+        "build bootable board images",
+        "k3py.image.cli",
+        extra=("image", ("jinja2", "elftools", "zstandard")),
+    ),
     Command("flash", "write an image to an SD card, verified", "k3py.image.flash.cli"),
     Command("ota", "over-the-air update bundles (not built yet)", "k3py.image.ota.cli"),
 )
@@ -64,12 +74,82 @@ def _truthy(value: str) -> bool:
     raise UsageError(f"expected a boolean (true/false), got {value!r}")
 
 
-def _flag_key(action: argparse.Action) -> str | None:
-    longs = [o for o in action.option_strings if o.startswith("--")]
-    return max(longs, key=len)[2:] if longs else None
+@dataclass(frozen=True)
+class Flag:
+    """One flag as the environment and config files name it (``key``) and fill it."""
+
+    key: str  # the longest long option without its dashes: K3PY_<KEY>, and the config file key
+    dest: str
+    kind: str  # "bool", "list" or "value"
+    negated: bool = False  # store_false: a true setting stores False
+    convert: Callable[[str], Any] | None = None
 
 
-def _load_config_files(paths: Sequence[str], explicit: bool) -> dict[str, Any]:
+class FlagParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` that keeps a public record of its flags.
+
+    argparse keeps its actions in private attributes only; the environment and config layering
+    needs every flag's name and kind, so this parser records them as they are added, from the
+    :class:`argparse.Action` that ``add_argument`` returns and the ``action`` keyword it was given.
+    Every subcommand's parser (and theirs) is one (``add_subparsers`` passes the class on).
+    """
+
+    flags: list[Flag]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.flags = []  # before argparse adds --help
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        self.record(action, kwargs.get("action"))
+        return action
+
+    def add_mutually_exclusive_group(self, *, required: bool = False) -> Any:
+        return _RecordedGroup(self, super().add_mutually_exclusive_group(required=required))
+
+    def record(self, action: argparse.Action, kind: object) -> None:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if not longs or kind in {"help", "version", "count"}:
+            return
+        key = max(longs, key=len)[2:]
+        convert = action.type if callable(action.type) else None
+        if kind in {"store_true", "store_false"}:
+            self.flags.append(Flag(key, action.dest, "bool", negated=kind == "store_false"))
+        elif kind in {"append", "extend"} or action.nargs in {"*", "+"}:
+            self.flags.append(Flag(key, action.dest, "list", convert=convert))
+        else:
+            self.flags.append(Flag(key, action.dest, "value", convert=convert))
+
+
+class _RecordedGroup:
+    """A mutually exclusive group whose flags the parser records too (the commands' flags are
+    added through ``add_argument`` and these groups, not through titled argument groups)."""
+
+    def __init__(self, parser: FlagParser, group: Any) -> None:
+        self._parser, self._group = parser, group
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action: argparse.Action = self._group.add_argument(*args, **kwargs)
+        self._parser.record(action, kwargs.get("action"))
+        return action
+
+
+def _layered_flags(parser: FlagParser) -> list[Flag]:
+    """The flags the environment and config files may set (not --help and --config)."""
+    return [f for f in parser.flags if f.key not in {"help", "config"}]
+
+
+def unknown_key_error(source: str, key: str, valid: Sequence[str]) -> str:
+    """The one line that refuses a config key no flag has, naming the closest valid one."""
+    closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
+    hint = f"; the closest flag is '{closest[0]}'" if closest else ""
+    return f"{source}: unknown key '{key}' (no flag --{key}{hint})"
+
+
+def _load_config_files(
+    paths: Sequence[str], explicit: bool, valid: Sequence[str] | None = None
+) -> dict[str, Any]:
     import yaml
 
     merged: dict[str, Any] = {}
@@ -87,62 +167,61 @@ def _load_config_files(paths: Sequence[str], explicit: bool) -> dict[str, Any]:
             continue
         if not isinstance(data, dict):
             raise UsageError(f"config file {path}: expected a mapping of flag names to values")
+        for key in data:
+            if valid is not None and str(key) not in valid:
+                raise UsageError(unknown_key_error(f"config file {path}", str(key), valid))
         merged.update({str(k): v for k, v in data.items()})
     return merged
 
 
+def _converted(flag: Flag, value: str) -> Any:
+    return flag.convert(value) if flag.convert is not None else value
+
+
 def _defaults_from_sources(
-    parser: argparse.ArgumentParser, env: Mapping[str, str], config: Mapping[str, Any]
+    parser: FlagParser, env: Mapping[str, str], config: Mapping[str, Any]
 ) -> dict[str, Any]:
     """Flag defaults taken from the config file, then overridden by K3PY_* variables."""
     defaults: dict[str, Any] = {}
-    for action in parser._actions:
-        key = _flag_key(action)
-        if key is None or key in {"help", "config", "debug"}:
-            continue
-        env_name = ENV_PREFIX + key.upper().replace("-", "_")
-        is_bool = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
-        is_list = isinstance(action, argparse._AppendAction)
+    for flag in _layered_flags(parser):
+        env_name = ENV_PREFIX + flag.key.upper().replace("-", "_")
         value: Any = None
-        if key in config:
-            raw = config[key]
-            if is_list:
+        if flag.key in config:
+            raw = config[flag.key]
+            if flag.kind == "list":
                 items = raw if isinstance(raw, list) else [raw]
-                value = [action.type(str(i)) if callable(action.type) else str(i) for i in items]
-            elif is_bool:
+                value = [_converted(flag, str(i)) for i in items]
+            elif flag.kind == "bool":
                 value = raw if isinstance(raw, bool) else _truthy(str(raw))
             else:
                 value = str(raw)
         if env_name in env:
             raw_env = env[env_name]
-            if is_list:
-                value = [s.strip() for s in raw_env.split(",") if s.strip()]
-                if callable(action.type):
-                    value = [action.type(v) for v in value]
-            elif is_bool:
+            if flag.kind == "list":
+                value = [_converted(flag, s.strip()) for s in raw_env.split(",") if s.strip()]
+            elif flag.kind == "bool":
                 value = _truthy(raw_env)
             else:
                 value = raw_env
         if value is not None:
-            if is_bool and isinstance(action, argparse._StoreFalseAction):
+            if flag.negated:
                 value = not value
-            defaults[action.dest] = value
+            defaults[flag.dest] = value
     return defaults
 
 
-def _build_parser() -> tuple[argparse.ArgumentParser, argparse._SubParsersAction[Any]]:
+def _build_parser() -> tuple[argparse.ArgumentParser, dict[str, FlagParser]]:
     parser = argparse.ArgumentParser(
         prog="k3py", description="A lightweight Kubernetes-compatible cluster for ARM edge boards."
     )
     parser.add_argument("--version", action="version", version=f"k3py {__version__}")
     parser.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS:
-        subparsers.add_parser(command.name, help=command.help)
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=FlagParser)
+    commands = {c.name: subparsers.add_parser(c.name, help=c.help) for c in COMMANDS}
     subparsers.add_parser(
         "kubectl", help="run kubectl with the cluster's kubeconfig", add_help=False
     )
-    return parser, subparsers
+    return parser, commands
 
 
 def _run_kubectl(argv: Sequence[str]) -> int:
@@ -157,6 +236,11 @@ def _run_kubectl(argv: Sequence[str]) -> int:
 
 
 def _import_command(command: Command) -> ModuleType:
+    if command.extra is not None:
+        extra, modules = command.extra
+        for name in modules:
+            if importlib.util.find_spec(name) is None:
+                raise MissingExtra(f"'k3py {command.name}'", extra, name)
     try:
         return importlib.import_module(command.module)
     except ModuleNotFoundError as err:
@@ -167,19 +251,8 @@ def _import_command(command: Command) -> ModuleType:
         raise
 
 
-def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespace, ModuleType]:
-    """Parse argv for one subcommand, with defaults from the environment and config files."""
-    parser, subparsers = _build_parser()
-    # The command is the first word that is not a top-level option. It is found without
-    # argparse, which would otherwise answer a subcommand's --help before its flags exist.
-    name = next((a for a in argv if not a.startswith("-")), None)
-    command = next((c for c in COMMANDS if c.name == name), None)
-    if command is None:
-        parser.parse_args(argv)  # --version, --help, or an "invalid choice" usage error
-        parser.print_help()
-        raise SystemExit(0)
-    module = _import_command(command)
-    sub: argparse.ArgumentParser = subparsers.choices[command.name]
+def _add_flags(sub: FlagParser, module: ModuleType) -> tuple[str, ...]:
+    """The command's own flags plus --debug (and --config when it reads config files)."""
     sub.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
     config_files: tuple[str, ...] = getattr(module, "CONFIG_FILES", ())
     if config_files:
@@ -190,12 +263,44 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespa
             help=f"config file (default: {', '.join(config_files)}) [$K3PY_CONFIG_FILE]",
         )
     module.add_arguments(sub)
+    return config_files
+
+
+def config_keys(name: str) -> list[str]:
+    """The keys a config file of ``k3py <name>`` may hold: the names of its flags.
+
+    The boards' boot configuration checks ``k3py.yaml`` against these, so the list of valid
+    keys is the command's own definition, never a copy.
+    """
+    command = next((c for c in COMMANDS if c.name == name), None)
+    if command is None:
+        raise UsageError(f"no command {name!r}")
+    sub = FlagParser(prog=f"k3py {name}")
+    _add_flags(sub, _import_command(command))
+    return sorted(f.key for f in _layered_flags(sub))
+
+
+def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespace, ModuleType]:
+    """Parse argv for one subcommand, with defaults from the environment and config files."""
+    parser, commands = _build_parser()
+    # The command is the first word that is not a top-level option. It is found without
+    # argparse, which would otherwise answer a subcommand's --help before its flags exist.
+    name = next((a for a in argv if not a.startswith("-")), None)
+    command = next((c for c in COMMANDS if c.name == name), None)
+    if command is None:
+        parser.parse_args(argv)  # --version, --help, or an "invalid choice" usage error
+        parser.print_help()
+        raise SystemExit(0)
+    module = _import_command(command)
+    sub = commands[command.name]
+    config_files = _add_flags(sub, module)
     config: dict[str, Any] = {}
     if config_files:
         rest = [a for a in argv[argv.index(command.name) + 1 :] if a not in ("-h", "--help")]
         pre, _ = sub.parse_known_args(rest)
         explicit = pre.config or env.get("K3PY_CONFIG_FILE")
-        config = _load_config_files([explicit] if explicit else config_files, bool(explicit))
+        valid = sorted(f.key for f in _layered_flags(sub))
+        config = _load_config_files([explicit] if explicit else config_files, bool(explicit), valid)
     sub.set_defaults(**_defaults_from_sources(sub, env, config))
     args = parser.parse_args(argv)
     args.debug = bool(args.debug)

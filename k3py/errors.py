@@ -21,3 +21,13 @@ class UsageError(K3pyError):
     """Bad flags, environment or config file (sysexits' EX_USAGE)."""
 
     exit_code = 64
+
+
+class MissingExtra(K3pyError):
+    """A command needs an optional extra of the k3py distribution that is not installed."""
+
+    def __init__(self, what: str, extra: str, module: str) -> None:
+        super().__init__(
+            f"{what} needs k3py's [{extra}] extra (no module {module!r}): "
+            f"pip install 'k3py[{extra}]'"
+        )

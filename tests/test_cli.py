@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 from pathlib import Path
@@ -13,8 +12,8 @@ from k3py import cli
 from k3py.errors import UsageError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser()
+def _parser() -> cli.FlagParser:
+    parser = cli.FlagParser()
     parser.add_argument("--data-dir", default="/var/lib/k3py")
     parser.add_argument("--https-listen-port", type=int, default=6443)
     parser.add_argument("--tls-san", action="append", default=[])
@@ -79,3 +78,63 @@ def test_subcommand_help_lists_the_subcommands_own_flags() -> None:
     assert result.returncode == 0
     assert "--data-dir" in result.stdout
     assert "--https-listen-port" in result.stdout
+
+
+def _k3py(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "k3py", *argv], capture_output=True, text=True, check=False, env=env
+    )
+
+
+@pytest.mark.parametrize("command", ["server", "agent"])
+def test_unknown_config_key_is_refused_naming_the_closest_flag(
+    command: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("data-dir: /srv/k3py\ndata-dri: /typo\n")
+    result = _k3py(command, "--config", str(config))
+    assert result.returncode == 64
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        f"k3py: error: config file {config}: unknown key 'data-dri' (no flag --data-dri; "
+        "the closest flag is 'data-dir')"
+    ]
+
+
+def test_config_keys_come_from_the_commands_own_flags() -> None:
+    server = cli.config_keys("server")
+    assert {"data-dir", "https-listen-port", "tls-san", "disable-agent", "debug"} <= set(server)
+    assert "config" not in server
+    assert "help" not in server
+    assert {"server", "token", "node-name", "node-label"} <= set(cli.config_keys("agent"))
+
+
+def test_flag_kinds_are_recorded_without_argparse_internals() -> None:
+    parser = cli.FlagParser()
+    parser.add_argument("--quiet", action="store_false", dest="verbose")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true")
+    group.add_argument("--label", action="append", default=[])
+    kinds = {f.key: (f.kind, f.negated) for f in parser.flags}
+    assert kinds == {"quiet": ("bool", True), "json": ("bool", False), "label": ("list", False)}
+    env = {"K3PY_QUIET": "true", "K3PY_JSON": "1", "K3PY_LABEL": "a=1, b=2"}
+    parser.set_defaults(**cli._defaults_from_sources(parser, env, {}))
+    args = parser.parse_args([])
+    assert (args.verbose, args.json, args.label) == (False, True, ["a=1", "b=2"])
+
+
+def test_image_build_without_the_image_extra_names_the_extra(tmp_path: Path) -> None:
+    # The interpreter is made to find no jinja2, as in an install without the extra.
+    sitecustomize = tmp_path / "sitecustomize.py"
+    sitecustomize.write_text(
+        "import importlib.util, sys\n"
+        "_find = importlib.util.find_spec\n"
+        "importlib.util.find_spec = lambda n, *a: None if n == 'jinja2' else _find(n, *a)\n"
+    )
+    env = {"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = _k3py("image", "build", "--board", "qemu-virt-arm64", "--role", "agent", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "k3py: error: 'k3py image' needs k3py's [image] extra (no module 'jinja2'): "
+        "pip install 'k3py[image]'"
+    ]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from k3py.errors import MissingExtra
 from k3py.image.flash.errors import FlashError
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -196,8 +197,11 @@ class ImageStream:
                 return
             self._file = info.path.open("rb")
             if info.compression == "zstd":
-                import zstandard
-
+                try:
+                    import zstandard
+                except ImportError:
+                    self._file.close()
+                    raise MissingExtra("reading .zst images", "image", "zstandard") from None
                 self._reader = zstandard.ZstdDecompressor().stream_reader(
                     self._file, read_size=1 << 20, read_across_frames=True, closefd=False
                 )

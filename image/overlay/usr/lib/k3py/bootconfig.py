@@ -6,7 +6,8 @@ is read here from the FAT boot partition and written where the system reads it:
 ``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
 (shell variables for the early-boot script), ``/run/k3py/shadow``, root's authorized keys, and
 ``/run/k3py/dockerd.disabled`` on a server-only board (``disable-agent: true``).
-A bad file is reported on the console and the defaults apply, so a typo never bricks a board.
+A bad file, or a key that is neither a board setting nor a flag of the role's command, is reported
+on the console in one line and the defaults apply, so a typo never bricks a board.
 """
 
 from __future__ import annotations
@@ -22,43 +23,9 @@ CONFIG = Path("/etc/k3py/config.yaml")
 BOOT_ENV = Path("/run/k3py/boot.env")
 SHADOW = Path("/run/k3py/shadow")
 AUTHORIZED_KEYS = Path("/var/lib/root/.ssh/authorized_keys")
-# k3py.yaml keys passed on to the service as flags (K3s's names), by role.
-FLAG_KEYS = {
-    "server": (
-        "token",
-        "node-name",
-        "node-label",
-        "node-taint",
-        "node-ip",
-        "flannel-iface",
-        "data-dir",
-        "cluster-cidr",
-        "service-cidr",
-        "bind-address",
-        "https-listen-port",
-        "write-kubeconfig-mode",
-        "datastore-endpoint",
-        "tls-san",
-        "disable-agent",
-        "disable",
-        "flannel-backend",
-        "cluster-dns",
-        "cluster-domain",
-    ),
-    "agent": (
-        "server",
-        "token",
-        "node-name",
-        "node-label",
-        "node-taint",
-        "node-ip",
-        "flannel-iface",
-        "flannel-backend",
-        "cluster-dns",
-        "cluster-domain",
-        "data-dir",
-    ),
-}
+# k3py.yaml keys that set up the board itself; every other key is a flag of the role's command
+# (K3s's names), checked against that command's own definitions in the firmware.
+BOARD_KEYS = ("role", "hostname", "network", "root-password-hash", "ssh-authorized-keys")
 # The supervisor parks a service whose marker file exists instead of starting it.
 DOCKERD_DISABLED = Path("/run/k3py/dockerd.disabled")
 
@@ -101,6 +68,21 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(partial, path)
 
 
+def service_flags(settings: dict[str, Any], role: str) -> dict[str, Any]:
+    """The settings that are flags of ``k3py <role>``; any other key is reported and ignored
+    (its default applies), so a typo shows on the console without stopping the board."""
+    from k3py.cli import config_keys, unknown_key_error
+
+    valid = config_keys(role)
+    flags: dict[str, Any] = {}
+    for key, value in settings.items():
+        if key in valid:
+            flags[key] = value
+        elif key not in BOARD_KEYS:
+            say(unknown_key_error("k3py.yaml", key, [*valid, *BOARD_KEYS]) + "; ignored")
+    return flags
+
+
 def main(argv: list[str]) -> int:
     settings = load(Path(argv[1]) if len(argv) > 1 else Path("/boot/firmware/k3py.yaml"))
     role = ROLE_FILE.read_text().strip()
@@ -110,7 +92,7 @@ def main(argv: list[str]) -> int:
             "ignoring the role (build a matching image to change it)"
         )
 
-    flags: dict[str, Any] = {k: settings[k] for k in FLAG_KEYS[role] if k in settings}
+    flags = service_flags(settings, role)
     if role == "server" and not Path("/usr/sbin/dockerd").exists():
         # A server image carries no container runtime: the server runs no agent of its own.
         flags.setdefault("disable-agent", True)
