@@ -6,6 +6,11 @@ VENV      := .venv
 PYTHON    := $(VENV)/bin/python
 PYTEST    := $(PYTHON) -m pytest
 STAMP     := $(VENV)/.installed
+# The official client's pydantic generation beside the dev extra's kubernetes 32.x: one venv
+# holds one version of a distribution, so 37.x goes to its own directory and the tests that
+# use it run it in a subprocess (tests/server/client37_checks.py).
+CLIENT37  := $(VENV)/k8s37
+CLIENT37_VERSION := 37.0.2
 HOST_PY   ?= python3
 
 # Debian packages the test tiers and the image pipeline use. Installed only when missing.
@@ -43,7 +48,12 @@ apt:
 	fi
 	@command -v kubectl >/dev/null || echo "warning: kubectl not found; the integration tier needs it"
 
-venv: $(STAMP)
+venv: $(STAMP) $(CLIENT37)/.installed
+
+$(CLIENT37)/.installed: $(STAMP)
+	rm -rf $(CLIENT37)
+	$(PYTHON) -m pip install -q --no-warn-conflicts --target $(CLIENT37) kubernetes==$(CLIENT37_VERSION)
+	touch $@
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(PYTHON) || $(HOST_PY) -m venv $(VENV)

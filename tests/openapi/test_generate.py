@@ -24,7 +24,8 @@ def test_generator_writes_a_complete_directory(tmp_path: Path) -> None:
     (tmp_path / "stale.json.gz").write_bytes(b"old")
     assert generate.main(["--output-dir", str(tmp_path)]) == 0
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    names = {manifest["v2"]["file"], "fields.json.gz", "manifest.json"}
+    names = {manifest["v2"]["file"], manifest["v2_protobuf"]["file"]}
+    names |= {"fields.json.gz", "manifest.json"}
     names |= {entry["file"] for entry in manifest["v3"].values()}
     assert {p.name for p in tmp_path.iterdir()} == names
     assert generate.main(["--check", "--output-dir", str(tmp_path)]) == 0

@@ -25,7 +25,7 @@ from typing import Any
 
 from k3py.cluster.api.resources import RESOURCES, group_versions
 from k3py.cluster.server.openapi import data, fields
-from tools.openapi import curation, render
+from tools.openapi import curation, protobuf_v2, render
 from tools.openapi.descriptions import LightkubeDocs
 
 Schema = dict[str, Any]
@@ -280,6 +280,13 @@ def files(content: dict[str, Any]) -> dict[str, bytes]:
         return {"file": name, "hash": hashlib.sha512(raw).hexdigest().upper()}
 
     v2 = add("openapi_v2.json.gz", rendered.v2)
+    # The same v2 document as gnostic's protobuf message, which kubectl asks for.
+    v2_protobuf = protobuf_v2.encode_document(rendered.v2)
+    out[data.V2_PROTOBUF] = gzip.compress(v2_protobuf, compresslevel=9, mtime=0)
+    v2_protobuf_entry = {
+        "file": data.V2_PROTOBUF,
+        "hash": hashlib.sha512(v2_protobuf).hexdigest().upper(),
+    }
     v3 = {path: add(data.file_name(path), doc) for path, doc in rendered.v3.items()}
     index = fields.build_index(content["definitions"])
     out[data.FIELDS] = _gzip_json(fields.encode_index(index))[1]
@@ -289,6 +296,7 @@ def files(content: dict[str, Any]) -> dict[str, bytes]:
         "kubernetes_version": content["kubernetes_version"],
         "kinds": content["kinds"],
         "v2": v2,
+        "v2_protobuf": v2_protobuf_entry,
         "v3": v3,
     }
     out[data.MANIFEST] = (json.dumps(manifest, sort_keys=True, indent=1) + "\n").encode()

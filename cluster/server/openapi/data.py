@@ -1,7 +1,8 @@
 """The committed, generated OpenAPI files: where they live and how the server reads them.
 
 ``generated/`` holds what ``tools/openapi/generate.py`` renders on the build host: each served
-document as gzip-compressed JSON (``openapi_v2.json.gz``, ``api__v1_openapi.json.gz``,
+document as gzip-compressed JSON (``openapi_v2.json.gz``, and the v2 one as protobuf in
+``openapi_v2.pb.gz``, ``api__v1_openapi.json.gz``,
 ``apis__apps__v1_openapi.json.gz``…), the unknown-field index (``fields.json.gz``) and
 ``manifest.json`` naming them with each document's hash (uppercase hex SHA-512 of its JSON).
 The server parses only the manifest and the field index; documents are served as the
@@ -21,6 +22,7 @@ from k3py.errors import K3pyError
 GENERATED = Path(__file__).with_name("generated")
 MANIFEST = "manifest.json"
 FIELDS = "fields.json.gz"
+V2_PROTOBUF = "openapi_v2.pb.gz"
 FORMAT = 1
 GENERATE = "python -m tools.openapi.generate"
 
@@ -50,6 +52,7 @@ class Manifest:
     kinds: tuple[str, ...]  # "apps/v1/Deployment", "v1/Pod", ...
     v2: Entry
     v3: dict[str, Entry]  # "api/v1", "apis/apps/v1", ... -> entry
+    v2_protobuf: Entry | None = None  # the v2 document as gnostic's openapi.v2.Document
 
 
 def read_bytes(name: str, directory: Path = GENERATED) -> bytes:
@@ -79,6 +82,7 @@ def load_manifest(directory: Path = GENERATED) -> Manifest:
         kinds=tuple(content["kinds"]),
         v2=Entry(**content["v2"]),
         v3={path: Entry(**entry) for path, entry in content["v3"].items()},
+        v2_protobuf=Entry(**content["v2_protobuf"]) if "v2_protobuf" in content else None,
     )
 
 

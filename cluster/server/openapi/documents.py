@@ -29,6 +29,7 @@ class Document:
 class Documents:
     v2: Document
     v3: dict[str, Document]  # "api/v1", "apis/apps/v1", ...
+    v2_protobuf: Document | None = None  # gnostic's openapi.v2.Document, gzip-compressed
 
 
 def load_documents(directory: Path = data.GENERATED) -> Documents:
@@ -38,7 +39,9 @@ def load_documents(directory: Path = data.GENERATED) -> Documents:
         return Document(entry.hash, data.read_bytes(entry.file, directory))
 
     return Documents(
-        v2=read(manifest.v2), v3={path: read(entry) for path, entry in manifest.v3.items()}
+        v2=read(manifest.v2),
+        v3={path: read(entry) for path, entry in manifest.v3.items()},
+        v2_protobuf=read(manifest.v2_protobuf) if manifest.v2_protobuf else None,
     )
 
 

@@ -23,6 +23,12 @@ from k3py.cluster.server.openapi.documents import Document, Documents, served_do
 
 JSON = "application/json"
 _ACCEPTS_JSON = frozenset({JSON, "application/*", "*/*"})
+# Asked for with "@v1.0" (kubectl); kube-openapi answers with the spelling Go's mime parser
+# accepts ("." instead of "@") and takes both in Accept.
+V2_PROTOBUF = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+_V2_PROTOBUF = frozenset(
+    {V2_PROTOBUF, "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"}
+)
 _YEAR = 365 * 24 * 3600
 
 
@@ -54,7 +60,9 @@ def _not_acceptable(request: web.Request) -> web.Response:
     )
 
 
-def _serve(request: web.Request, document: Document, cache_control: str) -> web.Response:
+def _serve(
+    request: web.Request, document: Document, cache_control: str, content_type: str = JSON
+) -> web.Response:
     etag = f'"{document.hash}"'
     headers = {"ETag": etag, "Cache-Control": cache_control, "Vary": "Accept, Accept-Encoding"}
     if cache_control.startswith("public"):
@@ -66,13 +74,22 @@ def _serve(request: web.Request, document: Document, cache_control: str) -> web.
         body = document.gzipped
     else:
         body = document.json()
-    return web.Response(body=body, headers=headers, content_type=JSON)
+    return web.Response(body=body, headers=headers, content_type=content_type)
+
+
+def accepts_v2_protobuf(accept: str) -> bool:
+    """Whether an ``Accept`` header asks for the v2 document as protobuf (kubectl does)."""
+    media = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    return bool(media & _V2_PROTOBUF)
 
 
 async def _v2(request: web.Request) -> web.Response:
-    if not accepts_json(request.headers.get("Accept", "")):
-        return _not_acceptable(request)
     docs = served_documents()
+    accept = request.headers.get("Accept", "")
+    if docs.v2_protobuf is not None and accepts_v2_protobuf(accept):
+        return _serve(request, docs.v2_protobuf, "no-cache, private", V2_PROTOBUF)
+    if not accepts_json(accept):
+        return _not_acceptable(request)
     return _serve(request, docs.v2, "no-cache, private")
 
 
