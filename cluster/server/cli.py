@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
 from pathlib import Path
 
 from k3py.cluster.server.settings import (
@@ -63,6 +64,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--cluster-cidr", default="10.42.0.0/16", help="pod network (default %(default)s)")
     add("--service-cidr", default="10.43.0.0/16", help="service network (default %(default)s)")
+    add(
+        "--cluster-dns",
+        default="",
+        help="cluster DNS service address (default: the service CIDR's tenth, 10.43.0.10)",
+    )
+    add(
+        "--cluster-domain",
+        default="cluster.local",
+        help="cluster domain of the DNS names (default %(default)s)",
+    )
+    add(
+        "--disable",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="do not run this packaged component (repeatable): servicelb; K3s's coredns,"
+        " traefik, local-storage and metrics-server are accepted and have nothing to turn off",
+    )
+    add("--no-deploy", action="append", default=[], metavar="NAME", help=argparse.SUPPRESS)
     add(
         "--disable-agent",
         action="store_true",
@@ -133,6 +153,31 @@ def _controllers(names: list[str]) -> tuple[str, ...]:
     return wanted
 
 
+# K3s's packaged components: servicelb exists in k3py (a controller); the others have no
+# counterpart (the cluster DNS is built into the agents) and are accepted so that K3s install
+# lines work unchanged.
+K3S_COMPONENTS = ("coredns", "servicelb", "traefik", "local-storage", "metrics-server")
+
+
+def _note(text: str) -> None:
+    print(f"k3py: note: {text}", file=sys.stderr)
+
+
+def _components(args: argparse.Namespace) -> tuple[str, ...]:
+    old = [n.strip() for value in args.no_deploy for n in value.split(",") if n.strip()]
+    if old:
+        _note("--no-deploy is K3s's old name for --disable; read as --disable")
+    wanted = [n.strip() for value in args.disable for n in value.split(",") if n.strip()]
+    for name in [*wanted, *old]:
+        if name not in K3S_COMPONENTS:
+            raise UsageError(
+                f"--disable {name!r} is not a component; known: {', '.join(K3S_COMPONENTS)}"
+            )
+        if name != "servicelb":
+            _note(f"k3py runs no {name}; --disable {name} has nothing to turn off")
+    return tuple(dict.fromkeys([*wanted, *old]))
+
+
 def settings_from(args: argparse.Namespace) -> ServerSettings:
     from k3py.cluster.server.kubeconfig import KubeconfigError, parse_mode
 
@@ -150,6 +195,13 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
             ipaddress.ip_network(value, strict=False)
         except ValueError:
             raise UsageError(f"{flag} {value!r} is not a CIDR such as 10.43.0.0/16") from None
+    if args.cluster_dns:
+        try:
+            ipaddress.IPv4Address(args.cluster_dns)
+        except ValueError:
+            raise UsageError(
+                f"--cluster-dns {args.cluster_dns!r} is not an IPv4 address such as 10.43.0.10"
+            ) from None
     return ServerSettings(
         data_dir=Path(args.data_dir),
         bind_address=args.bind_address,
@@ -173,6 +225,9 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         disable_controllers=_controllers(args.disable_controller),
         node_monitor_period=max(0.1, args.node_monitor_period),
         node_monitor_grace_period=max(0.1, args.node_monitor_grace_period),
+        cluster_dns=args.cluster_dns,
+        cluster_domain=str(args.cluster_domain).strip(".") or "cluster.local",
+        disable_components=_components(args),
     )
 
 

@@ -55,12 +55,25 @@ class ServerSettings:
     cluster_domain: str = "cluster.local"
     # Packaged components turned off with --disable (K3s's names; only servicelb exists here).
     disable_components: tuple[str, ...] = ()
+    # Cluster DNS (K3s's --cluster-dns, --cluster-domain); empty: the service CIDR's tenth address.
+    cluster_dns: str = ""
+    cluster_domain: str = "cluster.local"
+    # Packaged components turned off with --disable (K3s's names; only servicelb exists here).
+    disable_components: tuple[str, ...] = ()
 
     @property
     def kubernetes_service_ip(self) -> str:
         """The first address of the service CIDR, as kube-apiserver gives ``kubernetes``."""
         network = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(network.network_address + 1)
+
+    @property
+    def cluster_dns_ip(self) -> str:
+        """The cluster DNS address: ``--cluster-dns``, else the service CIDR's tenth (as K3s)."""
+        if self.cluster_dns:
+            return self.cluster_dns
+        network = ipaddress.ip_network(self.service_cidr, strict=False)
+        return str(network.network_address + 10)
 
     @property
     def cluster_dns_ip(self) -> str:

@@ -65,6 +65,7 @@ ALL_CONTROLLERS = (
     "endpoints",
     "nodelifecycle",
     "garbagecollector",
+    "servicelb",
 )
 
 

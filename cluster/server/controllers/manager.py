@@ -33,6 +33,7 @@ from k3py.cluster.server.controllers.job import JobController
 from k3py.cluster.server.controllers.leader import ElectionConfig, LeaderElector
 from k3py.cluster.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.cluster.server.controllers.replicaset import ReplicaSetController
+from k3py.cluster.server.controllers.servicelb import ServiceLBController
 from k3py.cluster.server.scheduler import Scheduler
 
 logger = logging.getLogger("k3py.controllers")
@@ -45,6 +46,7 @@ CONTROLLERS: dict[str, type[QueueController]] = {
     "endpoints": EndpointsController,
     "nodelifecycle": NodeLifecycleController,
     "garbagecollector": GarbageCollector,
+    "servicelb": ServiceLBController,
 }
 RESTART_PAUSE = 2.0
 

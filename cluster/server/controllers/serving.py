@@ -27,6 +27,8 @@ def control_plane_settings(settings: ServerSettings) -> ControlPlaneSettings:
     disabled = set(settings.disable_controllers)
     if settings.disable_scheduler:
         disabled.add("scheduler")
+    if "servicelb" in settings.disable_components:
+        disabled.add("servicelb")
     return ControlPlaneSettings(
         cluster_cidr=settings.cluster_cidr,
         service_cidr=settings.service_cidr,

@@ -2,7 +2,8 @@
 
 The namespaces ``default``, ``kube-system``, ``kube-public`` and ``kube-node-lease``, a
 ``default`` ServiceAccount in every namespace, and the ``kubernetes`` Service in ``default``
-with the first address of the service CIDR and Endpoints pointing at this server.
+with the first address of the service CIDR and Endpoints pointing at this server, and the
+cluster DNS Service ``kube-system/kube-dns`` at the service CIDR's tenth address.
 """
 
 from __future__ import annotations
@@ -90,4 +91,41 @@ async def ensure_defaults(ctx: RestContext, advertise_address: str, port: int) -
                 "subsets": subsets,
             },
         )
+    await _ensure_cluster_dns(ctx)
     logger.debug("default objects in place")
+
+
+async def _ensure_cluster_dns(ctx: RestContext) -> None:
+    """``kube-system/kube-dns`` at the cluster DNS address, as K3s's CoreDNS Service.
+
+    No pods back it: each agent answers the address for its own pods (node-local DNS), so the
+    Service has no selector and its Endpoints stay empty."""
+    body = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/cluster-service": "true",
+                "kubernetes.io/name": "CoreDNS",
+            },
+            "annotations": {"prometheus.io/port": "9153", "prometheus.io/scrape": "true"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": ctx.settings.cluster_dns_ip,
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 53},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP", "targetPort": 53},
+                {"name": "metrics", "port": 9153, "protocol": "TCP", "targetPort": 9153},
+            ],
+            "sessionAffinity": "None",
+        },
+    }
+    try:
+        await _create_missing(ctx, _info(SERVICES), body)
+    except status.ApiError as err:
+        # Another Service holds the address (--cluster-dns changed): say so and serve anyway.
+        logger.warning("kube-dns Service not created", extra={"fields": {"error": err.message}})
