@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 
 import pytest
+
+# Any agent a test starts in the machine's own namespace leaves its network alone (no cni0,
+# routes or nftables rules there); netns tests give their agents a backend explicitly.
+os.environ.setdefault("K3PY_FLANNEL_BACKEND", "none")
 
 
 @pytest.fixture(autouse=True)

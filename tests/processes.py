@@ -21,8 +21,15 @@ def free_port() -> int:
 
 
 def k3py_argv(command: str, *args: str) -> list[str]:
-    """``python -m k3py <command> …`` with this interpreter (the tree under test)."""
-    return [sys.executable, "-m", "k3py", command, *args]
+    """``python -m k3py <command> …`` with this interpreter (the tree under test).
+
+    Agents and servers (whose own agent takes the flag) get ``--flannel-backend none`` first:
+    tests run them in the machine's own namespace, where the pod network must not add a bridge,
+    routes or rules. A test in namespaces it created passes another backend after it (the
+    last one given wins).
+    """
+    safe = ("--flannel-backend", "none") if command in ("agent", "server") else ()
+    return [sys.executable, "-m", "k3py", command, *safe, *args]
 
 
 def server_argv(data_dir: Path, kubeconfig: Path, port: int, *extra: str) -> list[str]:

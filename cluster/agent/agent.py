@@ -20,13 +20,14 @@ from collections.abc import Awaitable, Callable
 from k3py.cluster.agent.autonomy.store import LocalStore
 from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+from k3py.cluster.agent.network.podnet import FlannelNetwork, NetworkConfig
 from k3py.cluster.agent.node.identity import NodeIdentity, ensure_identity
 from k3py.cluster.agent.node.machine import Machine, node_ip
 from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
 from k3py.cluster.agent.podsource import ClusterPods
 from k3py.cluster.agent.podsync.backoff import Backoff
 from k3py.cluster.agent.podsync.loop import PodSync
-from k3py.cluster.agent.podsync.network import RuntimeBridge
+from k3py.cluster.agent.podsync.network import PodNetwork, RuntimeBridge
 from k3py.cluster.agent.podsync.probes import Prober
 from k3py.cluster.agent.podsync.volumes import PodVolumes
 from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
@@ -52,6 +53,43 @@ def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
     from k3py.cluster.agent.runtime.docker import DockerRuntime
 
     return DockerRuntime(settings.container_runtime_endpoint)
+
+
+def flannel_enabled(settings: AgentSettings) -> bool:
+    return settings.flannel_backend != "none" and settings.runtime != "fake"
+
+
+def make_flannel(
+    settings: AgentSettings,
+    node_name: str,
+    client: KubeClient,
+    runtime: ContainerRuntime,
+    clock: Clock,
+    host_ip: str,
+) -> FlannelNetwork | None:
+    """The pod network for ``--flannel-backend`` (None for none: the runtime's bridge)."""
+    if not flannel_enabled(settings):
+        return None
+    config = NetworkConfig(
+        backend=settings.flannel_backend,
+        node_name=node_name,
+        node_ip=host_ip,
+        iface=settings.flannel_iface,
+        cluster_cidr=settings.cluster_cidr,
+        state_dir=settings.agent_dir / "network",
+    )
+    return FlannelNetwork(config, client, runtime, clock, host_ip)
+
+
+async def leave_host_network_alone() -> None:
+    """``--flannel-backend none``: remove the pod network's rules a previous run left."""
+    from k3py.cluster.agent.network import nft
+
+    try:
+        if await nft.remove_chains():
+            logger.info("removed the pod network's nftables rules (--flannel-backend none)")
+    except nft.NftError as err:
+        logger.warning("cannot remove old pod network rules", extra={"fields": {"error": str(err)}})
 
 
 async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
@@ -108,6 +146,10 @@ class Agent:
         self.recorder = EventRecorder(self.client, clock, "kubelet", identity.node_name)
         self.store = LocalStore(settings.agent_dir / "cache")
         self.pods = ClusterPods(self.client, self.store, clock, identity.node_name, self.recorder)
+        self.flannel = make_flannel(
+            settings, identity.node_name, self.client, self.runtime, clock, self.node.host_ip
+        )
+        self.network: PodNetwork = self.flannel or RuntimeBridge(self.node.host_ip)
         self.sync = PodSync(
             WorkerDeps(
                 runtime=self.runtime,
@@ -117,7 +159,7 @@ class Agent:
                 node=self.node,
                 backoff=Backoff(),
                 prober=Prober(self.runtime),
-                network=RuntimeBridge(self.node.host_ip),
+                network=self.network,
             )
         )
         self.reporter = NodeReporter(
@@ -147,6 +189,10 @@ class Agent:
         await wait_for_runtime(self.runtime, self.clock)
         await ensure_sandbox_image(self.runtime, self.settings.pause_image)
         await load_airgap_images(self.runtime, self.settings.agent_dir / "images")
+        if self.flannel is not None:
+            await self.flannel.start()
+        elif self.settings.runtime != "fake":
+            await leave_host_network_alone()
         self.sync.start()
         self.pods.start(self.sync)
         for name, work in (
@@ -170,6 +216,8 @@ class Agent:
                 await task
         await self.pods.stop()
         await self.sync.stop()
+        if self.flannel is not None:
+            await self.flannel.stop()
         with contextlib.suppress(Exception):
             await self.recorder.flush()
         await self.client.close()
@@ -178,6 +226,10 @@ class Agent:
 
 async def run_agent(settings: AgentSettings) -> None:
     clock = RealClock()
+    if flannel_enabled(settings):
+        from k3py.cluster.agent.network.kernel import check_kernel
+
+        check_kernel(settings.flannel_backend)
     identity = await ensure_identity(settings)
     agent = Agent(settings, identity, clock)
     await agent.start()

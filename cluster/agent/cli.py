@@ -8,6 +8,7 @@ neither token nor network to bring its pods back. Heavy imports happen in :func:
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import socket
 from collections.abc import Mapping
@@ -18,6 +19,7 @@ from k3py.errors import UsageError
 
 CONFIG_FILES = ("/etc/k3py/config.yaml",)
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+FLANNEL_BACKENDS = ("vxlan", "host-gw", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,6 +41,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Docker engine's socket (default %(default)s)",
     )
     add("--pause-image", default="k3py/pause:1", help="the pod sandbox image (built when absent)")
+    add(
+        "--flannel-backend",
+        choices=FLANNEL_BACKENDS,
+        default="vxlan",
+        help="pod network backend: vxlan, host-gw, or none to leave the host's network alone"
+        " (default %(default)s)",
+    )
+    add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
+    add("--cluster-cidr", default="10.42.0.0/16", help="the pods' network (default %(default)s)")
     add("--max-pods", type=int, default=110, help="pods this node accepts (default %(default)s)")
     # "fake" runs pods without processes: hollow nodes for scale tests.
     add("--runtime", choices=("docker", "fake"), default="docker", help=argparse.SUPPRESS)
@@ -86,6 +97,22 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         raise UsageError("--node-name is empty and this machine has no host name")
     if args.max_pods < 1:
         raise UsageError("--max-pods must be at least 1")
+    if args.flannel_backend not in FLANNEL_BACKENDS:
+        raise UsageError(
+            f"--flannel-backend {args.flannel_backend!r}: expected one of "
+            f"{', '.join(FLANNEL_BACKENDS)}"
+        )
+    try:
+        cluster_cidr = str(ipaddress.ip_network(args.cluster_cidr, strict=False))
+    except ValueError:
+        raise UsageError(
+            f"--cluster-cidr {args.cluster_cidr!r} is not a CIDR such as 10.42.0.0/16"
+        ) from None
+    for address in args.node_ip:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(f"--node-ip {address!r} is not an IP address") from None
     return AgentSettings(
         server_url=server,
         token=str(token).strip() if token else None,
@@ -100,6 +127,9 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         container_runtime_endpoint=args.container_runtime_endpoint,
         pause_image=args.pause_image,
         max_pods=args.max_pods,
+        flannel_backend=args.flannel_backend,
+        flannel_iface=args.flannel_iface,
+        cluster_cidr=cluster_cidr,
     )
 
 

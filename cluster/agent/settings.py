@@ -25,6 +25,11 @@ class AgentSettings:
     container_runtime_endpoint: str = "unix:///var/run/docker.sock"
     pause_image: str = "k3py/pause:1"
     max_pods: int = 110
+    # The pod network (k3py.cluster.agent.network): vxlan, host-gw or none (the runtime's
+    # bridge, nothing touched on the host).
+    flannel_backend: str = "vxlan"
+    flannel_iface: str = ""
+    cluster_cidr: str = "10.42.0.0/16"
     lease_seconds: float = 10.0
     # How long to wait for a server that does not answer yet (boot order, server restarts) on
     # first join; after joining, the agent never needs the server to start.

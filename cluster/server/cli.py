@@ -12,6 +12,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
+from k3py.cluster.server.agentflags import add_agent_arguments, agent_settings_from
 from k3py.cluster.server.settings import (
     DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT,
     DEFAULT_MAX_REQUESTS_INFLIGHT,
@@ -23,6 +24,7 @@ CONFIG_FILES = ("/etc/k3py/config.yaml",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_agent_arguments(parser)
     add = parser.add_argument
     add("--data-dir", default="/var/lib/k3py", help="state directory (default %(default)s)")
     add("--bind-address", default="0.0.0.0", help="address to listen on (default %(default)s)")
@@ -216,6 +218,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
         disable_agent=bool(args.disable_agent),
+        agent=agent_settings_from(args),
         max_requests_inflight=max(1, args.max_requests_inflight),
         max_mutating_requests_inflight=max(1, args.max_mutating_requests_inflight),
         compact_min_revisions=args.datastore_compact_min_revisions,

@@ -5,7 +5,9 @@ joins through the server's loopback address with the server's join token file (i
 both to appear) and keeps its state in ``<data-dir>/agent`` beside the server's. A node may not
 give itself ``node-role.kubernetes.io/*`` labels (NodeRestriction), so the server puts the
 control-plane role labels on its own node, as K3s does: :func:`label_own_node` reads the name
-the agent joined under from ``<data-dir>/agent/node-name``. ``--disable-agent`` turns it off.
+the agent joined under from ``<data-dir>/agent/node-name``. The agent's flags given to the
+server (``--node-ip``, ``--flannel-backend``…) are passed on to it
+(:mod:`k3py.cluster.server.agentflags`). ``--disable-agent`` turns it off.
 When the server stops, the agent is stopped too (SIGTERM, then SIGKILL after 10 s); its
 containers keep running, as they do when K3s stops.
 """
@@ -48,6 +50,7 @@ def command(settings: ServerSettings, *, debug: bool = False) -> list[str]:
         str(settings.data_dir / "server" / "token"),
         "--data-dir",
         str(settings.data_dir),
+        *settings.agent.argv(settings.cluster_cidr),
     ]
 
 

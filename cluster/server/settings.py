@@ -8,8 +8,10 @@ factory; nothing below the CLI reads flags or the environment again.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from k3py.cluster.server.agentflags import NodeAgentSettings
 
 # The API server's limits, as kube-apiserver's defaults or the budgets.
 MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
@@ -33,6 +35,7 @@ class ServerSettings:
     service_cidr: str = "10.43.0.0/16"
     service_node_port_range: tuple[int, int] = (30000, 32767)
     disable_agent: bool = False
+    agent: NodeAgentSettings = field(default_factory=NodeAgentSettings)  # this node's agent
     max_requests_inflight: int = DEFAULT_MAX_REQUESTS_INFLIGHT
     max_mutating_requests_inflight: int = DEFAULT_MAX_MUTATING_REQUESTS_INFLIGHT
     max_request_body_bytes: int = MAX_REQUEST_BODY_BYTES

@@ -100,6 +100,7 @@ class ContainerInfo:
     oom_killed: bool = False
     error: str = ""
     ip: str = ""
+    pid: int = 0  # the main process while running (a sandbox's network namespace is its)
 
     @property
     def pod_uid(self) -> str:

@@ -97,6 +97,7 @@ def info_from_inspect(data: Mapping[str, Any]) -> ContainerInfo:
         oom_killed=bool(state.get("OOMKilled")),
         error=str(state.get("Error") or ""),
         ip=ip,
+        pid=int(state.get("Pid") or 0) if status == "running" else 0,
     )
 
 
@@ -205,10 +206,12 @@ class DockerRuntime:
     async def create_container(self, config: ContainerConfig) -> str:
         def create(api: docker.APIClient) -> str:
             network = config.network or "bridge"
-            ports = [f"{p.container_port}/{p.protocol}" for p in config.ports]
+            # With "none" the pod network wires the sandbox; Docker cannot publish its ports.
+            published = () if network == "none" else config.ports
+            ports = [f"{p.container_port}/{p.protocol}" for p in published]
             bindings = {
                 f"{p.container_port}/{p.protocol}": (p.host_ip or "0.0.0.0", p.host_port)
-                for p in config.ports
+                for p in published
             }
             host_config = api.create_host_config(
                 binds=[

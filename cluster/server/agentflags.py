@@ -1,0 +1,98 @@
+"""The agent's flags on ``k3py server``: K3s's server takes them for the node it runs on.
+
+``--node-name``, ``--node-ip``, ``--node-label``, ``--node-taint``, ``--with-node-id``,
+``--container-runtime-endpoint``, ``--pause-image``, ``--flannel-backend`` and
+``--flannel-iface`` (with the server's own ``--cluster-cidr``) are parsed here into
+:class:`NodeAgentSettings` and handed, as flags, to the ``k3py agent`` child that
+:mod:`k3py.cluster.server.embedded_agent` starts; the agent validates them as it does its own.
+The server and the agent never import each other, so the names are repeated here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass
+
+from k3py.errors import UsageError
+
+FLANNEL_BACKENDS = ("vxlan", "host-gw", "none")
+
+
+@dataclass(frozen=True)
+class NodeAgentSettings:
+    node_name: str = ""
+    node_ips: tuple[str, ...] = ()
+    node_labels: tuple[str, ...] = ()
+    node_taints: tuple[str, ...] = ()
+    with_node_id: bool = False
+    container_runtime_endpoint: str = ""
+    pause_image: str = ""
+    flannel_backend: str = "vxlan"
+    flannel_iface: str = ""
+
+    def argv(self, cluster_cidr: str) -> list[str]:
+        """The flags for ``k3py agent`` (empty values keep the agent's defaults)."""
+        argv = ["--flannel-backend", self.flannel_backend, "--cluster-cidr", cluster_cidr]
+        for flag, value in (
+            ("--node-name", self.node_name),
+            ("--container-runtime-endpoint", self.container_runtime_endpoint),
+            ("--pause-image", self.pause_image),
+            ("--flannel-iface", self.flannel_iface),
+        ):
+            if value:
+                argv += [flag, value]
+        for flag, values in (
+            ("--node-ip", self.node_ips),
+            ("--node-label", self.node_labels),
+            ("--node-taint", self.node_taints),
+        ):
+            for value in values:
+                argv += [flag, value]
+        if self.with_node_id:
+            argv.append("--with-node-id")
+        return argv
+
+
+def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--node-name", default="", help="this node's name (default: the host name)")
+    add("--with-node-id", action="store_true", help="append a stable random id to the node name")
+    add("--node-ip", "-i", action="append", default=[], help="address to advertise (repeatable)")
+    add("--node-label", action="append", default=[], help="label to register with, key=value")
+    add(
+        "--node-taint", action="append", default=[], help="taint to register with, key=value:Effect"
+    )
+    add(
+        "--container-runtime-endpoint",
+        default="",
+        help="the Docker engine's socket (default: the agent's, unix:///var/run/docker.sock)",
+    )
+    add("--pause-image", default="", help="the pod sandbox image (default: the agent's)")
+    add(
+        "--flannel-backend",
+        choices=FLANNEL_BACKENDS,
+        default="vxlan",
+        help="pod network backend: vxlan, host-gw, or none to leave the host's network alone"
+        " (default %(default)s)",
+    )
+    add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
+
+
+def agent_settings_from(args: argparse.Namespace) -> NodeAgentSettings:
+    for address in args.node_ip:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise UsageError(f"--node-ip {address!r} is not an IP address") from None
+    return NodeAgentSettings(
+        node_name=args.node_name,
+        node_ips=tuple(args.node_ip),
+        node_labels=tuple(args.node_label),
+        node_taints=tuple(args.node_taint),
+        with_node_id=bool(args.with_node_id),
+        container_runtime_endpoint=args.container_runtime_endpoint,
+        pause_image=args.pause_image,
+        flannel_backend=args.flannel_backend,
+        flannel_iface=args.flannel_iface,
+    )
