@@ -224,6 +224,7 @@ def outputs(ctx: BuildContext) -> None:
         },
         "biggest": ctx.facts["biggest"],
         "container_images": ctx.facts.get("container_images", []),
+        "firmware": ctx.facts["firmware"],
         "downloaded_bytes": ctx.facts["downloaded_bytes"],
         "sha256": sums,
         "timings": ctx.timings,

@@ -57,9 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a 'docker save' tarball to preload on agents (repeatable)",
     )
     build.add_argument(
-        "--firmware-source",
-        metavar="DIR",
-        help="the k3py package to install (default: this checkout's k3py/)",
+        "--firmware",
+        metavar="PATH",
+        help="the k3py wheel to install, or a source tree to build it from (default: the tree "
+        "this k3py is installed from in editable mode, else this k3py's own files)",
     )
     actions.add_parser("boards", help="list the known boards")
 
@@ -67,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from k3py.image import board, debian
     from k3py.image.content import load_content
-    from k3py.image.context import K3PY_SOURCE, BuildSettings
+    from k3py.image.context import BuildSettings
     from k3py.image.pipeline import build
 
     if args.action == "boards":
@@ -78,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {epoch_text!r}")
     checked = [("--config", args.k3py_yaml), ("--lock", args.lock), ("--overlay", args.overlay),
-               ("--firmware-source", args.firmware_source)]  # fmt: skip
+               ("--firmware", args.firmware)]  # fmt: skip
     checked += [("--container-image", path) for path in args.container_image]
     for flag, value in checked:
         if value is not None and not Path(value).exists():
@@ -110,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         overlay=Path(args.overlay) if args.overlay else None,
         extra_prune=tuple(args.prune),
         container_images=tuple(Path(p) for p in args.container_image),
-        firmware_source=Path(args.firmware_source) if args.firmware_source else K3PY_SOURCE,
+        firmware=Path(args.firmware) if args.firmware else None,
     )
     context = build(settings, sys.stdout)
     image = context.facts["image"]

@@ -5,15 +5,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from k3py.image import debian, kernel
 from k3py.image.board import Board
 from k3py.image.content import Content
-
-K3PY_SOURCE = Path(str(resources.files("k3py")))
 
 
 @dataclass(frozen=True)
@@ -33,8 +30,9 @@ class BuildSettings:
     overlay: Path | None = None
     extra_prune: tuple[str, ...] = ()
     container_images: tuple[Path, ...] = ()
-    # The k3py package to install as firmware: by default this tree's (links resolved).
-    firmware_source: Path = K3PY_SOURCE
+    # The k3py wheel to install as firmware, or a source tree to build it from; None: the wheel
+    # of the tree this k3py is installed from (editable), else of the installed k3py itself.
+    firmware: Path | None = None
 
     @property
     def name(self) -> str:

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import TextIO
 
 from k3py import __version__
-from k3py.image import assemble, containers, debian, elfaudit, gates, kernel, rootfs
+from k3py.image import (
+    assemble,
+    containers,
+    debian,
+    elfaudit,
+    firmware,
+    gates,
+    kernel,
+    rootfs,
+)
 from k3py.image.context import BuildContext, BuildSettings
 from k3py.image.errors import GateError, ImageError
 
@@ -89,9 +98,16 @@ def configure_rootfs(ctx: BuildContext) -> None:
 
 
 def install_firmware(ctx: BuildContext) -> None:
-    """The k3py package as it is in this tree (cluster and checker; not the image builder)."""
-    modules = rootfs.install_firmware(ctx.rootfs, ctx.settings.firmware_source, __version__)
-    ctx.facts["firmware_modules"] = len(modules)
+    """The firmware's part of the k3py wheel built from the tree (cluster and checker; not the
+    image builder): the artefact install scripts and OTA bundles ship."""
+    wheel = firmware.firmware_wheel(ctx.settings.firmware, ctx.settings.cache_dir)
+    files = rootfs.install_firmware(ctx.rootfs, wheel.path)
+    ctx.facts["firmware"] = {
+        "wheel": wheel.path.name,
+        "sha256": wheel.sha256,
+        "source": wheel.source,
+        "files": files,
+    }
 
 
 def install_container_images(ctx: BuildContext) -> None:

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
-from k3py.image import debfile
+from k3py.image import debfile, firmware
 from k3py.image.debian import Package
 from k3py.image.errors import ImageError, command_failed
 
 OVERLAY = Path(str(resources.files("k3py.image").joinpath("overlay")))
 PYTHON_DIRS = ("usr/lib/python3.13", "usr/lib/python3/dist-packages")
-FIRMWARE_DIR = "usr/lib/python3/dist-packages/k3py"
+SITE_PACKAGES = "usr/lib/python3/dist-packages"
 
 USERS = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
@@ -160,36 +160,16 @@ def _ca_bundle(root: Path) -> None:
         _write(root, "etc/ssl/certs/ca-certificates.crt", bundle)
 
 
-def install_firmware(root: Path, source: Path, version: str) -> list[str]:
-    """Copy the ``k3py`` import package (links resolved, minus the build host's ``image``)."""
-    target = root / FIRMWARE_DIR
-    if target.exists():
-        shutil.rmtree(target)
-
-    def ignore(directory: str, names: list[str]) -> set[str]:
-        skipped = {n for n in names if n in {"__pycache__", ".mypy_cache"} or n.endswith(".pyc")}
-        if Path(directory).resolve() == source.resolve():
-            skipped.add("image")
-        return skipped
-
-    shutil.copytree(source, target, symlinks=False, ignore=ignore)
-    for sub in ("cluster", "kernel_config"):  # mapped from their own folders by package-dir
-        if not (target / sub).exists():
-            tree = Path(str(resources.files(f"k3py.{sub}")))
-            shutil.copytree(tree, target / sub, symlinks=False, ignore=ignore)
-    dist_info = target.parent / f"k3py-{version}.dist-info"
-    if dist_info.exists():
-        shutil.rmtree(dist_info)
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: k3py\nVersion: {version}\n")
-    (dist_info / "INSTALLER").write_text("k3py-image\n")
+def install_firmware(root: Path, wheel: Path) -> list[str]:
+    """The firmware's part of the k3py wheel (not the image builder) and a ``k3py`` launcher."""
+    installed = firmware.install(root / SITE_PACKAGES, wheel)
     _write(
         root,
         "usr/bin/k3py",
         "#!/usr/bin/python3\nimport sys\n\nfrom k3py.cli import main\n\nsys.exit(main())\n",
         0o755,
     )
-    return sorted(str(p.relative_to(target)) for p in target.rglob("*.py"))
+    return installed
 
 
 def compile_bytecode(root: Path, python: list[str]) -> int:

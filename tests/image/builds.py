@@ -18,10 +18,11 @@ from pathlib import Path
 
 import pytest
 
+from k3py.image import firmware
 from k3py.image.board import load_board
 from k3py.image.cli import DEFAULT_CACHE, DEFAULT_EPOCH
 from k3py.image.content import load_content
-from k3py.image.context import K3PY_SOURCE, BuildContext, BuildSettings
+from k3py.image.context import BuildContext, BuildSettings
 from k3py.image.pipeline import build
 
 
@@ -69,7 +70,7 @@ def settings_for(
     overlay: Path | None = None,
     extra_prune: tuple[str, ...] = (),
     config_file: Path | None = None,
-    firmware: Path = K3PY_SOURCE,
+    firmware_wheel: Path | None = None,
 ) -> BuildSettings:
     return BuildSettings(
         board=load_board(board),
@@ -82,7 +83,7 @@ def settings_for(
         overlay=overlay,
         extra_prune=extra_prune,
         config_file=config_file,
-        firmware_source=firmware,
+        firmware=firmware_wheel,
     )
 
 
@@ -94,14 +95,13 @@ def run_build(settings: BuildSettings) -> tuple[BuildContext, str, float]:
 
 
 def firmware_snapshot(request: pytest.FixtureRequest, tmp_factory: pytest.TempPathFactory) -> Path:
-    """The session's one copy of the k3py package: every image of the session (and the rebuild
-    that must match one of them bit for bit) packages the same firmware, even while the
-    working tree is being edited."""
+    """The session's one k3py wheel, built from the tree's tracked files: every image of the
+    session (and the rebuild that must match one of them bit for bit) installs the same
+    firmware, even while the working tree is being edited."""
     if FIRMWARE_KEY not in request.config.stash:
-        target = tmp_factory.mktemp("firmware") / "k3py"
-        shutil.copytree(
-            K3PY_SOURCE, target, symlinks=False, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        wheel = firmware.firmware_wheel(None, cache_dir()).path
+        target = tmp_factory.mktemp("firmware") / wheel.name
+        shutil.copyfile(wheel, target)
         request.config.stash[FIRMWARE_KEY] = target
     return request.config.stash[FIRMWARE_KEY]
 
@@ -118,7 +118,11 @@ def built_image(
             config = root / "k3py.yaml"
             config.write_text(AGENT_CONFIG)
         settings = settings_for(
-            board, role, root, config_file=config, firmware=firmware_snapshot(request, tmp_factory)
+            board,
+            role,
+            root,
+            config_file=config,
+            firmware_wheel=firmware_snapshot(request, tmp_factory),
         )
         _, log, seconds = run_build(settings)
         builds[(board, role)] = BuiltImage(

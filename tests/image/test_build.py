@@ -204,7 +204,7 @@ def test_rebuild_with_same_inputs_is_bit_identical(
         "qemu-virt-arm64",
         "server",
         tmp_path_factory.mktemp("rebuild"),
-        firmware=firmware_snapshot(request, tmp_path_factory),
+        firmware_wheel=firmware_snapshot(request, tmp_path_factory),
     )
     run_build(settings)
     second = settings.out_dir / first.image.name
