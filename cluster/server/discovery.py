@@ -15,6 +15,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import ResourceInfo, group_versions, resources_in
+from k3py.cluster.server.metrics import resource_api
 from k3py.cluster.server.rest.http import json_response
 
 # Subresource -> (group, version, kind, verbs); "" group/version/kind: the parent's.
@@ -119,7 +120,10 @@ async def core_resources(request: web.Request) -> web.Response:
 
 
 async def groups(request: web.Request) -> web.Response:
-    return json_response(group_list())
+    document = group_list()
+    # Served outside the registry, as an APIService makes an aggregated group appear.
+    document["groups"].append(resource_api.api_group())
+    return json_response(document)
 
 
 async def group(request: web.Request) -> web.Response:

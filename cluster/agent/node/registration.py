@@ -23,7 +23,7 @@ from k3py.cluster.agent.node.machine import Machine, pressure
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, KubeApi
-from k3py.cluster.client.events import micro_timestamp, timestamp
+from k3py.cluster.client.events import EventRecorder, micro_timestamp, timestamp
 
 logger = logging.getLogger("k3py.agent.node")
 
@@ -77,8 +77,10 @@ class NodeReporter:
         machine: Machine,
         runtime_version: Callable[[], Awaitable[str]],
         lease_seconds: float = 10.0,
+        recorder: EventRecorder | None = None,
     ) -> None:
         self._api = api
+        self._recorder = recorder
         self._clock = clock
         self._node = node
         self._machine = machine
@@ -178,6 +180,7 @@ class NodeReporter:
             "spec": {"taints": list(self._node.taints)} if self._node.taints else {},
             "status": status,
         }
+        self._event("Normal", "Starting", "Starting kubelet.")
         try:
             created = await self._api.create(NODES, node)
         except ApiError as err:
@@ -186,12 +189,40 @@ class NodeReporter:
             patch = {"metadata": {"labels": self._labels()}}
             created = await self._api.patch(NODES, self._node.name, patch)
         self._uid = str((created.get("metadata") or {}).get("uid", ""))
+        known_boot = ((created.get("status") or {}).get("nodeInfo") or {}).get("bootID")
         await self._api.patch(NODES, self._node.name, {"status": status}, subresource="status")
+        if known_boot and known_boot != self._machine.boot_id:
+            self._event(
+                "Warning",
+                "Rebooted",
+                f"Node {self._node.name} has been rebooted, boot id: {self._machine.boot_id}",
+            )
+        for kind, (ok_reason, _, bad_reason, _) in _CONDITIONS.items():
+            reason = bad_reason if self._condition_status(status, kind) == "True" else ok_reason
+            reason = reason.replace("Kubelet", "Node", 1)  # NodeHasSufficientMemory, …
+            self._event("Normal", reason, f"Node {self._node.name} status is now: {reason}")
         self._remember(status)
         self.registered.set()
         logger.info("node registered", extra={"fields": {"node": self._node.name}})
 
+    def _event(self, event_type: str, reason: str, message: str) -> None:
+        """An Event about this Node, worded as the kubelet words it."""
+        if self._recorder is None:
+            return
+        # The kubelet's node reference carries the node's name as its uid.
+        name = self._node.name
+        node = {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": name}}
+        self._recorder.event(node, event_type, reason, message)
+
+    @staticmethod
+    def _condition_status(status: dict[str, Any], kind: str) -> str:
+        return next((c["status"] for c in status["conditions"] if c["type"] == kind), "Unknown")
+
     def _remember(self, status: dict[str, Any]) -> None:
+        ready = self._condition_status(status, "Ready")
+        if self._reported.get("Ready") != ready:  # first report, or a transition
+            reason = "NodeReady" if ready == "True" else "NodeNotReady"
+            self._event("Normal", reason, f"Node {self._node.name} status is now: {reason}")
         self._reported = {c["type"]: c["status"] for c in status["conditions"]}
         self._last_report = self._clock.monotonic()
 

@@ -127,6 +127,14 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One statistics snapshot: CPU time since start and the memory working set."""
+
+    cpu_ns: int
+    memory_working_set: int
+
+
+@dataclass(frozen=True)
 class ExecResult:
     exit_code: int
     output: bytes
@@ -230,6 +238,10 @@ class ContainerRuntime(Protocol):
 
     def events(self, labels: Mapping[str, str]) -> AsyncIterator[ContainerEvent]:
         """Lifecycle events of containers carrying ``labels``, until cancelled."""
+        ...
+
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        """CPU and memory of a running container (None when it is gone or stopped)."""
         ...
 
     async def close(self) -> None: ...

@@ -28,6 +28,7 @@ from k3py.cluster.agent.runtime import (
     ContainerConfig,
     ContainerEvent,
     ContainerInfo,
+    ContainerStats,
     ContainerStatus,
     ExecResult,
     ExecSession,
@@ -129,6 +130,17 @@ def import_docker() -> ModuleType:
 
 def _errors() -> Any:
     return import_docker().errors
+
+
+def stats_from_docker(data: Mapping[str, Any]) -> ContainerStats | None:
+    """CPU time and working set from ``/containers/ID/stats`` (cgroup v1 or v2 fields)."""
+    cpu = ((data.get("cpu_stats") or {}).get("cpu_usage") or {}).get("total_usage")
+    memory = data.get("memory_stats") or {}
+    if cpu is None or "usage" not in memory:
+        return None  # a stopped container reports empty statistics
+    detail = memory.get("stats") or {}
+    inactive = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    return ContainerStats(int(cpu), max(0, int(memory["usage"]) - int(inactive or 0)))
 
 
 def socket_path(endpoint: str) -> str:
@@ -418,6 +430,17 @@ class DockerRuntime:
                 action=str(event.get("Action") or event.get("status") or "").split(":")[0],
                 labels=dict(actor.get("Attributes") or {}),
             )
+
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        # one_shot: the engine answers at once instead of waiting a second for a CPU delta;
+        # the agent computes rates between its own samples.
+        try:
+            data = await self._call(
+                lambda api: api.stats(container_id, stream=False, one_shot=True)
+            )
+        except (_errors().NotFound, _errors().APIError):
+            return None
+        return stats_from_docker(data)
 
     async def close(self) -> None:
         if self._client is not None:

@@ -22,6 +22,7 @@ from k3py.cluster.agent.runtime import (
     ContainerConfig,
     ContainerEvent,
     ContainerInfo,
+    ContainerStats,
     ExecResult,
     LogOptions,
 )
@@ -86,6 +87,8 @@ class FakeRuntime:
         self._ids = itertools.count(1)
         self._ips = itertools.count(2)
         self._listeners: list[asyncio.Queue[ContainerEvent]] = []
+        # Statistics tests set per container id: (CPU nanoseconds used, working set bytes).
+        self.stats: dict[str, tuple[int, int]] = {}
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -255,6 +258,14 @@ class FakeRuntime:
                     yield event
         finally:
             self._listeners.remove(queue)
+
+    async def container_stats(self, container_id: str) -> ContainerStats | None:
+        self._check()
+        container = self.containers.get(container_id)
+        if container is None or container.info.status != "running":
+            return None
+        cpu, memory = self.stats.get(container_id, (0, 0))
+        return ContainerStats(cpu, memory)
 
     async def close(self) -> None:
         return None

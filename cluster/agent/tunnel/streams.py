@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from k3py.cluster.agent.podsync.status import timestamp
@@ -28,6 +29,8 @@ from k3py.cluster.agent.runtime import (
 )
 from k3py.cluster.agent.tunnel.client import StreamChannel
 from k3py.cluster.client.clock import Clock
+
+ExtraStream = Callable[[dict[str, Any], StreamChannel], Awaitable[None]]
 
 
 class StreamRefused(Exception):
@@ -51,10 +54,18 @@ def _since(params: dict[str, Any], clock: Clock) -> datetime.datetime | None:
 class NodeStreams:
     """The tunnel's stream handler for this node."""
 
-    def __init__(self, runtime: ContainerRuntime, node_name: str, clock: Clock) -> None:
+    def __init__(
+        self,
+        runtime: ContainerRuntime,
+        node_name: str,
+        clock: Clock,
+        extra: Mapping[str, ExtraStream] | None = None,
+    ) -> None:
         self._runtime = runtime
         self._node = node_name
         self._clock = clock
+        # Other kinds the agent serves (the observability streams: usage, metrics).
+        self._extra = dict(extra or {})
 
     async def __call__(self, kind: str, params: dict[str, Any], channel: StreamChannel) -> None:
         try:
@@ -62,6 +73,8 @@ class NodeStreams:
                 await self._logs(params, channel)
             elif kind == "exec":
                 await self._exec(params, channel)
+            elif kind in self._extra:
+                await self._extra[kind](params, channel)
             else:
                 raise StreamRefused(400, "BadRequest", f"unknown stream kind {kind!r}")
         except StreamRefused as refused:

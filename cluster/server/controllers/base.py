@@ -29,6 +29,7 @@ from k3py.cluster.client import (
     object_key,
 )
 from k3py.cluster.client.events import EventRecorder
+from k3py.cluster.server.metrics.observer import ControlPlaneObserver, NullObserver
 from k3py.cluster.server.scheduler import SchedulerSettings
 from k3py.shutdown import cancel_and_wait
 
@@ -141,6 +142,7 @@ class ControllerContext:
     clock: Clock
     recorder: EventRecorder
     settings: ControlPlaneSettings
+    observer: ControlPlaneObserver = field(default_factory=NullObserver)
 
 
 class QueueController:
@@ -212,6 +214,7 @@ class QueueController:
 
     def _failed(self, key: str, err: Exception, *, log: bool = True) -> None:
         delay = self.queue.retry(key)
+        self.ctx.observer.reconcile_error(self.name)
         if log:
             logger.warning(
                 "reconcile failed; retrying",

@@ -34,6 +34,7 @@ from k3py.cluster.server.controllers.leader import ElectionConfig, LeaderElector
 from k3py.cluster.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.cluster.server.controllers.replicaset import ReplicaSetController
 from k3py.cluster.server.controllers.servicelb import ServiceLBController
+from k3py.cluster.server.metrics.observer import ControlPlaneObserver, NullObserver
 from k3py.cluster.server.scheduler import Scheduler
 
 logger = logging.getLogger("k3py.controllers")
@@ -54,10 +55,17 @@ RESTART_PAUSE = 2.0
 class ControlPlane:
     """One generation of informers, controllers and scheduler (rebuilt after a loss)."""
 
-    def __init__(self, api: KubeApi, settings: ControlPlaneSettings, clock: Clock) -> None:
+    def __init__(
+        self,
+        api: KubeApi,
+        settings: ControlPlaneSettings,
+        clock: Clock,
+        observer: ControlPlaneObserver | None = None,
+    ) -> None:
+        observer = observer or NullObserver()
         self.informers = SharedInformers(api, clock)
         self.recorder = EventRecorder(api, clock, "k3py-controller-manager", settings.identity)
-        self.ctx = ControllerContext(api, self.informers, clock, self.recorder, settings)
+        self.ctx = ControllerContext(api, self.informers, clock, self.recorder, settings, observer)
         self.controllers = [
             cls(self.ctx) for name, cls in CONTROLLERS.items() if settings.enabled(name)
         ]
@@ -74,7 +82,15 @@ class ControlPlane:
                 self.scheduler_recorder,
                 clock,
                 settings.scheduler,
+                observer=observer,
             )
+        observer.queues(self.queue_depths)
+
+    def queue_depths(self) -> list[tuple[str, int]]:
+        depths = [(c.name, len(c.queue)) for c in self.controllers]
+        if self.scheduler is not None:
+            depths.append(("scheduler", len(self.scheduler.queue)))
+        return depths
 
     def loops(self) -> list[Coroutine[Any, Any, None]]:
         loops: list[Coroutine[Any, Any, None]] = [self.recorder.run()]
@@ -114,9 +130,11 @@ async def run_control_plane(
     stop: asyncio.Event,
     *,
     clock: Clock | None = None,
+    observer: ControlPlaneObserver | None = None,
 ) -> None:
     """Lead (if elected), then run the scheduler and controllers until ``stop`` is set."""
     clock = clock or RealClock()
+    observer = observer or NullObserver()
     elector = LeaderElector(
         client,
         clock,
@@ -132,7 +150,8 @@ async def run_control_plane(
     while not stop.is_set():
         if settings.leader_elect and not await elector.acquire(stop):
             return
-        plane = ControlPlane(client, settings, clock)
+        observer.leader(True)
+        plane = ControlPlane(client, settings, clock, observer)
         plane.informers.start()
         lost = asyncio.Event()
         loops = plane.loops()
@@ -146,6 +165,7 @@ async def run_control_plane(
             ended = await _run_until(loops, stop, lost)
         finally:
             await plane.informers.stop()
+            observer.leader(False)
         if stop.is_set():
             break
         if ended is not None and not lost.is_set():

@@ -17,6 +17,7 @@ from k3py.cluster.server.controllers.base import ControlPlaneSettings
 from k3py.cluster.server.controllers.manager import run_control_plane
 
 if TYPE_CHECKING:
+    from k3py.cluster.server.metrics.observer import ControlPlaneObserver
     from k3py.cluster.server.pki import ClusterPKI
     from k3py.cluster.server.settings import ServerSettings
 
@@ -45,7 +46,12 @@ def loopback_url(bind_address: str, port: int) -> str:
 
 
 async def run_in_server(
-    settings: ServerSettings, pki: ClusterPKI, port: int, stop: asyncio.Event
+    settings: ServerSettings,
+    pki: ClusterPKI,
+    port: int,
+    stop: asyncio.Event,
+    *,
+    observer: ControlPlaneObserver | None = None,
 ) -> None:
     """Run the scheduler and controllers against this server until ``stop`` is set."""
     client = KubeClient(
@@ -59,7 +65,9 @@ async def run_in_server(
 
         labels = asyncio.create_task(label_own_node(settings, client, stop), name="k3py-own-node")
     try:
-        await run_control_plane(client, control_plane_settings(settings), stop)
+        await run_control_plane(
+            client, control_plane_settings(settings), stop, observer=observer
+        )
     finally:
         if labels is not None:
             labels.cancel()

@@ -29,6 +29,7 @@ from k3py.cluster.server.auth import (
     is_anonymous_path,
     needs_reference_check,
 )
+from k3py.cluster.server.metrics import nodeproxy as metrics_paths
 from k3py.cluster.server.rest.context import REST, USER_KEY
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
@@ -104,7 +105,9 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         raise status.unauthorized()
     request[USER_KEY] = user
     if is_resource_path(request.path):
-        attrs = attributes(parse_target(request), request.query)
+        attrs = metrics_paths.request_attributes(request.path, request.method) or attributes(
+            parse_target(request), request.query
+        )
     else:
         attrs = RequestAttributes(
             verb=request.method.lower(), group="", resource="", path=request.path

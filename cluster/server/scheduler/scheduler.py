@@ -23,6 +23,7 @@ from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, Informer, KubeApi, ShutDown, WorkQueue
 from k3py.cluster.client.events import EventRecorder, timestamp
+from k3py.cluster.server.metrics.observer import ControlPlaneObserver, NullObserver
 from k3py.cluster.server.scheduler.predicates import (
     NodeInfo,
     PodFacts,
@@ -79,8 +80,10 @@ class Scheduler:
         clock: Clock,
         settings: SchedulerSettings | None = None,
         rng: random.Random | None = None,
+        observer: ControlPlaneObserver | None = None,
     ) -> None:
         self.api = api
+        self.observer: ControlPlaneObserver = observer or NullObserver()
         self.pods = pods
         self.nodes = nodes
         self.recorder = recorder
@@ -216,12 +219,16 @@ class Scheduler:
                     key = await self.queue.get()
                 except ShutDown:
                     return
+                started = self.clock.monotonic()
                 try:
                     pod = self.pods.get_by_key(key)
                     if pod is not None and self.wants(pod) and key not in self.assumed:
                         self.schedule_one(pod)
+                        result = "scheduled" if key in self.assumed else "unschedulable"
+                        self.observer.schedule_attempt(result, self.clock.monotonic() - started)
                 except Exception:
                     logger.exception("scheduling failed", extra={"fields": {"pod": key}})
+                    self.observer.schedule_attempt("error", self.clock.monotonic() - started)
                 finally:
                     self.queue.done(key)
                 await asyncio.sleep(0)  # let binds and watch events through between pods

@@ -1,0 +1,151 @@
+"""The node's CPU, memory, disk and network, read from ``/proc`` and ``statvfs``.
+
+Names follow the Prometheus node exporter (``node_cpu_seconds_total{cpu,mode}``,
+``node_memory_MemAvailable_bytes``, ``node_filesystem_avail_bytes{mountpoint}``,
+``node_network_receive_bytes_total{device}``…) so its dashboards read them; a board does not
+need to run a node exporter beside the agent. Everything is read at scrape time: nothing is
+kept between scrapes. The same readings give :mod:`.usage` the node's CPU time and working set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+PROC = Path("/proc")
+_CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+_MEMINFO = ("MemTotal", "MemFree", "MemAvailable", "Buffers", "Cached", "SwapTotal", "SwapFree")
+
+
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_times(proc: Path = PROC) -> dict[str, list[int]]:
+    """``/proc/stat``'s cpu lines: ``cpu`` (all) and ``cpu0``… → ticks per mode."""
+    times: dict[str, list[int]] = {}
+    for line in (proc / "stat").read_text().splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *values = line.split()
+        times[name] = [int(v) for v in values[: len(_CPU_MODES)]]
+    return times
+
+
+def busy_seconds(proc: Path = PROC) -> float:
+    """CPU time spent on anything but idle and iowait since boot, all CPUs together."""
+    ticks = cpu_times(proc).get("cpu", [])
+    idle = sum(ticks[3:5])
+    return (sum(ticks) - idle) / clock_ticks()
+
+
+def meminfo(proc: Path = PROC) -> dict[str, int]:
+    """``/proc/meminfo`` in bytes."""
+    found: dict[str, int] = {}
+    for line in (proc / "meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            found[key] = int(parts[0]) * (1024 if parts[-1] == "kB" else 1)
+    return found
+
+
+def working_set(proc: Path = PROC) -> int:
+    """Memory in use that the kernel cannot simply drop (total less available)."""
+    info = meminfo(proc)
+    return max(0, info.get("MemTotal", 0) - info.get("MemAvailable", info.get("MemFree", 0)))
+
+
+def network_bytes(proc: Path = PROC) -> dict[str, tuple[int, int]]:
+    """Received and transmitted bytes per interface (``/proc/net/dev``)."""
+    found: dict[str, tuple[int, int]] = {}
+    for line in (proc / "net" / "dev").read_text().splitlines()[2:]:
+        name, _, rest = line.partition(":")
+        fields = rest.split()
+        if len(fields) >= 9:
+            found[name.strip()] = (int(fields[0]), int(fields[8]))
+    return found
+
+
+class NodeCollector(Collector):
+    """The node exporter's core families for this node, at scrape time."""
+
+    def __init__(self, data_dir: Path, proc: Path = PROC) -> None:
+        self._data_dir = data_dir
+        self._proc = proc
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._cpu()
+        yield from self._memory()
+        yield from self._filesystem()
+        yield from self._network()
+        with contextlib.suppress(OSError, ValueError):
+            loads = (self._proc / "loadavg").read_text().split()[:3]
+            for name, value in zip(("node_load1", "node_load5", "node_load15"), loads, strict=True):
+                yield GaugeMetricFamily(name, f"{name[9:]}m load average.", float(value))
+
+    def _cpu(self) -> Iterator[Metric]:
+        with contextlib.suppress(OSError, ValueError):
+            family = CounterMetricFamily(
+                "node_cpu_seconds", "Seconds the CPUs spent in each mode.", labels=("cpu", "mode")
+            )
+            tick = clock_ticks()
+            for name, ticks in cpu_times(self._proc).items():
+                if name == "cpu":
+                    continue
+                for mode, value in zip(_CPU_MODES, ticks, strict=False):
+                    family.add_metric((name[3:], mode), value / tick)
+            yield family
+
+    def _memory(self) -> Iterator[Metric]:
+        with contextlib.suppress(OSError, ValueError):
+            info = meminfo(self._proc)
+            for key in _MEMINFO:
+                if key in info:
+                    yield GaugeMetricFamily(
+                        f"node_memory_{key}_bytes",
+                        f"Memory information field {key}_bytes.",
+                        info[key],
+                    )
+
+    def _filesystem(self) -> Iterator[Metric]:
+        with contextlib.suppress(OSError):
+            path = self._data_dir if self._data_dir.exists() else Path("/")
+            stat = os.statvfs(path)
+            labels = ("mountpoint",)
+            size = GaugeMetricFamily(
+                "node_filesystem_size_bytes", "Filesystem size in bytes.", labels=labels
+            )
+            size.add_metric((str(path),), stat.f_blocks * stat.f_frsize)
+            avail = GaugeMetricFamily(
+                "node_filesystem_avail_bytes",
+                "Filesystem space available to non-root users in bytes.",
+                labels=labels,
+            )
+            avail.add_metric((str(path),), stat.f_bavail * stat.f_frsize)
+            yield size
+            yield avail
+
+    def _network(self) -> Iterator[Metric]:
+        with contextlib.suppress(OSError, ValueError):
+            labels = ("device",)
+            received = CounterMetricFamily(
+                "node_network_receive_bytes",
+                "Network device statistic receive_bytes.",
+                labels=labels,
+            )
+            sent = CounterMetricFamily(
+                "node_network_transmit_bytes",
+                "Network device statistic transmit_bytes.",
+                labels=labels,
+            )
+            for device, (rx, tx) in network_bytes(self._proc).items():
+                received.add_metric((device,), rx)
+                sent.add_metric((device,), tx)
+            yield received
+            yield sent
