@@ -26,11 +26,13 @@ from k3py.cluster.agent.node.machine import Machine, node_ip
 from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
 from k3py.cluster.agent.podsource import ClusterPods
 from k3py.cluster.agent.podsync.backoff import Backoff
+from k3py.cluster.agent.podsync.dnsconfig import CachedServices, DnsSettings
 from k3py.cluster.agent.podsync.loop import PodSync
 from k3py.cluster.agent.podsync.network import PodNetwork, RuntimeBridge
 from k3py.cluster.agent.podsync.probes import Prober
 from k3py.cluster.agent.podsync.volumes import PodVolumes
 from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
+from k3py.cluster.agent.proxy.node import NodeServices, ServicesConfig
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.agent.settings import AgentSettings
 from k3py.cluster.agent.tunnel.client import TunnelClient
@@ -150,6 +152,26 @@ class Agent:
             settings, identity.node_name, self.client, self.runtime, clock, self.node.host_ip
         )
         self.network: PodNetwork = self.flannel or RuntimeBridge(self.node.host_ip)
+        # Services (cache, proxy, node-local DNS); hollow nodes run no pods to serve.
+        self.services = (
+            None
+            if settings.runtime == "fake"
+            else NodeServices(
+                self.client,
+                clock,
+                ServicesConfig(
+                    node_name=identity.node_name,
+                    node_ip=self.node.host_ip,
+                    cache_path=settings.agent_dir / "cache" / "services.json",
+                    cluster_cidr=settings.cluster_cidr,
+                    service_cidr=settings.service_cidr,
+                    cluster_dns=settings.cluster_dns,
+                    cluster_domain=settings.cluster_domain,
+                    resolv_conf=settings.resolv_conf,
+                    enabled=flannel_enabled(settings),
+                ),
+            )
+        )
         self.sync = PodSync(
             WorkerDeps(
                 runtime=self.runtime,
@@ -160,6 +182,10 @@ class Agent:
                 backoff=Backoff(),
                 prober=Prober(self.runtime),
                 network=self.network,
+                services=CachedServices(self.services.cache.services) if self.services else None,
+                dns=DnsSettings(settings.cluster_dns, settings.cluster_domain, settings.resolv_conf)
+                if self.services is not None and self.flannel is not None
+                else None,
             )
         )
         self.reporter = NodeReporter(
@@ -193,6 +219,8 @@ class Agent:
             await self.flannel.start()
         elif self.settings.runtime != "fake":
             await leave_host_network_alone()
+        if self.services is not None:
+            self.services.start()
         self.sync.start()
         self.pods.start(self.sync)
         for name, work in (
@@ -216,6 +244,8 @@ class Agent:
                 await task
         await self.pods.stop()
         await self.sync.stop()
+        if self.services is not None:
+            await self.services.stop()
         if self.flannel is not None:
             await self.flannel.stop()
         with contextlib.suppress(Exception):

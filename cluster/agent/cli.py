@@ -51,6 +51,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
     add("--cluster-cidr", default="10.42.0.0/16", help="the pods' network (default %(default)s)")
     add("--max-pods", type=int, default=110, help="pods this node accepts (default %(default)s)")
+    add("--cluster-dns", default="10.43.0.10", help="cluster DNS address (default %(default)s)")
+    add(
+        "--cluster-domain",
+        default="cluster.local",
+        help="cluster domain of the DNS names (default %(default)s)",
+    )
+    add(
+        "--resolv-conf",
+        default="/etc/resolv.conf",
+        help="the node's resolvers, for names outside the cluster (default %(default)s)",
+    )
+    add("--service-cidr", default="10.43.0.0/16", help=argparse.SUPPRESS)
     # "fake" runs pods without processes: hollow nodes for scale tests.
     add("--runtime", choices=("docker", "fake"), default="docker", help=argparse.SUPPRESS)
 
@@ -97,6 +109,10 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         raise UsageError("--node-name is empty and this machine has no host name")
     if args.max_pods < 1:
         raise UsageError("--max-pods must be at least 1")
+    try:
+        ipaddress.IPv4Address(args.cluster_dns)
+    except ValueError:
+        raise UsageError(f"--cluster-dns {args.cluster_dns!r} is not an IPv4 address") from None
     if args.flannel_backend not in FLANNEL_BACKENDS:
         raise UsageError(
             f"--flannel-backend {args.flannel_backend!r}: expected one of "
@@ -127,6 +143,10 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         container_runtime_endpoint=args.container_runtime_endpoint,
         pause_image=args.pause_image,
         max_pods=args.max_pods,
+        cluster_dns=args.cluster_dns,
+        cluster_domain=str(args.cluster_domain).strip(".") or "cluster.local",
+        service_cidr=args.service_cidr,
+        resolv_conf=Path(args.resolv_conf),
         flannel_backend=args.flannel_backend,
         flannel_iface=args.flannel_iface,
         cluster_cidr=cluster_cidr,

@@ -30,6 +30,13 @@ class AgentSettings:
     flannel_backend: str = "vxlan"
     flannel_iface: str = ""
     cluster_cidr: str = "10.42.0.0/16"
+    # Services: the cluster DNS address and domain pods are given (K3s's --cluster-dns,
+    # --cluster-domain), the service CIDR (reverse lookups), the resolvers names outside the
+    # cluster go to (K3s's --resolv-conf).
+    cluster_dns: str = "10.43.0.10"
+    cluster_domain: str = "cluster.local"
+    service_cidr: str = "10.43.0.0/16"
+    resolv_conf: Path = Path("/etc/resolv.conf")
     lease_seconds: float = 10.0
     # How long to wait for a server that does not answer yet (boot order, server restarts) on
     # first join; after joining, the agent never needs the server to start.

@@ -16,7 +16,7 @@ import hashlib
 import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -64,6 +64,9 @@ class PodContext:
     host_ip: str
     sandbox_id: str
     host_network: bool = False
+    # The service variables the kubelet adds (WEB_SERVICE_HOST, ...); the container's own
+    # env and envFrom win over them.
+    service_env: Mapping[str, str] = field(default_factory=dict)
 
 
 def meta(pod: Pod) -> dict[str, Any]:
@@ -179,7 +182,7 @@ def resolve_env(
 ) -> dict[str, str]:
     """The container's environment, in Kubernetes' order: envFrom, then env (which wins)."""
     namespace = str(meta(pod).get("namespace", "default"))
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(ctx.service_env)
     for source in container.get("envFrom") or []:
         prefix = str(source.get("prefix") or "")
         if "configMapRef" in source:

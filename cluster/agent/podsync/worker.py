@@ -23,6 +23,12 @@ from typing import Any, Protocol
 
 from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
 from k3py.cluster.agent.podsync.backoff import Backoff
+from k3py.cluster.agent.podsync.dnsconfig import (
+    DnsSettings,
+    ServiceList,
+    service_env,
+    write_resolv_conf,
+)
 from k3py.cluster.agent.podsync.network import PodNetwork
 from k3py.cluster.agent.podsync.probes import PodProbes, Prober, ProbeWorker
 from k3py.cluster.agent.podsync.spec import (
@@ -46,6 +52,7 @@ from k3py.cluster.agent.runtime import (
     ContainerInfo,
     ContainerKind,
     ContainerRuntime,
+    Mount,
 )
 from k3py.cluster.client.clock import Clock, wait_event
 
@@ -93,6 +100,9 @@ class WorkerDeps:
     backoff: Backoff
     prober: Prober
     network: PodNetwork
+    # Services for the pods' environment, and their resolv.conf (None: the runtime's own).
+    services: ServiceList | None = None
+    dns: DnsSettings | None = None
 
 
 def _pull_policy(container: Mapping[str, Any]) -> str:
@@ -231,6 +241,9 @@ class PodWorker:
                 host_ip=self._deps.node.host_ip,
                 sandbox_id=sandbox.id,
                 host_network=bool(spec(self.pod).get("hostNetwork")),
+                service_env=(
+                    service_env(self.pod, self._deps.services) if self._deps.services else {}
+                ),
             )
             init_done, init_acted, failed = await self._sync_init(by_name, ctx, paths)
             acted |= init_acted
@@ -379,6 +392,12 @@ class PodWorker:
             return False
         try:
             mounts = self._deps.volumes.mounts(container, paths)
+            if self._deps.dns is not None and not any(
+                m.target == "/etc/resolv.conf" for m in mounts
+            ):
+                pod_dir = self._deps.volumes.pod_dir(self.uid)
+                resolv = write_resolv_conf(pod_dir, self.pod, self._deps.dns)
+                mounts = (*mounts, Mount(str(resolv), "/etc/resolv.conf", read_only=True))
             config = container_config(
                 self.pod,
                 container,

@@ -8,9 +8,11 @@ milliseconds) rather than kept running, so a crashed ``nft`` can never hold a ha
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 from typing import Protocol
 
+from k3py.cluster.agent.proxy.rules import Existing
 from k3py.errors import K3pyError
 
 
@@ -21,7 +23,9 @@ class NftError(K3pyError):
 class Nftables(Protocol):
     async def apply(self, batch: str) -> None: ...
 
-    async def list_table(self, family: str, table: str) -> str | None: ...
+    async def existing(self, table: str) -> Existing:
+        """The chains, sets and maps of ``table`` ("family name"); empty when it is absent."""
+        ...
 
 
 class NftCommand:
@@ -49,9 +53,16 @@ class NftCommand:
         if code != 0:
             raise NftError(f"nft refused the batch: {err.strip()[:2000]}")
 
-    async def list_table(self, family: str, table: str) -> str | None:
-        code, out, _ = await self._run("list", "table", family, table)
-        return out if code == 0 else None
+    async def existing(self, table: str) -> Existing:
+        code, out, _ = await self._run("-j", "list", "table", *table.split())
+        if code != 0:
+            return Existing()
+        items = json.loads(out).get("nftables", [])
+        names = {
+            kind: tuple(item[kind]["name"] for item in items if kind in item)
+            for kind in ("chain", "set", "map")
+        }
+        return Existing(names["chain"], names["set"], names["map"])
 
 
 class FakeNftables:
@@ -68,5 +79,5 @@ class FakeNftables:
         if batch:
             self.batches.append(batch)
 
-    async def list_table(self, family: str, table: str) -> str | None:
-        return None
+    async def existing(self, table: str) -> Existing:
+        return Existing()

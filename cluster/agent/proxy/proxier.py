@@ -99,7 +99,8 @@ class Proxier:
         self._host_ports_dirty = False
         self._fragments = {key: self._compute(key) for key in self.cache.names()}
         everything = [f for frags in self._fragments.values() for f in frags.values()]
-        batch = rules.full_ruleset(self.config, [*self._fixed_fragments(), *everything])
+        existing = await self.nft.existing(self.config.table)
+        batch = rules.full_ruleset(self.config, [*self._fixed_fragments(), *everything], existing)
         await self.nft.apply(batch)
         self._full_needed = False
         self._applied(None)
@@ -160,5 +161,11 @@ class Proxier:
                 await asyncio.sleep(RETRY_SECONDS)
 
     async def remove(self) -> None:
-        """Take k3py's service rules out of the node (uninstall, ``--flannel-backend none``)."""
-        await self.nft.apply(rules.delete_table(self.config))
+        """Take the proxy's rules out of the node (``--flannel-backend none``, uninstall); the
+        shared table goes too when nothing else is left in it."""
+        existing = await self.nft.existing(self.config.table)
+        lines = rules.removal(self.config, existing)
+        if lines and all(c.startswith(rules.PREFIX) for c in existing.chains):
+            lines.append(f"delete table {self.config.table}")
+        if lines:
+            await self.nft.apply("\n".join(lines) + "\n")

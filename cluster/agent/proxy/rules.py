@@ -1,19 +1,22 @@
-"""Services as nftables: k3py's own table, in the shape of kube-proxy's nftables mode.
+"""Services as nftables, in the shape of kube-proxy's nftables mode.
 
-The table has a fixed skeleton (base chains on the nat and filter hooks, and four verdict
-maps) and one :class:`Fragment` per service port: its chains (``svc-…`` picks an endpoint,
-``ep-…`` rewrites to it, ``ext-…`` handles NodePort and load-balancer traffic), its affinity
-sets and its entries in the maps. A packet to a service costs one map lookup however many
+The rules live in k3py's table ``inet k3py``, which the agent's parts share by name prefix
+(see :mod:`k3py.cluster.agent.network.nft`): every chain, set and map of the proxy starts with
+``svc-``. There is a fixed skeleton (base chains on the nat and filter hooks, and four verdict
+maps) and one :class:`Fragment` per service port: its chains (``svc-s-…`` picks an endpoint,
+``svc-e-…`` rewrites to it, ``svc-x-…`` handles NodePort and load-balancer traffic), its
+affinity sets and its entries in the maps. A packet to a service costs one map lookup however many
 services exist, and a change to one service touches only that service's fragment:
 :func:`diff` turns two versions of some fragments into the statements of one ``nft -f``
-transaction, and :func:`full_ruleset` replaces the whole table in one transaction (``add table``,
-``delete table``, then the new definition), which is what a resync after a restart runs.
+transaction, and :func:`full_ruleset` replaces all of the proxy's objects in one transaction
+(everything named ``svc-…`` that the table holds is flushed and deleted, then defined anew),
+which is what a resync after a restart runs; the other parts' chains are not touched.
 
 Maps of the skeleton (keys ``daddr . l4proto . dport`` or ``l4proto . dport``):
 
-- ``service-ips``: cluster IPs, load-balancer ingress and external IPs → the service's chain;
-- ``service-nodeports``: nodePorts on any local address (``fib daddr type local``);
-- ``no-endpoint-services`` / ``no-endpoint-nodeports``: services without a ready endpoint →
+- ``svc-service-ips``: cluster IPs, load-balancer ingress and external IPs → the service's chain;
+- ``svc-service-nodeports``: nodePorts on any local address (``fib daddr type local``);
+- ``svc-no-endpoint-services`` / ``svc-no-endpoint-nodeports``: services without a ready endpoint →
   reject, checked on the filter hooks so that a client is refused at once instead of hanging.
 
 Masquerading follows kube-proxy: traffic from outside the cluster CIDR to a cluster IP,
@@ -32,20 +35,29 @@ from dataclasses import dataclass, field
 
 from k3py.cluster.agent.proxy.model import Endpoint, HostPort, ServicePort
 
+PREFIX = "svc-"
 MASQUERADE_MARK = 0x4000  # kube-proxy's bit, so node tooling reads it the same way
-REJECT = "goto reject-chain"
+REJECT = "goto svc-reject"
+SERVICE_IPS = "svc-service-ips"
+NODE_PORTS = "svc-service-nodeports"
+NO_ENDPOINT_IPS = "svc-no-endpoint-services"
+NO_ENDPOINT_PORTS = "svc-no-endpoint-nodeports"
+HOST_PORTS_CHAIN = "svc-hostports"
+DNS_GUARD_CHAIN = "svc-dns-guard"
+# Chains of the skeleton that a fragment fills (flushed, never created or deleted by it).
+FIXED_CHAINS = (HOST_PORTS_CHAIN, DNS_GUARD_CHAIN)
 MAPS = {
-    "service-ips": "ipv4_addr . inet_proto . inet_service",
-    "service-nodeports": "inet_proto . inet_service",
-    "no-endpoint-services": "ipv4_addr . inet_proto . inet_service",
-    "no-endpoint-nodeports": "inet_proto . inet_service",
+    SERVICE_IPS: "ipv4_addr . inet_proto . inet_service",
+    NODE_PORTS: "inet_proto . inet_service",
+    NO_ENDPOINT_IPS: "ipv4_addr . inet_proto . inet_service",
+    NO_ENDPOINT_PORTS: "inet_proto . inet_service",
 }
 MapKey = tuple[str, str]  # (map name, element key)
 
 
 @dataclass(frozen=True)
 class ProxyConfig:
-    table: str = "k3py-proxy"
+    table: str = "inet k3py"  # family and name, shared with the pod network
     node_name: str = ""
     cluster_cidr: str = "10.42.0.0/16"
 
@@ -70,9 +82,18 @@ class Fragment:
     elements: dict[MapKey, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Existing:
+    """The proxy's objects found in the table (what a full resync must replace)."""
+
+    chains: tuple[str, ...] = ()
+    sets: tuple[str, ...] = ()
+    maps: tuple[str, ...] = ()
+
+
 def _hash(text: str) -> str:
     digest = hashlib.sha256(text.encode()).digest()
-    return base64.b32encode(digest)[:8].decode()
+    return base64.b32encode(digest)[:8].decode().lower()
 
 
 def _dispatch(targets: list[str]) -> str:
@@ -86,30 +107,30 @@ def service_fragment(sp: ServicePort, config: ProxyConfig) -> Fragment:
     frag = Fragment()
     key, proto = sp.key, sp.protocol
     tag = _hash(key)
-    svc = f"svc-{tag}-{key}"
-    ext = f"ext-{tag}-{key}"
+    svc = f"svc-s-{tag}-{key}"
+    ext = f"svc-x-{tag}-{key}"
     external = bool(sp.node_port or sp.external_ips)
     if not sp.endpoints:
-        frag.elements[("no-endpoint-services", f"{sp.cluster_ip} . {proto} . {sp.port}")] = REJECT
+        frag.elements[(NO_ENDPOINT_IPS, f"{sp.cluster_ip} . {proto} . {sp.port}")] = REJECT
         for ip in sp.external_ips:
-            frag.elements[("no-endpoint-services", f"{ip} . {proto} . {sp.port}")] = REJECT
+            frag.elements[(NO_ENDPOINT_IPS, f"{ip} . {proto} . {sp.port}")] = REJECT
         if sp.node_port:
-            frag.elements[("no-endpoint-nodeports", f"{proto} . {sp.node_port}")] = REJECT
+            frag.elements[(NO_ENDPOINT_PORTS, f"{proto} . {sp.node_port}")] = REJECT
         return frag
 
     ep_chains: dict[Endpoint, str] = {}
     aff_sets: dict[Endpoint, str] = {}
     for ep in sp.endpoints:
         ep_tag = _hash(f"{key}/{ep.ip}/{ep.port}/{sp.affinity_seconds}")
-        ep_chains[ep] = f"ep-{ep_tag}-{key}__{ep.ip}/{ep.port}"
-        rules = [f"ip saddr {ep.ip} jump mark-for-masquerade"]
+        ep_chains[ep] = f"svc-e-{ep_tag}-{key}__{ep.ip}/{ep.port}"
+        rules = [f"ip saddr {ep.ip} jump svc-mark-for-masquerade"]
         if sp.affinity_seconds:
-            aff_sets[ep] = f"affinity-{ep_tag}"
+            aff_sets[ep] = f"svc-affinity-{ep_tag}"
             frag.sets[aff_sets[ep]] = (
                 f"{{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_seconds}s; }}"
             )
             rules.append(f"update @{aff_sets[ep]} {{ ip saddr }}")
-        rules.append(f"meta l4proto {proto} dnat to {ep.ip}:{ep.port}")
+        rules.append(f"meta l4proto {proto} dnat ip to {ep.ip}:{ep.port}")
         frag.chains[ep_chains[ep]] = tuple(rules)
 
     def pick(endpoints: Iterable[Endpoint]) -> list[str]:
@@ -120,9 +141,9 @@ def service_fragment(sp: ServicePort, config: ProxyConfig) -> Fragment:
 
     svc_rules = []
     if config.cluster_cidr:
-        svc_rules.append(f"ip saddr != {config.cluster_cidr} jump mark-for-masquerade")
+        svc_rules.append(f"ip saddr != {config.cluster_cidr} jump svc-mark-for-masquerade")
     frag.chains[svc] = (*svc_rules, *pick(sp.endpoints))
-    frag.elements[("service-ips", f"{sp.cluster_ip} . {proto} . {sp.port}")] = f"goto {svc}"
+    frag.elements[(SERVICE_IPS, f"{sp.cluster_ip} . {proto} . {sp.port}")] = f"goto {svc}"
     if not external:
         return frag
 
@@ -133,22 +154,22 @@ def service_fragment(sp: ServicePort, config: ProxyConfig) -> Fragment:
             # Pods reaching a Local service go through the cluster-wide chain, as kube-proxy.
             ext_rules.append(f"ip saddr {config.cluster_cidr} goto {svc}")
         ext_rules += [
-            "fib saddr type local jump mark-for-masquerade",
+            "fib saddr type local jump svc-mark-for-masquerade",
             f"fib saddr type local goto {svc}",
         ]
         if local:
-            svl = f"svl-{tag}-{key}"
+            svl = f"svc-l-{tag}-{key}"
             frag.chains[svl] = tuple(pick(local))
             ext_rules.append(f"goto {svl}")
         else:
             ext_rules.append("drop")
         frag.chains[ext] = tuple(ext_rules)
     else:
-        frag.chains[ext] = ("jump mark-for-masquerade", f"goto {svc}")
+        frag.chains[ext] = ("jump svc-mark-for-masquerade", f"goto {svc}")
     for ip in sp.external_ips:
-        frag.elements[("service-ips", f"{ip} . {proto} . {sp.port}")] = f"goto {ext}"
+        frag.elements[(SERVICE_IPS, f"{ip} . {proto} . {sp.port}")] = f"goto {ext}"
     if sp.node_port:
-        frag.elements[("service-nodeports", f"{proto} . {sp.node_port}")] = f"goto {ext}"
+        frag.elements[(NODE_PORTS, f"{proto} . {sp.node_port}")] = f"goto {ext}"
     return frag
 
 
@@ -158,76 +179,74 @@ def host_ports_fragment(ports: Iterable[HostPort]) -> Fragment:
     for hp in sorted(set(ports)):
         where = f"ip daddr {hp.host_ip}" if hp.host_ip else "fib daddr type local"
         match = f"{where} meta l4proto {hp.protocol} th dport {hp.host_port}"
-        rules.append(f"{match} ip saddr {hp.pod_ip} jump mark-for-masquerade")
-        rules.append(f"{match} dnat to {hp.pod_ip}:{hp.container_port}")
-    return Fragment(chains={"hostports": tuple(rules)})
+        rules.append(f"{match} ip saddr {hp.pod_ip} jump svc-mark-for-masquerade")
+        rules.append(
+            f"{match} meta l4proto {hp.protocol} dnat ip to {hp.pod_ip}:{hp.container_port}"
+        )
+    return Fragment(chains={HOST_PORTS_CHAIN: tuple(rules)})
 
 
 def redirect_fragment(redirect: Redirect) -> Fragment:
     frag = Fragment()
-    chain = "cluster-dns"
+    chain = "svc-cluster-dns"
     frag.chains[chain] = tuple(
-        f"meta l4proto {proto} dnat to {redirect.to_address}:{redirect.to_port}"
+        f"meta l4proto {proto} dnat ip to {redirect.to_address}:{redirect.to_port}"
         for proto in ("udp", "tcp")
     )
     for proto in ("udp", "tcp"):
-        frag.elements[("service-ips", f"{redirect.address} . {proto} . {redirect.port}")] = (
+        frag.elements[(SERVICE_IPS, f"{redirect.address} . {proto} . {redirect.port}")] = (
             f"goto {chain}"
         )
+    # Only redirected queries may reach the listener: the node is no resolver for its LAN.
+    listener = (
+        f"ip daddr {redirect.to_address} meta l4proto {{ tcp, udp }} th dport {redirect.to_port}"
+    )
+    frag.chains[DNS_GUARD_CHAIN] = (f"{listener} ct status dnat return", f"{listener} drop")
     return frag
 
 
+BASE_CHAINS = {
+    "svc-nat-prerouting": "type nat hook prerouting priority dstnat; policy accept;",
+    "svc-nat-output": "type nat hook output priority -100; policy accept;",
+    "svc-nat-postrouting": "type nat hook postrouting priority srcnat; policy accept;",
+    "svc-filter-input": "type filter hook input priority -110; policy accept;",
+    "svc-filter-forward": "type filter hook forward priority -110; policy accept;",
+    "svc-filter-output": "type filter hook output priority -110; policy accept;",
+}
+MARK = f"0x{MASQUERADE_MARK:x}"
+SKELETON_RULES = {
+    "svc-nat-prerouting": ["jump svc-services", f"jump {HOST_PORTS_CHAIN}"],
+    "svc-nat-output": ["jump svc-services", f"jump {HOST_PORTS_CHAIN}"],
+    "svc-nat-postrouting": ["jump svc-masquerading"],
+    "svc-filter-input": ["ct state new jump svc-endpoints-check", f"jump {DNS_GUARD_CHAIN}"],
+    "svc-filter-forward": ["ct state new jump svc-endpoints-check"],
+    "svc-filter-output": ["ct state new jump svc-endpoints-check"],
+    "svc-services": [
+        f"ip daddr . meta l4proto . th dport vmap @{SERVICE_IPS}",
+        f"fib daddr type local ip daddr != 127.0.0.0/8 meta l4proto . th dport vmap @{NODE_PORTS}",
+    ],
+    "svc-masquerading": [
+        f"meta mark & {MARK} == 0 return",
+        f"meta mark set meta mark ^ {MARK}",
+        "masquerade fully-random",
+    ],
+    "svc-mark-for-masquerade": [f"meta mark set meta mark | {MARK}"],
+    "svc-endpoints-check": [
+        f"ip daddr . meta l4proto . th dport vmap @{NO_ENDPOINT_IPS}",
+        "fib daddr type local ip daddr != 127.0.0.0/8"
+        f" meta l4proto . th dport vmap @{NO_ENDPOINT_PORTS}",
+    ],
+    "svc-reject": ["reject"],
+}
+
+
 def _skeleton(t: str) -> list[str]:
-    mark = f"0x{MASQUERADE_MARK:x}"
-    lines = [f"add table ip {t}"]
-    for name, key in MAPS.items():
-        lines.append(f"add map ip {t} {name} {{ type {key} : verdict; }}")
-    chains = {
-        "nat-prerouting": "type nat hook prerouting priority dstnat; policy accept;",
-        "nat-output": "type nat hook output priority -100; policy accept;",
-        "nat-postrouting": "type nat hook postrouting priority srcnat; policy accept;",
-        "filter-input": "type filter hook input priority -110; policy accept;",
-        "filter-forward": "type filter hook forward priority -110; policy accept;",
-        "filter-output": "type filter hook output priority -110; policy accept;",
-    }
-    for name, spec in chains.items():
-        lines.append(f"add chain ip {t} {name} {{ {spec} }}")
-    for name in (
-        "services",
-        "hostports",
-        "masquerading",
-        "mark-for-masquerade",
-        "endpoints-check",
-        "reject-chain",
-    ):
-        lines.append(f"add chain ip {t} {name}")
-    rules = {
-        "nat-prerouting": ["jump services", "jump hostports"],
-        "nat-output": ["jump services", "jump hostports"],
-        "nat-postrouting": ["jump masquerading"],
-        "filter-input": ["ct state new jump endpoints-check"],
-        "filter-forward": ["ct state new jump endpoints-check"],
-        "filter-output": ["ct state new jump endpoints-check"],
-        "services": [
-            "ip daddr . meta l4proto . th dport vmap @service-ips",
-            "fib daddr type local ip daddr != 127.0.0.0/8"
-            " meta l4proto . th dport vmap @service-nodeports",
-        ],
-        "masquerading": [
-            f"meta mark & {mark} == 0 return",
-            f"meta mark set meta mark ^ {mark}",
-            "masquerade fully-random",
-        ],
-        "mark-for-masquerade": [f"meta mark set meta mark | {mark}"],
-        "endpoints-check": [
-            "ip daddr . meta l4proto . th dport vmap @no-endpoint-services",
-            "fib daddr type local ip daddr != 127.0.0.0/8"
-            " meta l4proto . th dport vmap @no-endpoint-nodeports",
-        ],
-        "reject-chain": ["reject"],
-    }
-    for chain, chain_rules in rules.items():
-        lines += [f"add rule ip {t} {chain} {rule}" for rule in chain_rules]
+    lines = [f"add map {t} {name} {{ type {key} : verdict; }}" for name, key in MAPS.items()]
+    lines += [f"add chain {t} {name} {{ {spec} }}" for name, spec in BASE_CHAINS.items()]
+    lines += [f"add chain {t} {name}" for name in SKELETON_RULES if name not in BASE_CHAINS]
+    lines += [f"add chain {t} {name}" for name in FIXED_CHAINS]
+    for chain, chain_rules in SKELETON_RULES.items():
+        lines += [f"add rule {t} {chain} {rule}" for rule in chain_rules]
     return lines
 
 
@@ -236,30 +255,38 @@ def _elements(t: str, verb: str, items: Iterable[tuple[MapKey, str]]) -> list[st
     for (name, key), value in items:
         by_map.setdefault(name, []).append(f"{key} : {value}" if value else key)
     return [
-        f"{verb} element ip {t} {name} {{ {', '.join(entries)} }}"
+        f"{verb} element {t} {name} {{ {', '.join(entries)} }}"
         for name, entries in sorted(by_map.items())
     ]
 
 
-def full_ruleset(config: ProxyConfig, fragments: Iterable[Fragment]) -> str:
-    """The whole table, replacing whatever is there, as one transaction."""
+def removal(config: ProxyConfig, existing: Existing) -> list[str]:
+    """Statements deleting the proxy's objects found in the table, references first: rules
+    (chains flushed), then maps and sets, then the chains themselves."""
+    t = config.table
+    chains = [c for c in existing.chains if c.startswith(PREFIX)]
+    lines = [f"flush chain {t} {name}" for name in chains]
+    lines += [f"delete map {t} {name}" for name in existing.maps if name.startswith(PREFIX)]
+    lines += [f"delete set {t} {name}" for name in existing.sets if name.startswith(PREFIX)]
+    lines += [f"delete chain {t} {name}" for name in chains]
+    return lines
+
+
+def full_ruleset(config: ProxyConfig, fragments: Iterable[Fragment], existing: Existing) -> str:
+    """All of the proxy's objects, replacing the ones in the table, as one transaction."""
     t = config.table
     frags = list(fragments)
-    lines = [f"add table ip {t}", f"delete table ip {t}", *_skeleton(t)]
+    lines = [f"add table {t}", *removal(config, existing), *_skeleton(t)]
     for frag in frags:
-        lines += [f"add set ip {t} {name} {spec}" for name, spec in frag.sets.items()]
-        lines += [f"add chain ip {t} {name}" for name in frag.chains if name != "hostports"]
+        lines += [f"add set {t} {name} {spec}" for name, spec in frag.sets.items()]
+        lines += [f"add chain {t} {name}" for name in frag.chains if name not in FIXED_CHAINS]
     for frag in frags:
         for name, rules in frag.chains.items():
-            lines += [f"add rule ip {t} {name} {rule}" for rule in rules]
+            lines += [f"add rule {t} {name} {rule}" for rule in rules]
     # A later fragment wins a key two claim (two services on one external address and port).
     elements = {item: value for frag in frags for item, value in frag.elements.items()}
     lines += _elements(t, "add", elements.items())
     return "\n".join(lines) + "\n"
-
-
-def delete_table(config: ProxyConfig) -> str:
-    return f"add table ip {config.table}\ndelete table ip {config.table}\n"
 
 
 def diff(
@@ -280,15 +307,15 @@ def diff(
         old, new = old_frag or empty, new_frag or empty
         for name, spec in new.sets.items():
             if name not in old.sets:
-                add_objects.append(f"add set ip {t} {name} {spec}")
+                add_objects.append(f"add set {t} {name} {spec}")
         for name, rules in new.chains.items():
             if name in old.chains:
                 if old.chains[name] == rules:
                     continue
-                rewrite.append(f"flush chain ip {t} {name}")
-            elif name != "hostports":
-                add_objects.append(f"add chain ip {t} {name}")
-            rewrite += [f"add rule ip {t} {name} {rule}" for rule in rules]
+                rewrite.append(f"flush chain {t} {name}")
+            elif name not in FIXED_CHAINS:
+                add_objects.append(f"add chain {t} {name}")
+            rewrite += [f"add rule {t} {name} {rule}" for rule in rules]
         for item, value in old.elements.items():
             if new.elements.get(item) != value:
                 removed_elements.append((item, ""))
@@ -297,15 +324,15 @@ def diff(
                 added_elements.append((item, value))
         for name in old.chains:
             if name not in new.chains:
-                if name == "hostports":
-                    rewrite.append(f"flush chain ip {t} {name}")
+                if name in FIXED_CHAINS:
+                    rewrite.append(f"flush chain {t} {name}")
                 else:
                     drop_chains.append(name)
         drop_sets += [name for name in old.sets if name not in new.sets]
     lines = [*add_objects, *rewrite]
     lines += _elements(t, "delete", removed_elements)
     lines += _elements(t, "add", added_elements)
-    lines += [f"flush chain ip {t} {name}" for name in drop_chains]
-    lines += [f"delete chain ip {t} {name}" for name in drop_chains]
-    lines += [f"delete set ip {t} {name}" for name in drop_sets]
+    lines += [f"flush chain {t} {name}" for name in drop_chains]
+    lines += [f"delete chain {t} {name}" for name in drop_chains]
+    lines += [f"delete set {t} {name}" for name in drop_sets]
     return "\n".join(lines) + "\n" if lines else ""
