@@ -51,6 +51,13 @@ def command(settings: ServerSettings, *, debug: bool = False) -> list[str]:
         "--data-dir",
         str(settings.data_dir),
         *settings.agent.argv(settings.cluster_cidr),
+        # The node's pods use this server's cluster DNS address, domain and service CIDR.
+        "--cluster-dns",
+        settings.cluster_dns_ip,
+        "--cluster-domain",
+        settings.cluster_domain,
+        "--service-cidr",
+        settings.service_cidr,
     ]
 
 
