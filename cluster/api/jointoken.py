@@ -21,6 +21,21 @@ SERVER_USER = "server"
 # Users a secret may be presented as over basic auth, as K3s's supervisor accepts them.
 JOIN_USERS = frozenset({SERVER_USER, "node"})
 _HEX = frozenset(string.hexdigits.lower())
+# A node's certificate names it as CN=system:node:<name>, and X.509 limits a CN to 64
+# characters: longer node names cannot join.
+NODE_CN_PREFIX = "system:node:"
+MAX_NODE_NAME = 64 - len(NODE_CN_PREFIX)
+
+
+def node_name_too_long(name: str) -> str | None:
+    """Why a node name cannot be put in a node certificate, or None when it can."""
+    if len(name) <= MAX_NODE_NAME:
+        return None
+    return (
+        f"node name {name!r} is {len(name)} characters long: at most {MAX_NODE_NAME} fit in a"
+        f" node certificate (CN={NODE_CN_PREFIX}<name> is limited to 64); choose a shorter"
+        " --node-name"
+    )
 
 
 class JoinTokenError(K3pyError):

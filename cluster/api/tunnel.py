@@ -9,7 +9,9 @@ Kubernetes' remote command protocol (0 stdin, 1 stdout, 2 stderr).
 Server → agent: ``open`` (``kind`` "logs" or "exec", ``params``), ``resize`` (``width``,
 ``height``), ``stdin-close``, ``close``, and stdin data. Agent → server: ``opened``, ``error``
 (``status``: a Kubernetes Status), ``exit`` (``code``), ``end`` (the stream is over), and
-output data. The stream ids are chosen by the server.
+output data. The stream ids are chosen by the server. No frame carries more than
+:data:`MAX_PAYLOAD` bytes: larger output is split, and each end refuses bigger frames, so a
+peer cannot make the other buffer an unbounded message.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ STDOUT = 1
 STDERR = 2
 
 _HEADER = struct.Struct(">IB")
+# Data payloads are split at 256 KiB; a frame (payload, header, or a control message) may be
+# at most 1 MiB.
+MAX_PAYLOAD = 256 * 1024
+MAX_FRAME = 1024 * 1024
 
 
 class TunnelProtocolError(ValueError):

@@ -296,12 +296,15 @@ async def serve(settings: ServerSettings) -> None:
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
-        site = web.TCPSite(
+        from k3py.cluster.server.connections import ConnectionLimits, GatedSite
+
+        site = GatedSite(
             runner,
             settings.bind_address,
             settings.https_listen_port,
             ssl_context=cluster_pki.server_ssl_context(),
             backlog=1024,
+            limits=ConnectionLimits(settings.max_connections, settings.max_connections_per_client),
         )
         try:
             await site.start()

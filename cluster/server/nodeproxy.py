@@ -138,7 +138,7 @@ def _exit_status(stream: NodeStream, command: list[str]) -> dict[str, Any]:
             "status": "Failure",
             "message": str(stream.error.get("message", "exec failed")),
             "reason": str(stream.error.get("reason", "InternalError")),
-            "code": int(stream.error.get("code") or 500),
+            "code": stream.error["code"],
         }
     code = stream.exit_code if stream.exit_code is not None else 0
     if code == 0:

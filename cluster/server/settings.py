@@ -42,6 +42,9 @@ class ServerSettings:
     # How long one request may work (patching, retrying after conflicts): kube-apiserver's
     # --request-timeout default.
     request_timeout_seconds: float = 60.0
+    # Open connections in total and per client address (loopback is not limited per client).
+    max_connections: int = 16384
+    max_connections_per_client: int = 1024
     # Datastore history kept for watches and paginated lists (kine keeps about as much).
     compact_min_revisions: int = 1000
     compact_min_age_seconds: float = 300.0
@@ -58,25 +61,12 @@ class ServerSettings:
     cluster_domain: str = "cluster.local"
     # Packaged components turned off with --disable (K3s's names; only servicelb exists here).
     disable_components: tuple[str, ...] = ()
-    # Cluster DNS (K3s's --cluster-dns, --cluster-domain); empty: the service CIDR's tenth address.
-    cluster_dns: str = ""
-    cluster_domain: str = "cluster.local"
-    # Packaged components turned off with --disable (K3s's names; only servicelb exists here).
-    disable_components: tuple[str, ...] = ()
 
     @property
     def kubernetes_service_ip(self) -> str:
         """The first address of the service CIDR, as kube-apiserver gives ``kubernetes``."""
         network = ipaddress.ip_network(self.service_cidr, strict=False)
         return str(network.network_address + 1)
-
-    @property
-    def cluster_dns_ip(self) -> str:
-        """The cluster DNS address: ``--cluster-dns``, else the service CIDR's tenth (as K3s)."""
-        if self.cluster_dns:
-            return self.cluster_dns
-        network = ipaddress.ip_network(self.service_cidr, strict=False)
-        return str(network.network_address + 10)
 
     @property
     def cluster_dns_ip(self) -> str:

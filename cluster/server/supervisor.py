@@ -67,7 +67,7 @@ def _node_name_problem(name: str) -> str | None:
             f"nodeName {name!r} is not a valid node name: lower case letters, digits, '-' and "
             "'.', starting and ending with a letter or digit, at most 253 characters"
         )
-    return None
+    return jointoken.node_name_too_long(name)
 
 
 class NodePasswords:
@@ -143,7 +143,7 @@ class Supervisor:
         return web.Response(text="pong")
 
     async def connect(self, request: web.Request) -> web.StreamResponse:
-        from k3py.cluster.api.tunnel import PROTOCOL
+        from k3py.cluster.api.tunnel import MAX_FRAME, PROTOCOL
         from k3py.cluster.server.rest.access import user_of
         from k3py.cluster.server.tunnel import TUNNELS
 
@@ -153,7 +153,7 @@ class Supervisor:
             return _status_response(
                 ApiError(403, "Forbidden", f"{CONNECT_PATH} is for node credentials only")
             )
-        ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=0)
+        ws = web.WebSocketResponse(protocols=(PROTOCOL,), heartbeat=30.0, max_msg_size=MAX_FRAME)
         if not ws.can_prepare(request).ok:
             return _status_response(
                 bad_request(f"{CONNECT_PATH} is a websocket ({PROTOCOL}); send an upgrade")

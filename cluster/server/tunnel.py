@@ -35,6 +35,29 @@ class Output:
     payload: bytes
 
 
+def node_status(value: Any) -> dict[str, Any]:
+    """A node's error Status made safe to relay: an HTTP error code, strings where expected.
+
+    Nodes are not trusted: a code that is not an integer from 400 to 599 becomes 502.
+    """
+    status = value if isinstance(value, dict) else {}
+    code = status.get("code")
+    if isinstance(code, bool) or not isinstance(code, int) or not 400 <= code <= 599:
+        code = 502
+    return {
+        "code": code,
+        "reason": str(status.get("reason") or "InternalError")[:256],
+        "message": str(status.get("message") or "")[:4096],
+    }
+
+
+def exit_code(value: Any) -> int:
+    """A node's exit code: an int32, or -1 for anything else."""
+    if isinstance(value, bool) or not isinstance(value, int) or not -(2**31) <= value < 2**31:
+        return -1
+    return int(value)
+
+
 class NodeStream:
     """One request carried to a node: output comes from :meth:`output`, stdin goes in."""
 
@@ -55,9 +78,9 @@ class NodeStream:
                 continue
             op = item.get("op")
             if op == "exit":
-                self.exit_code = int(item.get("code", -1))
+                self.exit_code = exit_code(item.get("code", -1))
             elif op == "error":
-                self.error = item.get("status") or {}
+                self.error = node_status(item.get("status"))
             elif op == "end":
                 self.ended = True
 
@@ -110,11 +133,11 @@ class NodeTunnel:
             ) from None
         if isinstance(first, dict) and first.get("op") in {"error", "end"}:
             self.forget(stream.id)
-            status = first.get("status") or {}
+            status = node_status(first.get("status"))
             raise ApiError(
-                int(status.get("code") or 500),
-                str(status.get("reason") or "InternalError"),
-                str(status.get("message") or f"node {self.node} refused the {kind} request"),
+                status["code"],
+                status["reason"],
+                status["message"] or f"node {self.node} refused the {kind} request",
             )
         if isinstance(first, Output):
             await stream.inbox.put(first)  # keep the order: data before anything else

@@ -236,6 +236,15 @@ async def test_node_certificate_refuses_bad_requests(server: Server) -> None:
     assert "CSR" in _status(answer)["message"]
 
 
+@pytest.mark.parametrize("length", [53, 64, 253])
+async def test_node_names_too_long_for_a_certificate_are_refused(
+    server: Server, length: int
+) -> None:
+    code, answer, _ = await _issue(server, f"Bearer {server.token}", node="n" * length)
+    assert code == 400, answer
+    assert "at most 52 fit in a node certificate" in _status(answer)["message"]
+
+
 async def test_another_machine_cannot_take_a_joined_nodes_name(server: Server) -> None:
     auth = f"Bearer {server.token}"
     assert (await _issue(server, auth))[0] == 200

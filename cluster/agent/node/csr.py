@@ -19,12 +19,17 @@ def main(argv: list[str]) -> int:
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
+    from k3py.cluster.api.jointoken import node_name_too_long
     from k3py.fsutil import write_atomic
 
     if len(argv) != 2:
         print("usage: python -m k3py.cluster.agent.node.csr KEY_PATH NODE_NAME", file=sys.stderr)
         return 64
     key_path, node = Path(argv[0]), argv[1]
+    problem = node_name_too_long(node)
+    if problem is not None:
+        print(f"k3py: {problem}", file=sys.stderr)
+        return 65
     key = ec.generate_private_key(ec.SECP256R1())
     pem = key.private_bytes(
         serialization.Encoding.PEM,

@@ -36,7 +36,10 @@ class StreamChannel:
         self.inbox: asyncio.Queue[dict[str, Any] | bytes] = asyncio.Queue(INBOX)
 
     async def output(self, channel: int, payload: bytes) -> None:
-        await self._send(tunnel.encode_data(self.id, channel, payload))
+        # The server refuses frames over tunnel.MAX_FRAME: large output goes in pieces.
+        for start in range(0, max(len(payload), 1), tunnel.MAX_PAYLOAD):
+            piece = payload[start : start + tunnel.MAX_PAYLOAD]
+            await self._send(tunnel.encode_data(self.id, channel, piece))
 
     async def control(self, op: str, **fields: Any) -> None:
         await self._send(tunnel.encode_control(op, self.id, **fields))

@@ -53,6 +53,9 @@ class ListOptions:
         return self.label_selector is not None or self.field_selector is not None
 
 
+INT64_MAX = (1 << 63) - 1
+
+
 def _int(request: web.Request, name: str) -> int | None:
     value = request.query.get(name)
     if value is None or value == "":
@@ -63,6 +66,8 @@ def _int(request: web.Request, name: str) -> int | None:
         raise status.bad_request(f"{name}: invalid value {value!r}: must be an integer") from None
     if number < 0:
         raise status.bad_request(f"{name}: invalid value {value!r}: must not be negative")
+    if number > INT64_MAX:
+        raise status.bad_request(f"{name}: invalid value {value!r}: out of range for int64")
     return number
 
 
@@ -118,7 +123,7 @@ def parse_revision(value: str) -> int:
         revision = int(value)
     except ValueError:
         raise status.bad_request(f'resourceVersion: Invalid value: "{value}"') from None
-    if revision < 0:
+    if revision < 0 or revision > INT64_MAX:
         raise status.bad_request(f'resourceVersion: Invalid value: "{value}"')
     return revision
 

@@ -144,8 +144,9 @@ async def scale(request: web.Request, target: RequestTarget) -> web.Response:
 async def bind(ctx: RestContext, namespace: str, pod_name: str, binding: Object) -> None:
     """Assign a pending Pod to the node a Binding names (once; 409 if already bound)."""
     assert PODS is not None
-    node = (binding.get("target") or {}).get("name")
-    if not node:
+    target = binding.get("target")
+    node = target.get("name") if isinstance(target, dict) else None
+    if not node or not isinstance(node, str):
         raise status.invalid(
             "",
             "Binding",
@@ -210,8 +211,9 @@ async def binding(request: web.Request, target: RequestTarget) -> web.Response:
     ctx = request.app[REST]
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
     body = decode_object(raw, media_type(request))
-    name = target.name or (body.get("metadata") or {}).get("name")
-    if not name:
+    meta = body.get("metadata")
+    name = target.name or (meta.get("name") if isinstance(meta, dict) else None)
+    if not name or not isinstance(name, str):
         raise status.bad_request("a Binding needs metadata.name (the pod's name)")
     assert target.namespace is not None
     await bind(ctx, target.namespace, name, body)
