@@ -117,7 +117,7 @@ async def test_readyz_fails_when_shutting_down(api: Api) -> None:
 async def test_metrics_api_is_discoverable(api: Api) -> None:
     groups = (await api.get("/apis")).body["groups"]
     metrics = [g for g in groups if g["name"] == "metrics.k8s.io"]
-    assert metrics and metrics[0]["preferredVersion"]["version"] == "v1beta1"
+    assert [g["preferredVersion"]["version"] for g in metrics] == ["v1beta1"]
     resources = (await api.get("/apis/metrics.k8s.io/v1beta1")).body
     assert {r["name"]: r["kind"] for r in resources["resources"]} == {
         "nodes": "NodeMetrics",

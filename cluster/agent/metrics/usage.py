@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +39,8 @@ class _Previous:
     at: float
 
 
-def _now_text() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _text(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class UsageSampler:
@@ -83,7 +82,7 @@ class UsageSampler:
             return None
         window = now - previous.at
         return {
-            "timestamp": _now_text(),
+            "timestamp": _text(self._clock.now()),
             "window": round(window, 1),
             "cpu": (busy_ns - previous.cpu_ns) / window,
             "memory": memory,
@@ -91,7 +90,7 @@ class UsageSampler:
 
     async def sample(self) -> None:
         """Take one sample of the node and its containers and keep it as the summary."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         node = self._node_sample(now)
         containers = [
             c
@@ -115,7 +114,7 @@ class UsageSampler:
                 {
                     "namespace": namespace,
                     "name": name,
-                    "timestamp": _now_text(),
+                    "timestamp": _text(self._clock.now()),
                     "window": self.interval,
                     "containers": samples,
                 }
@@ -139,8 +138,7 @@ class UsageSampler:
         if previous is not None and now > previous.at:
             cpu = (stats.cpu_ns - previous.cpu_ns) / (now - previous.at)
         elif container.started_at is not None:
-            started = container.started_at.timestamp()
-            lifetime = max(1.0, time.time() - started)
+            lifetime = max(1.0, (self._clock.now() - container.started_at).total_seconds())
             cpu = stats.cpu_ns / lifetime
         else:
             cpu = 0.0
