@@ -129,7 +129,8 @@ async def test_malformed_exit_and_error_frames_end_the_stream_cleanly() -> None:
         stream.inbox.put_nowait(item)
     assert [chunk async for chunk in stream.output()] == []
     assert stream.exit_code == -1
-    assert stream.error is not None and stream.error["code"] == 502
+    assert stream.error is not None
+    assert stream.error["code"] == 502
 
 
 def test_csr_tool_refuses_a_node_name_too_long_for_a_certificate(tmp_path: Path) -> None:
