@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from k3py.cluster.agent.autonomy.store import LocalStore
 from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+from k3py.cluster.agent.metrics.bundle import AgentObservability
 from k3py.cluster.agent.network.podnet import FlannelNetwork, NetworkConfig
 from k3py.cluster.agent.node.identity import NodeIdentity, ensure_identity
 from k3py.cluster.agent.node.machine import Machine, node_ip
@@ -129,7 +130,16 @@ class Agent:
         self.settings = settings
         self.identity = identity
         self.clock = clock
-        self.runtime = make_runtime(settings, clock)
+        self.observability = AgentObservability(
+            make_runtime(settings, clock),
+            identity.node_name,
+            settings.data_dir,
+            clock,
+            usage_interval=settings.usage_interval_seconds,
+            healthz_address=settings.healthz_bind_address,
+            healthz_port=settings.healthz_port,
+        )
+        self.runtime: ContainerRuntime = self.observability.runtime
         self.client = KubeClient(
             identity.server_url,
             ssl_context=identity.ssl_context(),
@@ -175,7 +185,7 @@ class Agent:
         self.sync = PodSync(
             WorkerDeps(
                 runtime=self.runtime,
-                host=self.pods,
+                host=self.observability.pod_host(self.pods),
                 volumes=PodVolumes(settings.agent_dir),
                 clock=clock,
                 node=self.node,
@@ -202,11 +212,14 @@ class Agent:
             Machine.read(settings.data_dir, settings.max_pods),
             self.runtime.version,
             settings.lease_seconds,
+            recorder=self.recorder,
         )
         self.tunnel = TunnelClient(
             identity.server_url.replace("https://", "wss://", 1) + CONNECT_PATH,
             identity.ssl_context(),
-            NodeStreams(self.runtime, identity.node_name, clock),
+            NodeStreams(
+                self.runtime, identity.node_name, clock, extra=self.observability.streams()
+            ),
             clock,
         )
         self._tasks: list[asyncio.Task[None]] = []
@@ -227,16 +240,28 @@ class Agent:
             ("events", self.recorder.run),
             ("node", self.reporter.run),
             ("tunnel", self.tunnel.run),
+            ("usage", self.observability.sampler.run),
         ):
             self._tasks.append(
                 asyncio.create_task(_supervised(name, work, self.clock), name=f"agent-{name}")
             )
+        self.observability.watch(
+            lambda: self.sync.pods,
+            lambda: (self.tunnel.connected.is_set(), self.tunnel.connections),
+            {"syncloop": self._syncloop_check},
+        )
+        await self.observability.start()
         logger.info(
             "k3py agent is running",
             extra={"fields": {"node": self.identity.node_name, "server": self.identity.server_url}},
         )
 
+    def _syncloop_check(self) -> str | None:
+        stopped = [t.get_name() for t in self._tasks if t.done()]
+        return f"stopped: {', '.join(stopped)}" if stopped else None
+
     async def stop(self) -> None:
+        await self.observability.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

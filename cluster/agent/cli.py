@@ -65,6 +65,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--service-cidr", default="10.43.0.0/16", help=argparse.SUPPRESS)
     # "fake" runs pods without processes: hollow nodes for scale tests.
     add("--runtime", choices=("docker", "fake"), default="docker", help=argparse.SUPPRESS)
+    add(
+        "--healthz-bind-address",
+        default="127.0.0.1",
+        help="address of the agent's /healthz (default %(default)s)",
+    )
+    add(
+        "--healthz-port",
+        type=int,
+        default=10248,
+        help="port of the agent's /healthz, 0 to turn it off (default %(default)s)",
+    )
+    # Seconds between CPU/memory samples for kubectl top (tests shorten it).
+    add("--usage-interval", type=float, default=15.0, help=argparse.SUPPRESS)
 
 
 def _label(text: str) -> tuple[str, str]:
@@ -109,6 +122,10 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         raise UsageError("--node-name is empty and this machine has no host name")
     if args.max_pods < 1:
         raise UsageError("--max-pods must be at least 1")
+    if not 0 <= args.healthz_port <= 65535:
+        raise UsageError("--healthz-port must be between 0 and 65535")
+    if args.usage_interval <= 0:
+        raise UsageError("--usage-interval must be positive")
     try:
         ipaddress.IPv4Address(args.cluster_dns)
     except ValueError:
@@ -143,6 +160,9 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         container_runtime_endpoint=args.container_runtime_endpoint,
         pause_image=args.pause_image,
         max_pods=args.max_pods,
+        healthz_bind_address=args.healthz_bind_address,
+        healthz_port=args.healthz_port,
+        usage_interval_seconds=args.usage_interval,
         cluster_dns=args.cluster_dns,
         cluster_domain=str(args.cluster_domain).strip(".") or "cluster.local",
         service_cidr=args.service_cidr,

@@ -38,6 +38,11 @@ class AgentSettings:
     service_cidr: str = "10.43.0.0/16"
     resolv_conf: Path = Path("/etc/resolv.conf")
     lease_seconds: float = 10.0
+    # /healthz for the board's supervisor (the kubelet's port; 0 turns it off), and how often
+    # CPU and memory are sampled for kubectl top (metrics-server's 15 s resolution).
+    healthz_bind_address: str = "127.0.0.1"
+    healthz_port: int = 10248
+    usage_interval_seconds: float = 15.0
     # How long to wait for a server that does not answer yet (boot order, server restarts) on
     # first join; after joining, the agent never needs the server to start.
     join_timeout_seconds: float = 600.0

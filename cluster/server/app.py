@@ -27,6 +27,10 @@ from k3py import __version__
 from k3py.cluster.api import status
 from k3py.cluster.server import discovery
 from k3py.cluster.server.auth import CONNECT_PATH
+from k3py.cluster.server.metrics import health, resource_api
+from k3py.cluster.server.metrics import nodeproxy as metrics_nodeproxy
+from k3py.cluster.server.metrics.apiserver import METRICS_PATH, ServerMetrics
+from k3py.cluster.server.metrics.datastore import TimedDatastore
 from k3py.cluster.server.rest import bootstrap, garbage, routes
 from k3py.cluster.server.rest.access import AUTHENTICATOR, RequestAuthenticator, authentication
 from k3py.cluster.server.rest.context import REST, RestContext
@@ -34,6 +38,7 @@ from k3py.cluster.server.rest.http import json_response, status_response
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
 from k3py.cluster.server.store import Datastore, StoreError
+from k3py.cluster.server.tunnel import TUNNELS
 from k3py.errors import K3pyError
 from k3py.shutdown import cancel_and_wait, until_signalled
 
@@ -76,6 +81,7 @@ class InFlight:
 
 
 LIMITS = web.AppKey("k3py.limits", InFlight)
+METRICS = web.AppKey("k3py.metrics", ServerMetrics)
 
 
 def _long_running(request: web.Request) -> bool:
@@ -163,14 +169,19 @@ async def version(request: web.Request) -> web.Response:
     return json_response(version_info())
 
 
-async def healthz(request: web.Request) -> web.Response:
-    return web.Response(text="ok", content_type="text/plain")
+def _datastore_check(datastore: Datastore) -> health.Check:
+    async def check() -> str | None:
+        await datastore.get("/registry/namespaces/default")
+        return None
+
+    return check
 
 
-async def readyz(request: web.Request) -> web.Response:
-    if not request.app[READY].is_set():
-        return web.Response(status=503, text="not ready: starting", content_type="text/plain")
-    return web.Response(text="ok", content_type="text/plain")
+def _running(task: asyncio.Task[None]) -> health.Check:
+    async def check() -> str | None:
+        return "the control plane stopped" if task.done() else None
+
+    return check
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
@@ -209,8 +220,10 @@ def create_app(
     advertise_address: str = "127.0.0.1",
 ) -> web.Application:
     """The API server as an aiohttp application (not yet listening)."""
+    metrics = ServerMetrics()
     app = web.Application(
-        middlewares=[access_log, errors, in_flight, authentication],
+        # Metrics first: they see every answer, the Statuses the error middleware makes too.
+        middlewares=[metrics.middleware, access_log, errors, in_flight, authentication],
         client_max_size=settings.max_request_body_bytes,
         handler_args={"max_field_size": 16384},
     )
@@ -220,12 +233,19 @@ def create_app(
     app[LIMITS] = InFlight(settings.max_requests_inflight, settings.max_mutating_requests_inflight)
     app[READY] = asyncio.Event()
     app[ADVERTISE] = advertise_address
-    app[REST] = RestContext(settings, ObjectStore(datastore))
+    app[REST] = RestContext(settings, ObjectStore(TimedDatastore(datastore, metrics)))
+    app[METRICS] = metrics
+    limits = app[LIMITS]
+    metrics.scrape_state.inflight = lambda: (limits.reading, limits.mutating)
+    metrics.scrape_state.is_long_running = _long_running
+    metrics.scrape_state.datastore = datastore
+    app.router.add_get(METRICS_PATH, metrics.handle)
     app.router.add_get("/version", version)
     app.router.add_get("/version/", version)
-    for path in ("/healthz", "/livez"):
-        app.router.add_get(path, healthz)
-    app.router.add_get("/readyz", readyz)
+    health.add_routes(app, app[READY], app[REST].stopping)
+    health.add_check(app, "etcd", _datastore_check(datastore), live=True)
+    resource_api.add_routes(app)
+    metrics_nodeproxy.add_routes(app)
     discovery.add_routes(app)
     routes.add_routes(app)
     from k3py.cluster.server import openapi
@@ -293,6 +313,8 @@ async def serve(settings: ServerSettings) -> None:
         settings, datastore, authenticator, advertise_address=advertise_address(settings)
     )
     supervisor.add_routes(app, cluster_pki, join_token)
+    hub = app[TUNNELS]
+    app[METRICS].scrape_state.tunnels = lambda: len(hub.nodes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     try:
@@ -332,11 +354,15 @@ async def serve(settings: ServerSettings) -> None:
             },
         )
         from k3py.cluster.server.controllers.serving import run_in_server
+        from k3py.cluster.server.metrics.controlplane import ControlPlaneMetrics
 
         stop_control = asyncio.Event()
+        observer = ControlPlaneMetrics(app[METRICS].registry)
         control = asyncio.create_task(
-            run_in_server(settings, cluster_pki, port, stop_control), name="k3py-control-plane"
+            run_in_server(settings, cluster_pki, port, stop_control, observer=observer),
+            name="k3py-control-plane",
         )
+        health.add_check(app, "poststarthook/start-controllers", _running(control))
         control.add_done_callback(_report_crash)
         await until_signalled()
         logger.info("k3py server is stopping")
