@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.bounded import WorkBudget
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
@@ -29,6 +30,7 @@ from k3py.cluster.server.rest.http import (
     read_body,
 )
 from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
+from k3py.cluster.server.rest.typecheck import INT32_RANGE
 
 PODS = by_kind("v1", "Pod")
 _RETRIES = 8
@@ -82,9 +84,15 @@ def _scale_replicas(scale: Any) -> int:
             f"the object provided is a {scale.get('kind')} in {scale.get('apiVersion')}, but"
             " this endpoint serves Scale in autoscaling/v1"
         )
-    replicas = (scale.get("spec") or {}).get("replicas", 0)
-    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
-        name = (scale.get("metadata") or {}).get("name", "")
+    spec = scale.get("spec")
+    replicas = spec.get("replicas", 0) if isinstance(spec, dict) else spec
+    if (
+        not isinstance(replicas, int)
+        or isinstance(replicas, bool)
+        or not 0 <= replicas <= INT32_RANGE[1]
+    ):
+        meta = scale.get("metadata")
+        name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
         raise status.invalid(
             "autoscaling",
             "Scale",
@@ -92,7 +100,7 @@ def _scale_replicas(scale: Any) -> int:
             [
                 status.Cause(
                     "FieldValueInvalid",
-                    f"Invalid value: {replicas!r}: must be greater than or equal to 0",
+                    f"Invalid value: {replicas!r}: must be an int32 greater than or equal to 0",
                     "spec.replicas",
                 )
             ],
@@ -111,18 +119,19 @@ async def scale(request: web.Request, target: RequestTarget) -> web.Response:
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
     patch_type = media_type(request)
     body = decode_body(raw, "application/json" if target.verb == "patch" else patch_type)
+    budget = WorkBudget(ctx.settings.max_request_body_bytes, ctx.settings.request_timeout_seconds)
     for _ in range(_RETRIES):
         obj = await ctx.objects.get(info, target.namespace, target.name)
         current = to_scale(obj)
         if target.verb == "update":
             wanted = body
         elif patch_type == "application/json-patch+json":
-            wanted = apply_json_patch(copy.deepcopy(current), body)
+            wanted = apply_json_patch(copy.deepcopy(current), body, budget)
         elif patch_type in (
             "application/merge-patch+json",
             "application/strategic-merge-patch+json",
         ):
-            wanted = apply_merge_patch(copy.deepcopy(current), body)
+            wanted = apply_merge_patch(copy.deepcopy(current), body, budget)
         else:
             raise status.unsupported_media_type(patch_type)
         replicas = _scale_replicas(wanted)

@@ -5,7 +5,9 @@ with 400 before anything else looks at the object. k3py keeps objects as JSON, s
 walks a body against the kinds' field layouts (the same per-kind schema the protobuf decoder
 uses, which knows every field's type) and answers with the same kind of 400. Fields the schema
 does not know are left to ``fieldValidation``; ``null`` is accepted anywhere, as Go's decoder
-accepts it.
+accepts it. Integers must fit their Go type: the schema's varints do not say int32 or int64,
+so the few int64 fields of the served kinds are named in :data:`INT64_FIELDS` and every other
+integer field is an int32, as in the Kubernetes API types.
 """
 
 from __future__ import annotations
@@ -31,6 +33,32 @@ _GO_TYPES = {
     "double": "float64",
     "float": "float32",
 }
+# The int64 fields of the served kinds (metadata, pods, workloads, jobs, events, leases,
+# delete options); every other integer field of the API is an int32.
+INT64_FIELDS = frozenset(
+    {
+        "generation",
+        "deletionGracePeriodSeconds",
+        "observedGeneration",
+        "remainingItemCount",
+        "terminationGracePeriodSeconds",
+        "activeDeadlineSeconds",
+        "startingDeadlineSeconds",
+        "runAsUser",
+        "runAsGroup",
+        "fsGroup",
+        "supplementalGroups",
+        "uid",
+        "gid",
+        "expirationSeconds",
+        "tolerationSeconds",
+        "seconds",
+        "revision",
+        "gracePeriodSeconds",
+    }
+)
+INT32_RANGE = (-(2**31), 2**31 - 1)
+INT64_RANGE = (-(2**63), 2**63 - 1)
 # A field by JSON name: (kind, message type, repeated).
 Layout = dict[str, tuple[str, str, bool]]
 
@@ -65,6 +93,20 @@ class _Mismatch(Exception):
             f"json: cannot unmarshal {_json_type(value)} into Go struct field {where} of type"
             f" {go_type}"
         )
+
+
+class _OutOfRange(_Mismatch):
+    def __init__(self, value: Any, where: str, go_type: str) -> None:
+        Exception.__init__(
+            self,
+            f"json: cannot unmarshal number {value} into Go struct field {where} of type"
+            f" {go_type}",
+        )
+
+
+def _int_type(where: str) -> tuple[str, tuple[int, int]]:
+    field = where.rsplit(".", 1)[-1]
+    return ("int64", INT64_RANGE) if field in INT64_FIELDS else ("int32", INT32_RANGE)
 
 
 def _scalar_ok(kind: str, value: Any) -> bool:
@@ -107,6 +149,12 @@ def _check_value(kind: str, type_name: str, value: Any, where: str) -> Any:
     if kind != "message":
         if not _scalar_ok(kind, value):
             raise _Mismatch(value, where, _GO_TYPES.get(kind, kind))
+        if kind == "int":
+            go_type, (low, high) = _int_type(where)
+            if not low <= value <= high:
+                raise _OutOfRange(value, where, go_type)
+        elif kind == "uint" and not 0 <= value < 2**64:
+            raise _OutOfRange(value, where, "uint64")
         return value
     if type_name in _FREE_FORM:
         return value
@@ -121,6 +169,8 @@ def _check_value(kind: str, type_name: str, value: Any, where: str) -> Any:
     if type_name == _INT_OR_STRING:
         if isinstance(value, bool) or not isinstance(value, str | int):
             raise _Mismatch(value, where, "intstr.IntOrString")
+        if isinstance(value, int) and not INT32_RANGE[0] <= value <= INT32_RANGE[1]:
+            raise _OutOfRange(value, where, "intstr.IntOrString (int32)")
         return value
     if not isinstance(value, dict):
         raise _Mismatch(value, where, _short(type_name))
