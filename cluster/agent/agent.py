@@ -40,7 +40,7 @@ from k3py.cluster.agent.tunnel.client import TunnelClient
 from k3py.cluster.agent.tunnel.streams import NodeStreams
 from k3py.cluster.api.tunnel import CONNECT_PATH
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
-from k3py.shutdown import until_signalled
+from k3py.shutdown import cancel_and_wait, until_signalled
 
 logger = logging.getLogger("k3py.agent")
 
@@ -262,11 +262,7 @@ class Agent:
 
     async def stop(self) -> None:
         await self.observability.stop()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, log=logger)
         await self.pods.stop()
         await self.sync.stop()
         if self.services is not None:

@@ -27,6 +27,7 @@ from k3py.cluster.agent.podsync.spec import Pod, meta
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, EventRecorder, Informer, KubeApi
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.pods")
 
@@ -218,10 +219,7 @@ class ClusterPods:
         if self.pods is not None:
             await self.pods.stop()
         await self.objects_followed.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, log=logger)
 
     async def _after_first_list(self) -> None:
         assert self.pods is not None

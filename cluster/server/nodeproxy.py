@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -24,6 +25,9 @@ from k3py.cluster.api.resources import by_kind
 from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.http import RequestTarget
 from k3py.cluster.server.tunnel import TUNNELS, NodeStream, NodeTunnel
+from k3py.shutdown import cancel_and_wait
+
+logger = logging.getLogger("k3py.server.nodeproxy")
 
 PODS = by_kind("v1", "Pod")
 EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
@@ -205,9 +209,7 @@ async def pod_exec(request: web.Request, target: RequestTarget) -> web.StreamRes
             result = json.dumps(_exit_status(stream, command)).encode()
             await ws.send_bytes(bytes([_ERROR_CHANNEL]) + result)
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
+            await cancel_and_wait(reader, log=logger)
         await ws.close()
     except (ConnectionError, RuntimeError):
         pass

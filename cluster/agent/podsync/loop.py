@@ -13,13 +13,13 @@ that starts offline never removes the containers it is about to adopt.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.podsync.spec import Pod, meta, pod_key
 from k3py.cluster.agent.podsync.worker import PodWorker, WorkerDeps
 from k3py.cluster.agent.runtime import LABEL_MANAGED, LABEL_NODE
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.podsync")
 
@@ -97,11 +97,7 @@ class PodSync:
     async def stop(self) -> None:
         """Stop the workers (containers keep running: the agent may be restarting)."""
         tasks = [*self._tasks, *(task for _, task in self._workers.values())]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*tasks, log=logger)
         self._workers.clear()
 
     async def _watch_events(self) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 from k3py.cluster.api import tunnel
 from k3py.cluster.client.clock import Clock
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.tunnel")
 
@@ -140,11 +141,7 @@ class TunnelClient:
                 elif message.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
                     break
         finally:
-            for _, task in list(streams.values()):
-                task.cancel()
-            for _, task in list(streams.values()):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*(task for _, task in streams.values()), log=logger)
 
     async def _run_stream(self, kind: str, params: dict[str, Any], channel: StreamChannel) -> None:
         try:

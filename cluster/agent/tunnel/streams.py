@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import datetime
 import json
+import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -29,6 +30,9 @@ from k3py.cluster.agent.runtime import (
 )
 from k3py.cluster.agent.tunnel.client import StreamChannel
 from k3py.cluster.client.clock import Clock
+from k3py.shutdown import cancel_and_wait
+
+logger = logging.getLogger("k3py.agent.tunnel")
 
 ExtraStream = Callable[[dict[str, Any], StreamChannel], Awaitable[None]]
 
@@ -151,9 +155,7 @@ class NodeStreams:
                 await channel.output(chunk[0], chunk[1])
             await channel.control("exit", code=await session.exit_code())
         finally:
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await pump
+            await cancel_and_wait(pump, log=logger)
             await session.close()
 
     @staticmethod

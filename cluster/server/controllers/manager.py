@@ -11,7 +11,6 @@ the loops believe.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Coroutine
 from typing import Any
@@ -36,6 +35,7 @@ from k3py.cluster.server.controllers.replicaset import ReplicaSetController
 from k3py.cluster.server.controllers.servicelb import ServiceLBController
 from k3py.cluster.server.metrics.observer import ControlPlaneObserver, NullObserver
 from k3py.cluster.server.scheduler import Scheduler
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.controllers")
 
@@ -109,11 +109,8 @@ async def _run_until(
     try:
         done, _ = await asyncio.wait([*tasks, *waiters], return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in [*tasks, *waiters]:
-            task.cancel()
-        for task in [*tasks, *waiters]:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        # A loop that ended by itself is the caller's to report; the rest are stopped here.
+        await cancel_and_wait(*(t for t in [*tasks, *waiters] if not t.done()), log=logger)
     ended = [t for t in tasks if t in done]
     return ended[0] if ended else None
 

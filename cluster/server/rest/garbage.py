@@ -12,10 +12,10 @@ a previous run left unfinished.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from k3py.cluster.api.resources import RESOURCES, ResourceInfo, by_kind, by_plural
+from k3py.cluster.api.status import ApiError
 from k3py.cluster.server.rest import engine
 from k3py.cluster.server.rest.context import CollectorWork, RestContext
 from k3py.cluster.server.rest.delete import (
@@ -100,8 +100,7 @@ async def finalize_namespace(ctx: RestContext, name: str) -> bool:
             if info.kind != "Pod" or (node and await _node_exists(ctx, node)):
                 continue
             options = DeleteOptions(grace_period_seconds=0, propagation_policy="Background")
-        with contextlib.suppress(Exception):
-            await delete_object(ctx, info, obj, options)
+        await _delete_logged(ctx, info, obj, options, f"namespace {name} is terminating")
     if remaining and await objects_in_scope(ctx, name):
         return False  # some wait for finalizers or grace periods: check again soon
 
@@ -115,6 +114,25 @@ async def finalize_namespace(ctx: RestContext, name: str) -> bool:
     # With the last finalizer gone, the update removes the namespace (engine.deletion_complete).
     await engine.mutate(ctx, NAMESPACES, None, name, drop_finalizer, subresource="finalize")
     return await ctx.objects.get_or_none(NAMESPACES, None, name) is None
+
+
+async def _delete_logged(
+    ctx: RestContext, info: ResourceInfo, obj: Object, options: DeleteOptions, why: str
+) -> None:
+    """Delete one object for the collector; a failure is logged with what was being deleted
+    (the next pass retries it). One already gone is what the collector wanted."""
+    meta = obj["metadata"]
+    namespace, name = meta.get("namespace"), meta.get("name")
+    what = f"{info.kind} {namespace}/{name}" if namespace else f"{info.kind} {name}"
+    try:
+        await delete_object(ctx, info, obj, options)
+    except asyncio.CancelledError:
+        raise
+    except ApiError as err:
+        if err.code != 404:
+            logger.warning("garbage collection: deleting %s (%s) failed: %s", what, why, err)
+    except Exception:
+        logger.exception("garbage collection: deleting %s (%s) failed", what, why)
 
 
 async def _owner_alive(ctx: RestContext, namespace: str | None, ref: dict[str, str]) -> bool:
@@ -140,8 +158,9 @@ async def collect_dependents(ctx: RestContext, work: CollectorWork) -> bool:
             continue
         if meta.get("deletionTimestamp"):
             continue
-        with contextlib.suppress(Exception):
-            await delete_object(ctx, info, obj, DeleteOptions(propagation_policy=policy))
+        await _delete_logged(
+            ctx, info, obj, DeleteOptions(propagation_policy=policy), f"owner {work.uid} is gone"
+        )
     if policy != "Foreground":
         return True
     if dependents_of(work.uid, await objects_in_scope(ctx, work.namespace)):
