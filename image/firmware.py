@@ -78,21 +78,34 @@ def firmware_members(wheel: Path) -> list[str]:
         return sorted(n for n in archive.namelist() if is_firmware(n))
 
 
+def _own_distribution() -> metadata.Distribution | None:
+    """The installed distribution this running k3py was loaded from (a checkout on sys.path
+    may hold another record of the name, such as setuptools' ``k3py.egg-info``)."""
+    import k3py
+
+    here = Path(k3py.__file__).resolve()
+    for dist in metadata.distributions(name="k3py"):
+        if Path(str(dist.locate_file("k3py/__init__.py"))).resolve() == here:
+            return dist
+    return None
+
+
 def _installed_from() -> tuple[Path | None, dict[str, Any]]:
     """Where pip installed this k3py from (``direct_url.json``): a local path and its details."""
-    try:
-        text = metadata.distribution("k3py").read_text("direct_url.json")
-    except metadata.PackageNotFoundError:
-        return None, {}
+    dist = _own_distribution()
+    text = dist.read_text("direct_url.json") if dist is not None else None
     info: dict[str, Any] = json.loads(text) if text else {}
     url = urlparse(str(info.get("url", "")))
     return (Path(unquote(url.path)) if url.scheme == "file" else None), info
 
 
 def installed_tree() -> Path | None:
-    """The source tree this k3py is installed from in editable mode, if it is."""
-    path, info = _installed_from()
-    return path if info.get("dir_info", {}).get("editable") else None
+    """The source tree this k3py runs from: its modules are the tree's folders (an editable
+    install, or the tree on ``sys.path``)."""
+    import k3py.cluster
+
+    tree = Path(k3py.cluster.__file__).resolve().parent.parent
+    return tree if (tree / "pyproject.toml").is_file() and (tree / "k3py").is_dir() else None
 
 
 def installed_wheel() -> Path | None:
@@ -172,7 +185,9 @@ def _record_hash(data: bytes) -> str:
 
 def pack_installed(cache_dir: Path) -> Path:
     """A wheel of the installed (non-editable) k3py, every file checked against ``RECORD``."""
-    dist = metadata.distribution("k3py")
+    dist = _own_distribution()
+    if dist is None:
+        raise ImageError("this k3py has no installation record (RECORD): reinstall it with pip")
     entries: dict[str, bytes] = {}
     for file in dist.files or []:
         name = file.as_posix()
