@@ -55,7 +55,8 @@ class Proxier:
         self._pending_host_ports: tuple[Fragment | None, Fragment | None] = (None, None)
         self.on_applied: AppliedHook | None = None
         self.synced = asyncio.Event()
-        self.generation = 0  # bumped after every applied transaction (tests wait on it)
+        self.generation = 0  # bumped after every applied transaction
+        self._applied_event = asyncio.Event()
         cache.add_listener(self.mark)
 
     # -- inputs -------------------------------------------------------------------------------
@@ -135,8 +136,15 @@ class Proxier:
     def _applied(self, since: float | None) -> None:
         self.generation += 1
         self.synced.set()
+        self._applied_event.set()
+        self._applied_event = asyncio.Event()
         if since is not None and self.on_applied is not None:
             self.on_applied(time.monotonic() - since)
+
+    async def wait_applied(self, after: int) -> None:
+        """Until a transaction after generation ``after`` is in the kernel."""
+        while self.generation <= after:
+            await self._applied_event.wait()
 
     async def run(self) -> None:
         """Sync until cancelled."""

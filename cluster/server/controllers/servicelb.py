@@ -32,7 +32,7 @@ ENABLE_LABEL = "svccontroller.k3s.cattle.io/enablelb"
 def _ready(node: Object) -> bool:
     for condition in (node.get("status") or {}).get("conditions") or []:
         if condition.get("type") == "Ready":
-            return condition.get("status") == "True"
+            return bool(condition.get("status") == "True")
     return False
 
 
