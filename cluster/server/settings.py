@@ -51,6 +51,8 @@ class ServerSettings:
     compact_interval_seconds: float = 60.0
     # How often the server sends watch bookmarks to clients that allow them.
     watch_bookmark_interval: float = 60.0
+    # A watch whose client has not taken an event for this long is closed.
+    watch_write_timeout_seconds: float = 30.0
     # The scheduler and controllers running in the server (k3py.cluster.server.controllers).
     disable_scheduler: bool = False
     disable_controllers: tuple[str, ...] = ()

@@ -6,7 +6,11 @@ a given resourceVersion. Label and field selectors apply to both sides of a chan
 that stops matching arrives as DELETED and one that starts matching as ADDED, as kube-apiserver
 does. Clients that allow bookmarks get a BOOKMARK with the latest delivered resourceVersion
 once a bookmark interval passes without events. A start revision that was compacted, or a
-watcher that fell too far behind, ends the stream with an ERROR event carrying a 410 Status.
+watcher that fell too far behind (in events or bytes), ends the stream with an ERROR event
+carrying a 410 Status. A client that stops reading cannot make the server buffer for it: its
+queue is cut off at the datastore hub's limits, and a write that stays blocked for
+``watch_write_timeout_seconds`` closes the connection, as kube-apiserver drops unresponsive
+watchers.
 """
 
 from __future__ import annotations
@@ -84,13 +88,27 @@ class WatchStream:
             return partial_metadata(obj)
         return obj
 
+    async def _write(self, data: bytes) -> None:
+        try:
+            async with asyncio.timeout(self.ctx.settings.watch_write_timeout_seconds):
+                await self.response.write(data)
+        except TimeoutError:
+            transport = self.request.transport
+            if transport is not None:
+                transport.abort()
+            logger.info(
+                "closed an unresponsive watch",
+                extra={"fields": {"resource": self.info.plural}},
+            )
+            raise ConnectionError("the watch client stopped reading") from None
+
     async def send(self, event_type: str, obj: Any) -> None:
         line = json.dumps({"type": event_type, "object": obj}, separators=(",", ":"))
-        await self.response.write(line.encode() + b"\n")
+        await self._write(line.encode() + b"\n")
 
     async def send_event(self, event_type: str, event: ObjectEvent) -> None:
         if self.form == "json":  # encoded once for all the watchers of this change
-            await self.response.write(self.ctx.objects.shared.line(event_type, event))
+            await self._write(self.ctx.objects.shared.line(event_type, event))
         else:
             await self.send(event_type, self._render(event.object))
 

@@ -203,22 +203,29 @@ class SharedDecodes:
 
     The hub hands each change to every matching watcher; decoding (and encoding) it once
     instead of once per watcher keeps a thousand node agents' watches cheap. Entries are
-    read-only by convention, and only the most recent few hundred are kept.
+    read-only by convention, and only the most recent few hundred are kept, and no more than
+    ``max_bytes`` of them (large objects would otherwise pin hundreds of MB).
     """
 
-    def __init__(self, size: int = 256) -> None:
+    def __init__(self, size: int = 256, max_bytes: int = 16 * 1024 * 1024) -> None:
         self._size = size
-        self._objects: OrderedDict[tuple[str, int], Object] = OrderedDict()
+        self._max_bytes = max_bytes
+        self._objects: OrderedDict[tuple[str, int], tuple[Object, int]] = OrderedDict()
+        self._object_bytes = 0
         self._lines: OrderedDict[tuple[str, int, str], bytes] = OrderedDict()
+        self._line_bytes = 0
 
     def object(self, kv: KeyValue, revision: int | None = None) -> Object:
         key = (kv.key, kv.mod_revision if revision is None else revision)
         found = self._objects.get(key)
         if found is None:
-            found = self._objects[key] = decode(kv, revision)
-            if len(self._objects) > self._size:
-                self._objects.popitem(last=False)
-        return found
+            found = self._objects[key] = (decode(kv, revision), len(kv.value))
+            self._object_bytes += found[1]
+            while self._objects and (
+                len(self._objects) > self._size or self._object_bytes > self._max_bytes
+            ):
+                self._object_bytes -= self._objects.popitem(last=False)[1][1]
+        return found[0]
 
     def event(self, event: Event) -> ObjectEvent:
         prev = event.prev
@@ -244,6 +251,9 @@ class SharedDecodes:
                 ensure_ascii=False,
             )
             found = self._lines[key] = body.encode() + b"\n"
-            if len(self._lines) > self._size:
-                self._lines.popitem(last=False)
+            self._line_bytes += len(found)
+            while self._lines and (
+                len(self._lines) > self._size or self._line_bytes > self._max_bytes
+            ):
+                self._line_bytes -= len(self._lines.popitem(last=False)[1])
         return found

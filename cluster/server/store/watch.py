@@ -2,7 +2,9 @@
 
 The datastore publishes each committed batch of events to the hub on the event loop; the hub
 appends the events matching each watcher's prefix to that watcher's queue. A watcher whose queue
-would exceed ``max_pending`` events is cut off with :class:`WatchExpired` and its queue dropped,
+would exceed ``max_pending`` events or ``max_pending_bytes`` bytes of values (large objects
+fill memory long before the event count is reached) is cut off with :class:`WatchExpired` and
+its queue dropped,
 so one slow client can neither grow memory without bound nor hold up the writer or other
 watchers. A watcher that starts from an older revision first replays the log from the datastore
 (lazily, a chunk per iteration, so a long replay costs no memory) up to the revision that was
@@ -23,13 +25,24 @@ ReplaySource = Callable[[str, int, int, int], Awaitable[list[Event]]]
 
 REPLAY_CHUNK = 500
 DEFAULT_MAX_PENDING = 10_000
+DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
+
+
+def _event_bytes(event: Event) -> int:
+    return len(event.kv.value) + (len(event.prev.value) if event.prev is not None else 0)
 
 
 class HubWatch:
     """One watcher: replay first, then the live queue. Iterate with ``async for``."""
 
     def __init__(
-        self, hub: WatchHub, prefix: str, after: int, replay_upto: int, max_pending: int
+        self,
+        hub: WatchHub,
+        prefix: str,
+        after: int,
+        replay_upto: int,
+        max_pending: int,
+        max_pending_bytes: int = DEFAULT_MAX_PENDING_BYTES,
     ) -> None:
         self.prefix = prefix
         self._hub = hub
@@ -38,6 +51,8 @@ class HubWatch:
         self._max_pending = max_pending
         self._pending: deque[list[Event]] = deque()
         self._pending_count = 0
+        self._max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._closed = False
         self._error: BaseException | None = None
@@ -75,6 +90,7 @@ class HubWatch:
         self._closed = True
         self._pending.clear()
         self._pending_count = 0
+        self._pending_bytes = 0
         self._wake()
 
     # The hub's side -------------------------------------------------------------------------
@@ -84,17 +100,26 @@ class HubWatch:
         matching = [e for e in events if e.kv.key.startswith(self.prefix)]
         if not matching:
             return True
-        if self._pending_count + len(matching) > self._max_pending:
+        size = sum(_event_bytes(e) for e in matching)
+        too_many = self._pending_count + len(matching) > self._max_pending
+        if too_many or self._pending_bytes + size > self._max_pending_bytes:
+            behind = (
+                f"{self._max_pending} events"
+                if too_many
+                else f"{self._max_pending_bytes // (1024 * 1024)} MiB"
+            )
             self._pending.clear()
             self._pending_count = 0
+            self._pending_bytes = 0
             self._error = WatchExpired(
-                f"watch on {self.prefix!r} fell more than {self._max_pending} events behind"
+                f"watch on {self.prefix!r} fell more than {behind} behind"
                 " and was closed; list and watch again"
             )
             self._wake()
             return False
         self._pending.append(matching)
         self._pending_count += len(matching)
+        self._pending_bytes += size
         self._wake()
         return True
 
@@ -127,6 +152,7 @@ class HubWatch:
             events = [event for batch in self._pending for event in batch]
             self._pending.clear()
         self._pending_count = 0
+        self._pending_bytes = 0
         # Live events at or below the start revision were already seen by the consumer (they
         # were committed before the watch was created but published after it registered).
         if events[0].kv.mod_revision <= self._after:
