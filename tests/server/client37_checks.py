@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kubernetes import client, config, watch
-from kubernetes.stream import stream
+from kubernetes.stream import portforward, stream
 
 NS = "client37"
 
@@ -137,6 +137,24 @@ def exec_text_stdin(api: client.ApiClient, pod: str = "shell", namespace: str = 
     assert "42" in output, output
 
 
+def port_forward(api: client.ApiClient, pod: str = "web", namespace: str = "default") -> None:
+    """An HTTP request through ``portforward`` to port 8080 of ``pod`` (busybox httpd)."""
+    core = client.CoreV1Api(api)
+    forward = portforward(
+        core.connect_get_namespaced_pod_portforward, pod, namespace, ports="8080"
+    )
+    sock = forward.socket(8080)
+    sock.setblocking(True)
+    sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    assert answer.split(b" ", 2)[1] == b"200", answer[:200]
+    assert answer.endswith(b"hello\n"), answer[-200:]
+    assert forward.error(8080) is None, forward.error(8080)
+
+
 CHECKS: dict[str, Callable[[client.ApiClient], None]] = {
     "create_daemon_set": create_daemon_set,
     "create_replica_set": create_replica_set,
@@ -144,6 +162,7 @@ CHECKS: dict[str, Callable[[client.ApiClient], None]] = {
     "delete_service": delete_service,
     "delete_service_account": delete_service_account,
     "exec_text_stdin": exec_text_stdin,
+    "port_forward": port_forward,
 }
 
 

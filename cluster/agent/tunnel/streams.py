@@ -29,6 +29,7 @@ from k3py.cluster.agent.runtime import (
     LogOptions,
 )
 from k3py.cluster.agent.tunnel.client import StreamChannel
+from k3py.cluster.agent.tunnel.portforward import port_forward
 from k3py.cluster.client.clock import Clock
 from k3py.shutdown import cancel_and_wait
 
@@ -77,6 +78,8 @@ class NodeStreams:
                 await self._logs(params, channel)
             elif kind == "exec":
                 await self._exec(params, channel)
+            elif kind == "portforward":
+                await port_forward(params, channel)
             elif kind in self._extra:
                 await self._extra[kind](params, channel)
             else:
