@@ -186,7 +186,7 @@ class FlannelNetwork:
         await self._in_thread(bridge.set_forwarding)
         state = self._load_state()
         if state.get("podCIDR"):
-            await self._setup(str(state["podCIDR"]))
+            await self.configure(str(state["podCIDR"]))
             self._peers = [backends.Peer(**p) for p in state.get("peers") or []]
             await self._sync_peers(self._peers)
         self._informer.add_handler(
@@ -242,7 +242,7 @@ class FlannelNetwork:
 
     # -- the node's own network ---------------------------------------------------------------
 
-    async def _setup(self, pod_cidr: str) -> None:
+    async def configure(self, pod_cidr: str) -> None:
         """Bridge, backend device, masquerade and IPAM for ``pod_cidr`` (idempotent)."""
         config = self.config
 
@@ -305,7 +305,7 @@ class FlannelNetwork:
         if not cidr:
             return
         if cidr != self._pod_cidr:
-            await self._setup(cidr)
+            await self.configure(cidr)
         await self._annotate(own)
         peers = peers_from(self._informer.list(), self.config.node_name, self.config.backend)
         started = time.monotonic()
@@ -340,6 +340,14 @@ class FlannelNetwork:
             self._changed.set()
 
     # -- addresses of sandboxes that are gone ------------------------------------------------
+
+    def allocations(self) -> dict[str, str]:
+        """Sandbox id → pod address, as recorded on disk."""
+        return self._ipam.allocations if self._ipam is not None else {}
+
+    async def veths(self) -> list[str]:
+        """The sandboxes' veths on ``cni0``."""
+        return await self._netlink(bridge.bridge_ports)
 
     async def reconcile(self) -> None:
         """Release the addresses of sandboxes that no longer exist."""
