@@ -2,7 +2,7 @@
 
 ``--node-name``, ``--node-ip``, ``--node-label``, ``--node-taint``, ``--with-node-id``,
 ``--container-runtime-endpoint``, ``--pause-image``, ``--flannel-backend`` and
-``--flannel-iface`` (with the server's own ``--cluster-cidr``) are parsed here into
+``--flannel-iface``, ``--resolv-conf`` (with the server's own ``--cluster-cidr``) are parsed here into
 :class:`NodeAgentSettings` and handed, as flags, to the ``k3py agent`` child that
 :mod:`k3py.cluster.server.embedded_agent` starts; the agent validates them as it does its own.
 The server and the agent never import each other, so the names are repeated here.
@@ -30,6 +30,7 @@ class NodeAgentSettings:
     pause_image: str = ""
     flannel_backend: str = "vxlan"
     flannel_iface: str = ""
+    resolv_conf: str = ""
 
     def argv(self, cluster_cidr: str) -> list[str]:
         """The flags for ``k3py agent`` (empty values keep the agent's defaults)."""
@@ -39,6 +40,7 @@ class NodeAgentSettings:
             ("--container-runtime-endpoint", self.container_runtime_endpoint),
             ("--pause-image", self.pause_image),
             ("--flannel-iface", self.flannel_iface),
+            ("--resolv-conf", self.resolv_conf),
         ):
             if value:
                 argv += [flag, value]
@@ -77,6 +79,11 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         " (default %(default)s)",
     )
     add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
+    add(
+        "--resolv-conf",
+        default="",
+        help="the node's resolvers for names outside the cluster (default: /etc/resolv.conf)",
+    )
 
 
 def agent_settings_from(args: argparse.Namespace) -> NodeAgentSettings:
@@ -95,4 +102,5 @@ def agent_settings_from(args: argparse.Namespace) -> NodeAgentSettings:
         pause_image=args.pause_image,
         flannel_backend=args.flannel_backend,
         flannel_iface=args.flannel_iface,
+        resolv_conf=args.resolv_conf,
     )
