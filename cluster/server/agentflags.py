@@ -1,8 +1,8 @@
 """The agent's flags on ``k3py server``: K3s's server takes them for the node it runs on.
 
 ``--node-name``, ``--node-ip``, ``--node-label``, ``--node-taint``, ``--with-node-id``,
-``--container-runtime-endpoint``, ``--pause-image``, ``--flannel-backend`` and
-``--flannel-iface``, ``--resolv-conf`` (with the server's own ``--cluster-cidr``) are parsed here into
+``--container-runtime-endpoint``, ``--pause-image``, ``--flannel-backend``,
+``--flannel-iface`` and ``--resolv-conf`` (with the server's own ``--cluster-cidr``) are parsed into
 :class:`NodeAgentSettings` and handed, as flags, to the ``k3py agent`` child that
 :mod:`k3py.cluster.server.embedded_agent` starts; the agent validates them as it does its own.
 The server and the agent never import each other, so the names are repeated here.
