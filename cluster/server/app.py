@@ -291,6 +291,8 @@ async def serve(settings: ServerSettings) -> None:
     from k3py.cluster.server.store import Retention, open_datastore
 
     _small_tls_buffers()
+    # A cluster whose CA predates this start had a datastore: losing it is not a fresh start.
+    cluster_existed = pki.ClusterPKI.in_dir(settings.data_dir / "server" / "tls").ca_cert.exists()
     cluster_pki = pki.ensure_pki(
         settings.data_dir, settings.tls_sans, service_cidr=settings.service_cidr
     )
@@ -308,6 +310,8 @@ async def serve(settings: ServerSettings) -> None:
         settings.data_dir,
         sync="full" if settings.datastore_sync == "full" else "normal",
         retention=retention,
+        cluster_existed=cluster_existed,
+        reset=settings.cluster_reset,
     )
     app = create_app(
         settings, datastore, authenticator, advertise_address=advertise_address(settings)

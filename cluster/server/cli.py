@@ -64,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default="normal",
         help="full: every acknowledged write survives power loss (default %(default)s)",
     )
+    add(
+        "--cluster-reset",
+        action="store_true",
+        help="start with an empty datastore even though this data dir held a cluster",
+    )
     add("--cluster-cidr", default="10.42.0.0/16", help="pod network (default %(default)s)")
     add("--service-cidr", default="10.43.0.0/16", help="service network (default %(default)s)")
     add(
@@ -215,6 +220,7 @@ def settings_from(args: argparse.Namespace) -> ServerSettings:
         write_kubeconfig_mode=mode,
         datastore_endpoint=args.datastore_endpoint,
         datastore_sync=args.datastore_sync,
+        cluster_reset=bool(args.cluster_reset),
         cluster_cidr=args.cluster_cidr,
         service_cidr=args.service_cidr,
         disable_agent=bool(args.disable_agent),

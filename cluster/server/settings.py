@@ -31,6 +31,8 @@ class ServerSettings:
     write_kubeconfig_mode: int = 0o600
     datastore_endpoint: str = ""  # empty: the embedded SQLite database under data_dir
     datastore_sync: str = "normal"  # "normal" or "full"
+    # Start an empty cluster even though the PKI shows one existed (--cluster-reset).
+    cluster_reset: bool = False
     cluster_cidr: str = "10.42.0.0/16"
     service_cidr: str = "10.43.0.0/16"
     service_node_port_range: tuple[int, int] = (30000, 32767)

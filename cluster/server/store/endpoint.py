@@ -27,12 +27,24 @@ def open_datastore(
     *,
     sync: Literal["normal", "full"] = "normal",
     retention: Retention | None = None,
+    cluster_existed: bool = False,
+    reset: bool = False,
 ) -> Datastore:
-    """Build (not start) the datastore an endpoint names; call ``start()`` on the result."""
+    """Build (not start) the datastore an endpoint names; call ``start()`` on the result.
+
+    ``cluster_existed`` (the cluster's PKI predates this start) makes an embedded database
+    that is missing or empty a refusal, unless ``reset`` (``--cluster-reset``) says to start
+    an empty cluster."""
     if sync not in ("normal", "full"):
         raise StoreError(f"--datastore-sync must be 'normal' or 'full', got {sync!r}")
     if not endpoint:
-        return SQLiteDatastore(data_dir / DEFAULT_DB, sync=sync, retention=retention)
+        return SQLiteDatastore(
+            data_dir / DEFAULT_DB,
+            sync=sync,
+            retention=retention,
+            cluster_existed=cluster_existed,
+            reset=reset,
+        )
     scheme, sep, rest = endpoint.partition("://")
     if not sep:
         raise StoreError(
@@ -49,7 +61,9 @@ def open_datastore(
                 extra={"fields": {"options": query}},
             )
         db = Path(path) if path else data_dir / DEFAULT_DB
-        return SQLiteDatastore(db, sync=sync, retention=retention)
+        return SQLiteDatastore(
+            db, sync=sync, retention=retention, cluster_existed=cluster_existed, reset=reset
+        )
     if scheme == "memory":
         return MemoryDatastore(retention=retention)
     if scheme in ("postgres", "postgresql"):

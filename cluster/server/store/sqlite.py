@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from k3py.cluster.server.store import sqlite_log
+from k3py.cluster.server.store import integrity, sqlite_log
 from k3py.cluster.server.store.compaction import (
     Clock,
     Retention,
@@ -64,8 +64,14 @@ class SQLiteDatastore:
         max_watch_pending: int = DEFAULT_MAX_PENDING,
         readers: int = 2,
         clock: Clock = time.monotonic,
+        cluster_existed: bool = False,
+        reset: bool = False,
     ) -> None:
         self.path = path
+        # Whether the cluster's PKI predates this start (a missing database is then a loss),
+        # and whether the operator asked to start anew anyway (--cluster-reset).
+        self._cluster_existed = cluster_existed
+        self._reset = reset
         self.sync = sync
         self._retention = retention or Retention()
         self._tracker = RetentionTracker(self._retention, clock)
@@ -125,23 +131,28 @@ class SQLiteDatastore:
                 f"{self.path} is in use by another k3py server; stop it or use another --data-dir"
             ) from None
         self._lock_file = lock_file
-        # Create the file private before SQLite opens it: SQLite gives its -wal and -shm files
-        # the database's mode, and Secrets live in there.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        os.chmod(self.path, 0o600)
         try:
+            integrity.check_present(
+                self.path, cluster_existed=self._cluster_existed, reset=self._reset
+            )
+            # Create the file private before SQLite opens it: SQLite gives its -wal and -shm
+            # files the database's mode, and Secrets live in there.
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            os.chmod(self.path, 0o600)
             self._write_conn = sqlite_log.connect(self.path, self.sync)
+            if integrity.quick_check(self._write_conn, self.path):
+                integrity.save_last_good(self._write_conn, self.path)
             state = sqlite_log.create_schema(self._write_conn, self.path)
             for _ in range(self._readers):
                 conn = sqlite_log.connect(self.path, self.sync)
                 self._read_conns.append(conn)
                 self._read_pool.put(conn)
-        except sqlite3.Error as error:
+        except StoreError:
             self._close_connections()
-            raise StoreError(
-                f"cannot open the datastore {self.path}: {error}; check the file and its"
-                " directory (restore a backup if it is corrupt)"
-            ) from error
+            raise
+        except (sqlite3.Error, OSError) as error:
+            self._close_connections()
+            raise integrity.open_failure(self.path, error) from error
         return state
 
     async def close(self) -> None:
