@@ -78,6 +78,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
             "exec",
             "attach",
             "portforward",
+            "proxy",
             "eviction",
             "ephemeralcontainers",
         ),

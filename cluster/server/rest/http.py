@@ -74,10 +74,11 @@ def _parse(method: str, path: str, watch_param: str | None) -> RequestTarget:
     if not rest or not rest[0]:
         raise status.path_not_found(path)
     info = by_plural(group, version, rest[0])
-    if info is None or len(rest) > 3:
+    # Only a proxy subresource has more path after it (pods/web:80/proxy/index.html).
+    if info is None or (len(rest) > 3 and rest[2] != "proxy"):
         raise status.path_not_found(path)
     name = rest[1] if len(rest) >= 2 else None
-    subresource = rest[2] if len(rest) == 3 else ""
+    subresource = rest[2] if len(rest) >= 3 else ""
     if namespace is not None and not info.namespaced:
         raise status.path_not_found(path)
     if info.namespaced and namespace is None and (name is not None or method != "GET"):

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from k3py.cluster.api import status
-from k3py.cluster.server import nodeproxy, portforward, watch
+from k3py.cluster.server import nodeproxy, podproxy, portforward, watch
 from k3py.cluster.server.rest import delete, read, subresources, write
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
@@ -51,6 +51,8 @@ def _pick(target: RequestTarget, request: web.Request) -> Handler:
         return nodeproxy.pod_log if sub == "log" else nodeproxy.pod_exec
     if target.info.plural == "pods" and sub == "portforward":
         return portforward.pod_portforward
+    if target.info.plural in ("pods", "services") and sub == "proxy":
+        return podproxy.pod_proxy if target.info.plural == "pods" else podproxy.service_proxy
     if sub in ("binding", "eviction"):
         if target.verb != "create":
             raise status.method_not_allowed(request.method, request.path)
