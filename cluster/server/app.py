@@ -50,6 +50,8 @@ DATASTORE = web.AppKey("k3py.datastore", Datastore)
 READY = web.AppKey("k3py.ready", asyncio.Event)
 ADVERTISE = web.AppKey("k3py.advertise", str)
 
+# Written once the datastore of this data dir has started: the cluster exists from then on.
+CLUSTER_CREATED = "cluster-created"
 _MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PLATFORMS = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm"}
 
@@ -291,8 +293,12 @@ async def serve(settings: ServerSettings) -> None:
     from k3py.cluster.server.store import Retention, open_datastore
 
     _small_tls_buffers()
-    # A cluster whose CA predates this start had a datastore: losing it is not a fresh start.
-    cluster_existed = pki.ClusterPKI.in_dir(settings.data_dir / "server" / "tls").ca_cert.exists()
+    # A cluster whose CA predates this start and whose datastore once started (the marker is
+    # written after that) had data: losing it is not a fresh start. A first start cut short
+    # before its datastore opened leaves no marker and starts again normally.
+    created_marker = settings.data_dir / "server" / CLUSTER_CREATED
+    ca_existed = (settings.data_dir / "server" / "tls" / "server-ca.crt").exists()
+    cluster_existed = ca_existed and created_marker.exists()
     cluster_pki = pki.ensure_pki(
         settings.data_dir, settings.tls_sans, service_cidr=settings.service_cidr
     )
@@ -341,6 +347,7 @@ async def serve(settings: ServerSettings) -> None:
                 " --https-listen-port)"
             ) from None
         port = _bound_port(site, settings.https_listen_port)
+        created_marker.touch(mode=0o600)
         kubeconfig.write_kubeconfig(
             settings.write_kubeconfig,
             settings.write_kubeconfig_mode,

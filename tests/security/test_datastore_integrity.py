@@ -4,9 +4,11 @@ served as an empty or broken cluster; a full disk is reported as a full disk."""
 from __future__ import annotations
 
 import errno
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -86,33 +88,56 @@ def test_a_full_disk_is_called_a_full_disk(tmp_path: Path) -> None:
         assert "restore" not in message
 
 
-def test_server_refuses_an_empty_database_beside_its_pki(tmp_path: Path) -> None:
-    """The CLI: a 0-byte state.db in a data dir with a PKI stops the server with one line."""
-    from k3py.cluster.server.pki import ensure_pki
-
-    ensure_pki(tmp_path, [], hostname="board1", addresses=())
-    db = tmp_path / "server" / "db" / "state.db"
-    db.parent.mkdir(parents=True)
-    db.touch()
-    result = subprocess.run(
+def _server(data_dir: Path, *extra: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
         [
             sys.executable,
             "-m",
             "k3py",
             "server",
             "--data-dir",
-            str(tmp_path),
+            str(data_dir),
             "--https-listen-port",
             "0",
             "--disable-agent",
+            "--disable-scheduler",
             "--write-kubeconfig",
-            str(tmp_path / "kubeconfig.yaml"),
+            str(data_dir / "kubeconfig.yaml"),
+            *extra,
         ],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=60,
-        check=False,
     )
-    assert result.returncode != 0
-    assert "--cluster-reset" in result.stderr
-    assert "Traceback" not in result.stderr
+
+
+def test_server_refuses_an_emptied_database_of_its_cluster(tmp_path: Path) -> None:
+    """The CLI: a 0-byte state.db where a cluster ran stops the server with one line."""
+    first = _server(tmp_path)
+    try:
+        for _ in range(300):
+            if (tmp_path / "kubeconfig.yaml").exists():
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "kubeconfig.yaml").exists(), "the first start did not finish"
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=30)
+    db = tmp_path / "server" / "db" / "state.db"
+    db.write_bytes(b"")
+    second = _server(tmp_path)
+    _, stderr = second.communicate(timeout=60)
+    assert second.returncode != 0
+    assert "--cluster-reset" in stderr
+    assert "Traceback" not in stderr
+    reset = _server(tmp_path, "--cluster-reset")
+    try:
+        (tmp_path / "kubeconfig.yaml").unlink()
+        for _ in range(300):
+            if (tmp_path / "kubeconfig.yaml").exists():
+                break
+            time.sleep(0.1)
+        assert (tmp_path / "kubeconfig.yaml").exists(), "--cluster-reset did not start"
+    finally:
+        reset.send_signal(signal.SIGTERM)
+        reset.communicate(timeout=30)
