@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from k3py.cluster.api.metricseries import gauge_family, labelled_counter, labelled_gauge
 
 PROC = Path("/proc")
 _CPU_MODES = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
@@ -72,80 +72,70 @@ def network_bytes(proc: Path = PROC) -> dict[str, tuple[int, int]]:
     return found
 
 
-class NodeCollector(Collector):
+def node_families(data_dir: Path, proc: Path = PROC) -> Iterable[Any]:
     """The node exporter's core families for this node, at scrape time."""
+    yield from _cpu(proc)
+    yield from _memory(proc)
+    yield from _filesystem(data_dir)
+    yield from _network(proc)
+    with contextlib.suppress(OSError, ValueError):
+        loads = (proc / "loadavg").read_text().split()[:3]
+        for name, value in zip(("node_load1", "node_load5", "node_load15"), loads, strict=True):
+            yield gauge_family(name, f"{name[9:]}m load average.", float(value))
 
-    def __init__(self, data_dir: Path, proc: Path = PROC) -> None:
-        self._data_dir = data_dir
-        self._proc = proc
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self._cpu()
-        yield from self._memory()
-        yield from self._filesystem()
-        yield from self._network()
-        with contextlib.suppress(OSError, ValueError):
-            loads = (self._proc / "loadavg").read_text().split()[:3]
-            for name, value in zip(("node_load1", "node_load5", "node_load15"), loads, strict=True):
-                yield GaugeMetricFamily(name, f"{name[9:]}m load average.", float(value))
+def _cpu(proc: Path) -> Iterator[Any]:
+    with contextlib.suppress(OSError, ValueError):
+        family = labelled_counter(
+            "node_cpu_seconds", "Seconds the CPUs spent in each mode.", ("cpu", "mode")
+        )
+        tick = clock_ticks()
+        for name, ticks in cpu_times(proc).items():
+            if name == "cpu":
+                continue
+            for mode, value in zip(_CPU_MODES, ticks, strict=False):
+                family.add_metric((name[3:], mode), value / tick)
+        yield family
 
-    def _cpu(self) -> Iterator[Metric]:
-        with contextlib.suppress(OSError, ValueError):
-            family = CounterMetricFamily(
-                "node_cpu_seconds", "Seconds the CPUs spent in each mode.", labels=("cpu", "mode")
-            )
-            tick = clock_ticks()
-            for name, ticks in cpu_times(self._proc).items():
-                if name == "cpu":
-                    continue
-                for mode, value in zip(_CPU_MODES, ticks, strict=False):
-                    family.add_metric((name[3:], mode), value / tick)
-            yield family
 
-    def _memory(self) -> Iterator[Metric]:
-        with contextlib.suppress(OSError, ValueError):
-            info = meminfo(self._proc)
-            for key in _MEMINFO:
-                if key in info:
-                    yield GaugeMetricFamily(
-                        f"node_memory_{key}_bytes",
-                        f"Memory information field {key}_bytes.",
-                        info[key],
-                    )
+def _memory(proc: Path) -> Iterator[Any]:
+    with contextlib.suppress(OSError, ValueError):
+        info = meminfo(proc)
+        for key in _MEMINFO:
+            if key in info:
+                yield gauge_family(
+                    f"node_memory_{key}_bytes", f"Memory information field {key}_bytes.", info[key]
+                )
 
-    def _filesystem(self) -> Iterator[Metric]:
-        with contextlib.suppress(OSError):
-            path = self._data_dir if self._data_dir.exists() else Path("/")
-            stat = os.statvfs(path)
-            labels = ("mountpoint",)
-            size = GaugeMetricFamily(
-                "node_filesystem_size_bytes", "Filesystem size in bytes.", labels=labels
-            )
-            size.add_metric((str(path),), stat.f_blocks * stat.f_frsize)
-            avail = GaugeMetricFamily(
-                "node_filesystem_avail_bytes",
-                "Filesystem space available to non-root users in bytes.",
-                labels=labels,
-            )
-            avail.add_metric((str(path),), stat.f_bavail * stat.f_frsize)
-            yield size
-            yield avail
 
-    def _network(self) -> Iterator[Metric]:
-        with contextlib.suppress(OSError, ValueError):
-            labels = ("device",)
-            received = CounterMetricFamily(
-                "node_network_receive_bytes",
-                "Network device statistic receive_bytes.",
-                labels=labels,
-            )
-            sent = CounterMetricFamily(
-                "node_network_transmit_bytes",
-                "Network device statistic transmit_bytes.",
-                labels=labels,
-            )
-            for device, (rx, tx) in network_bytes(self._proc).items():
-                received.add_metric((device,), rx)
-                sent.add_metric((device,), tx)
-            yield received
-            yield sent
+def _filesystem(data_dir: Path) -> Iterator[Any]:
+    with contextlib.suppress(OSError):
+        path = data_dir if data_dir.exists() else Path("/")
+        stat = os.statvfs(path)
+        size = labelled_gauge(
+            "node_filesystem_size_bytes", "Filesystem size in bytes.", ("mountpoint",)
+        )
+        size.add_metric((str(path),), stat.f_blocks * stat.f_frsize)
+        avail = labelled_gauge(
+            "node_filesystem_avail_bytes",
+            "Filesystem space available to non-root users in bytes.",
+            ("mountpoint",),
+        )
+        avail.add_metric((str(path),), stat.f_bavail * stat.f_frsize)
+        yield size
+        yield avail
+
+
+def _network(proc: Path) -> Iterator[Any]:
+    with contextlib.suppress(OSError, ValueError):
+        received = labelled_counter(
+            "node_network_receive_bytes", "Network device statistic receive_bytes.", ("device",)
+        )
+        sent = labelled_counter(
+            "node_network_transmit_bytes", "Network device statistic transmit_bytes.", ("device",)
+        )
+        for device, (rx, tx) in network_bytes(proc).items():
+            received.add_metric((device,), rx)
+            sent.add_metric((device,), tx)
+        yield received
+        yield sent

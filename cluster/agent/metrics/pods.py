@@ -11,10 +11,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import Histogram
-
 from k3py.cluster.agent.podsync.spec import ObjectSource, Pod
 from k3py.cluster.agent.podsync.worker import PodHost
+from k3py.cluster.api.metricseries import Histogram
 
 # Pods whose start is being timed are few at any moment; this bound only stops a pathological
 # stream of never-starting pods from growing the map.
@@ -53,7 +52,7 @@ class StartTimedHost:
             first = self._first_seen.pop(uid, None)
             self._started.add(uid)
             if first is not None:
-                self._histogram.observe(time.monotonic() - first)
+                self._histogram.observe((), time.monotonic() - first)
         else:
             self._seen(pod)
         await self._inner.report_status(pod, status)

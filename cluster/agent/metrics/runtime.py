@@ -44,11 +44,11 @@ class TimedRuntime:
         try:
             return await call
         except BaseException:
-            self._metrics.runtime_errors.labels(operation).inc()
+            self._metrics.runtime_errors.inc((operation,))
             raise
         finally:
-            self._metrics.runtime_operations.labels(operation).inc()
-            self._metrics.runtime_durations.labels(operation).observe(time.perf_counter() - started)
+            self._metrics.runtime_operations.inc((operation,))
+            self._metrics.runtime_durations.observe((operation,), time.perf_counter() - started)
 
     async def version(self) -> str:
         return await self._timed("version", self.inner.version())
@@ -73,9 +73,9 @@ class TimedRuntime:
         try:
             await self._timed("start_container", self.inner.start_container(container_id))
         except Exception:
-            self._metrics.start_errors.labels(container_type).inc()
+            self._metrics.start_errors.inc((container_type,))
             raise
-        self._metrics.starts.labels(container_type).inc()
+        self._metrics.starts.inc((container_type,))
 
     async def stop_container(self, container_id: str, grace_seconds: float) -> None:
         await self._timed("stop_container", self.inner.stop_container(container_id, grace_seconds))
@@ -92,7 +92,7 @@ class TimedRuntime:
 
     async def load_images(self, archive: Path) -> list[str]:
         loaded = await self._timed("load_images", self.inner.load_images(archive))
-        self._metrics.images_loaded.inc(len(loaded))
+        self._metrics.images_loaded.inc((), len(loaded))
         return loaded
 
     async def import_rootfs(self, rootfs_tar: bytes, reference: str, cmd: list[str]) -> str:

@@ -1,7 +1,8 @@
 """The API server's Prometheus metrics: one registry per application, served at ``/metrics``.
 
-:class:`ServerMetrics` owns a :class:`prometheus_client.CollectorRegistry` (never the library's
-global one, so two servers in one process, as in tests, keep apart) and the request middleware
+:class:`ServerMetrics` owns the server's :class:`k3py.cluster.api.metricseries.Registry` (one
+per application, so two servers in one process, as in tests, keep apart; prometheus_client is
+loaded at the first scrape) and the request middleware
 that counts every request under kube-apiserver's names and labels
 (``apiserver_request_total{verb,group,version,resource,subresource,scope,component,code}``,
 ``apiserver_request_duration_seconds``, ``apiserver_longrunning_requests``,
@@ -16,17 +17,20 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.registry import Collector
 
+from k3py.cluster.api.metricseries import (
+    CONTENT_TYPE,
+    Registry,
+    counter_family,
+    gauge_family,
+    labelled_gauge,
+)
 from k3py.cluster.server.rest.http import TARGET_KEY, RequestTarget
 from k3py.cluster.server.store import StoreStats
 
@@ -88,73 +92,49 @@ class ServerMetrics:
     """The server's registry and request instrumentation (stored on the app under METRICS)."""
 
     def __init__(self) -> None:
-        # The library adds a ``_created`` series next to every counter and histogram unless told
-        # not to; they double the series a board keeps and that Kubernetes' metrics lack.
-        disable_created_metrics()  # type: ignore[no-untyped-call]
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = registry = Registry()
         labels = (*_REQUEST_LABELS, "component")
-        self.requests = Counter(
+        self.requests = registry.counter(
             "apiserver_request_total",
             "Counter of apiserver requests broken out for each verb, dry run value, group,"
             " version, resource, scope, component, and HTTP response code.",
             (*labels, "code"),
-            registry=self.registry,
         )
-        self.durations = Histogram(
+        self.durations = registry.histogram(
             "apiserver_request_duration_seconds",
             "Response latency distribution in seconds for each verb, dry run value, group,"
             " version, resource, subresource, scope and component.",
             labels,
-            buckets=REQUEST_BUCKETS,
-            registry=self.registry,
+            REQUEST_BUCKETS,
         )
-        self.longrunning = Gauge(
+        self.longrunning = registry.gauge(
             "apiserver_longrunning_requests",
             "Gauge of all active long-running apiserver requests (watches, exec, logs).",
             labels,
-            registry=self.registry,
         )
-        self.storage = Histogram(
+        self.storage = registry.histogram(
             "etcd_request_duration_seconds",
             "Datastore request latency in seconds for each operation and object type.",
             ("operation", "type"),
-            buckets=STORAGE_BUCKETS,
-            registry=self.registry,
+            STORAGE_BUCKETS,
         )
-        self.storage_errors = Counter(
+        self.storage_errors = registry.counter(
             "k3py_datastore_request_errors_total",
             "Datastore requests that failed (conflicts and missing keys included).",
             ("operation", "type"),
-            registry=self.registry,
         )
         self.scrape_state = ScrapeState()
-        self.registry.register(_StateCollector(self.scrape_state))
-        # (labels, code) -> (counter child, histogram child): label lookups cost more than the
-        # increments, and the set is bounded by resources x verbs x codes.
-        self._children: dict[tuple[tuple[str, ...], str], tuple[Any, Any]] = {}
-
-    def _record(self, labels: tuple[str, ...], code: int, seconds: float | None) -> None:
-        key = (labels, str(code))
-        pair = self._children.get(key)
-        if pair is None:
-            pair = (
-                self.requests.labels(*labels, COMPONENT, str(code)),
-                self.durations.labels(*labels, COMPONENT),
-            )
-            self._children[key] = pair
-        pair[0].inc()
-        if seconds is not None:
-            pair[1].observe(seconds)
+        registry.register(lambda: _state_families(self.scrape_state))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         """Count and time every request; long-running ones are counted, not timed."""
         started = time.perf_counter()
         long_running = self.scrape_state.is_long_running(request)
-        gauge = None
+        watching: tuple[str, ...] = ()
         if long_running:
-            gauge = self.longrunning.labels(*request_labels(request), COMPONENT)
-            gauge.inc()
+            watching = (*request_labels(request), COMPONENT)
+            self.longrunning.inc(watching)
         code = 500
         try:
             response = await handler(request)
@@ -164,16 +144,16 @@ class ServerMetrics:
             code = exc.status
             raise
         finally:
-            labels = request_labels(request)
-            if gauge is not None:
-                gauge.dec()
-            self._record(labels, code, None if long_running else time.perf_counter() - started)
+            labels = (*request_labels(request), COMPONENT)
+            if watching:
+                self.longrunning.inc(watching, -1)
+            self.requests.inc((*labels, str(code)))
+            if not long_running:
+                self.durations.observe(labels, time.perf_counter() - started)
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the registry in Prometheus' text format."""
-        return web.Response(
-            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
-        )
+        return web.Response(body=self.registry.exposition(), headers={"Content-Type": CONTENT_TYPE})
 
 
 class ScrapeState:
@@ -184,7 +164,6 @@ class ScrapeState:
         self.is_long_running: Callable[[web.Request], bool] = lambda _: False
         self.datastore: Any = None
         self.tunnels: Callable[[], int] | None = None
-        self.ready: Callable[[], bool] | None = None
 
 
 def _file_size(path: Path) -> int:
@@ -195,70 +174,57 @@ def _file_size(path: Path) -> int:
     return total
 
 
-class _StateCollector(Collector):
-    def __init__(self, state: ScrapeState) -> None:
-        self._state = state
-
-    def collect(self) -> Iterator[Metric]:
-        state = self._state
-        if state.inflight is not None:
-            reading, mutating = state.inflight()
-            family = GaugeMetricFamily(
-                "apiserver_current_inflight_requests",
-                "Maximal number of currently used inflight request limit of this apiserver per"
-                " request kind in last second.",
-                labels=("request_kind",),
-            )
-            family.add_metric(("readOnly",), reading)
-            family.add_metric(("mutating",), mutating)
-            yield family
-        yield from _datastore_families(state.datastore)
-        if state.tunnels is not None:
-            yield GaugeMetricFamily(
-                "k3py_agent_tunnels", "Agents connected through their tunnel.", state.tunnels()
-            )
+def _state_families(state: ScrapeState) -> Iterable[Any]:
+    if state.inflight is not None:
+        reading, mutating = state.inflight()
+        family = labelled_gauge(
+            "apiserver_current_inflight_requests",
+            "Maximal number of currently used inflight request limit of this apiserver per"
+            " request kind in last second.",
+            ("request_kind",),
+        )
+        family.add_metric(("readOnly",), reading)
+        family.add_metric(("mutating",), mutating)
+        yield family
+    yield from _datastore_families(state.datastore)
+    if state.tunnels is not None:
+        yield gauge_family(
+            "k3py_agent_tunnels", "Agents connected through their tunnel.", state.tunnels()
+        )
 
 
-def _datastore_families(store: Any) -> Iterator[Metric]:
+def _datastore_families(store: Any) -> Iterable[Any]:
     if store is None:
         return
-    yield GaugeMetricFamily(
+    yield gauge_family(
         "k3py_datastore_current_revision",
         "The datastore's latest revision (resourceVersion).",
         store.current_revision,
     )
-    yield GaugeMetricFamily(
+    yield gauge_family(
         "k3py_datastore_compact_revision",
         "The revision up to which the datastore's history has been compacted.",
         store.compact_revision,
     )
     path = getattr(store, "path", None)
     if isinstance(path, Path):
-        yield _labelled_gauge(
+        family = labelled_gauge(
             "apiserver_storage_size_bytes",
             "Size of the storage database file physically allocated in bytes.",
-            "storage_cluster_id",
-            "sqlite",
-            _file_size(path),
+            ("storage_cluster_id",),
         )
+        family.add_metric(("sqlite",), _file_size(path))
+        yield family
     watchers = getattr(store, "watcher_count", None)
     if isinstance(watchers, int):
-        yield GaugeMetricFamily(
-            "k3py_datastore_watchers", "Watches open on the datastore.", watchers
-        )
+        yield gauge_family("k3py_datastore_watchers", "Watches open on the datastore.", watchers)
     counts = getattr(store, "stats", None)
     if isinstance(counts, StoreStats):
-        yield CounterMetricFamily(
+        yield counter_family(
             "k3py_datastore_writes", "Writes committed to the datastore.", counts.writes
         )
-        yield CounterMetricFamily(
+        yield counter_family(
             "k3py_datastore_transactions",
             "Transactions that committed them (fewer than writes when commits are shared).",
             counts.transactions,
         )
-
-
-def _labelled_gauge(name: str, doc: str, label: str, value: str, number: float) -> Metric:
-    family = GaugeMetricFamily(name, doc, labels=(label,))
-    family.add_metric((value,), number)
-    return family

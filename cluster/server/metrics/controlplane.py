@@ -9,11 +9,10 @@ live controllers at scrape time), ``k3py_controller_reconcile_errors_total{contr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
+from k3py.cluster.api.metricseries import Registry, labelled_gauge
 
 SCHEDULING_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 PROFILE = "default-scheduler"
@@ -21,62 +20,51 @@ LEASE_NAME = "k3py-controller-manager"
 
 
 class ControlPlaneMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._attempts = Counter(
+    def __init__(self, registry: Registry) -> None:
+        self._attempts = registry.counter(
             "scheduler_schedule_attempts_total",
             "Number of attempts to schedule pods, by the result. 'unschedulable' means a pod"
             " could not be scheduled, while 'error' means an internal scheduler problem.",
             ("result", "profile"),
-            registry=registry,
         )
-        self._latency = Histogram(
+        self._latency = registry.histogram(
             "scheduler_scheduling_attempt_duration_seconds",
             "Scheduling attempt latency in seconds (scheduling algorithm + binding).",
             ("result", "profile"),
-            buckets=SCHEDULING_BUCKETS,
-            registry=registry,
+            SCHEDULING_BUCKETS,
         )
-        self._errors = Counter(
+        self._errors = registry.counter(
             "k3py_controller_reconcile_errors_total",
             "Reconciles that failed and were queued again, per controller.",
             ("controller",),
-            registry=registry,
         )
-        self._leader = Gauge(
+        self._leader = registry.gauge(
             "leader_election_master_status",
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates"
             " backup, 1 indicates master. 'name' is the string used to identify the lease.",
             ("name",),
-            registry=registry,
         )
-        self._leader.labels(LEASE_NAME).set(0)
-        self._queues = _QueueCollector()
-        registry.register(self._queues)
+        self._leader.set((LEASE_NAME,), 0)
+        self._depths: Callable[[], Sequence[tuple[str, int]]] | None = None
+        registry.register(self._queue_families)
 
     def schedule_attempt(self, result: str, seconds: float) -> None:
-        self._attempts.labels(result, PROFILE).inc()
-        self._latency.labels(result, PROFILE).observe(seconds)
+        self._attempts.inc((result, PROFILE))
+        self._latency.observe((result, PROFILE), seconds)
 
     def reconcile_error(self, controller: str) -> None:
-        self._errors.labels(controller).inc()
+        self._errors.inc((controller,))
 
     def leader(self, leading: bool) -> None:
-        self._leader.labels(LEASE_NAME).set(1 if leading else 0)
+        self._leader.set((LEASE_NAME,), 1 if leading else 0)
 
     def queues(self, depths: Callable[[], Sequence[tuple[str, int]]]) -> None:
-        self._queues.depths = depths
+        self._depths = depths
 
-
-class _QueueCollector(Collector):
-    def __init__(self) -> None:
-        self.depths: Callable[[], Sequence[tuple[str, int]]] | None = None
-
-    def collect(self) -> Iterator[Metric]:
-        if self.depths is None:
+    def _queue_families(self) -> Iterable[Any]:
+        if self._depths is None:
             return
-        family = GaugeMetricFamily(
-            "workqueue_depth", "Current depth of workqueue", labels=("name",)
-        )
-        for name, depth in self.depths():
+        family = labelled_gauge("workqueue_depth", "Current depth of workqueue", ("name",))
+        for name, depth in self._depths():
             family.add_metric((name,), depth)
         yield family

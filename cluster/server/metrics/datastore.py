@@ -10,7 +10,7 @@ on SQLite and PostgreSQL alike, without the backends knowing about metrics. Life
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from k3py.cluster.server.store import Datastore, KeyValue, ListResult, Watch
 
@@ -36,16 +36,12 @@ class TimedDatastore:
         self.inner = inner
         self._histogram = metrics.storage
         self._errors = metrics.storage_errors
-        self._children: dict[tuple[str, str], Any] = {}
 
     def _done(self, operation: str, key: str, started: float, failed: bool) -> None:
         labels = (operation, key_type(key))
-        child = self._children.get(labels)
-        if child is None:
-            child = self._children[labels] = self._histogram.labels(*labels)
-        child.observe(time.perf_counter() - started)
+        self._histogram.observe(labels, time.perf_counter() - started)
         if failed:
-            self._errors.labels(*labels).inc()
+            self._errors.inc(labels)
 
     async def start(self) -> None:
         await self.inner.start()
