@@ -209,7 +209,7 @@ def outputs(ctx: BuildContext) -> None:
         "suite": settings.suite,
         "kernel": ctx.facts["kernel"],
         "packages": {
-            group: [{"name": p.name, "version": p.version} for p in packages]
+            group: [{"name": p.name, "version": p.version, "suite": p.suite} for p in packages]
             for group, packages in sorted(ctx.packages.items())
         },
         "gates": ctx.facts["gates"],

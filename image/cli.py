@@ -40,7 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"package and index cache, shared by builds (default: {DEFAULT_CACHE})",
     )
     build.add_argument("--mirror", default=None, help="Debian mirror URL")
-    build.add_argument("--suite", default=None, help="Debian suite (default: trixie)")
+    build.add_argument(
+        "--security-mirror", default=None, help="Debian security archive URL (for <suite>-security)"
+    )
+    build.add_argument(
+        "--suite",
+        default=None,
+        help="Debian release (default: trixie); its -updates and -security suites are read too",
+    )
     build.add_argument(
         "--refresh-packages", action="store_true", help="download fresh package indices"
     )
@@ -105,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         source_date_epoch=int(epoch_text),
         config_file=Path(args.k3py_yaml) if args.k3py_yaml else None,
         mirror=args.mirror or debian.DEFAULT_MIRROR,
+        security_mirror=args.security_mirror or debian.DEFAULT_SECURITY_MIRROR,
         suite=args.suite or debian.DEFAULT_SUITE,
         refresh_packages=args.refresh_packages,
         lock_file=Path(args.lock) if args.lock else None,

@@ -24,6 +24,7 @@ class BuildSettings:
     source_date_epoch: int
     config_file: Path | None = None
     mirror: str = debian.DEFAULT_MIRROR
+    security_mirror: str = debian.DEFAULT_SECURITY_MIRROR
     suite: str = debian.DEFAULT_SUITE
     refresh_packages: bool = False
     lock_file: Path | None = None

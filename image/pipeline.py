@@ -214,6 +214,7 @@ def build(settings: BuildSettings, stream: TextIO = sys.stdout) -> BuildContext:
         settings.cache_dir,
         mirror=settings.mirror,
         suite=settings.suite,
+        security_mirror=settings.security_mirror,
         refresh=settings.refresh_packages,
     )
     ctx = BuildContext(settings=settings, archive=archive)

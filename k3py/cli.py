@@ -58,7 +58,7 @@ COMMANDS: tuple[Command, ...] = (
         "image",
         "build bootable board images",
         "k3py.image.cli",
-        extra=("image", ("jinja2", "elftools", "zstandard")),
+        extra=("image", ("jinja2", "elftools", "zstandard", "debian")),
     ),
     Command("flash", "write an image to an SD card, verified", "k3py.image.flash.cli"),
     Command("ota", "over-the-air update bundles (not built yet)", "k3py.image.ota.cli"),
