@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,24 @@ def test_content_lists_roles_and_the_modules_the_kernel_gate_requires() -> None:
     assert pod_network | nft | {"ip_vs"} <= set(content.required_modules)
     assert set(content.required_modules) <= set(content.kernel_modules)
     assert pod_network | nft <= set(content.boot_modules)
+
+
+# PyPI names whose Debian package is not python3-<name>; dependencies only a server imports.
+DEBIAN_NAMES = {"pyyaml": "python3-yaml"}
+SERVER_ONLY = {"asyncpg"}
+
+
+def test_every_firmware_dependency_is_in_the_images_content_lists() -> None:
+    """The board's Python imports what the image carries: each of pyproject's dependencies
+    (pinned to Debian 13's python3-* versions) is a package of the roles that import it."""
+    pyproject = tomllib.loads((Path(__file__).parents[2] / "pyproject.toml").read_text())
+    content = load_content()
+    for requirement in pyproject["project"]["dependencies"]:
+        name = re.split(r"[=<>!~;\[ ]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+        package = DEBIAN_NAMES.get(name, f"python3-{name}")
+        roles = ("server",) if name in SERVER_ONLY else ("server", "agent")
+        for role in roles:
+            assert package in content.packages_for(role), f"{requirement}: {package} ({role})"
 
 
 def test_cli_reports_an_unknown_board_in_one_line(
