@@ -10,19 +10,22 @@ import pytest
 
 from k3py.cluster.server.store import (
     Compacted,
-    MemoryDatastore,
     Retention,
     SQLiteDatastore,
 )
-from tests.store.conftest import FakeClock
+from tests.store.conftest import BACKENDS, Backend, FakeClock, make_backend
 
-Store = SQLiteDatastore | MemoryDatastore
+Store = Backend
 
 
-def _backend(kind: str, tmp_path: Path, retention: Retention, clock: FakeClock) -> Store:
-    if kind == "sqlite":
-        return SQLiteDatastore(tmp_path / "state.db", retention=retention, clock=clock)
-    return MemoryDatastore(retention=retention, clock=clock)
+def _backend(
+    kind: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    retention: Retention,
+    clock: FakeClock,
+) -> Backend:
+    return make_backend(kind, request, tmp_path, retention=retention, clock=clock)
 
 
 async def test_compaction_keeps_the_state_at_the_compact_revision(store: Store) -> None:
@@ -61,11 +64,13 @@ async def test_compaction_removes_superseded_rows_from_the_database(
     assert rows == 9, "only each live key's latest row should remain"
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "memory"])
-async def test_retention_keeps_the_last_revisions_by_count(tmp_path: Path, backend: str) -> None:
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_retention_keeps_the_last_revisions_by_count(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
     clock = FakeClock()
     retention = Retention(min_revisions=10, min_age_seconds=0.0, interval_seconds=3600.0)
-    store = _backend(backend, tmp_path, retention, clock)
+    store = _backend(backend, request, tmp_path, retention, clock)
     await store.start()
     try:
         for i in range(25):
@@ -79,13 +84,13 @@ async def test_retention_keeps_the_last_revisions_by_count(tmp_path: Path, backe
         await store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_retention_keeps_recent_minutes_even_past_the_count(
-    tmp_path: Path, backend: str
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
     clock = FakeClock()
     retention = Retention(min_revisions=0, min_age_seconds=300.0, interval_seconds=3600.0)
-    store = _backend(backend, tmp_path, retention, clock)
+    store = _backend(backend, request, tmp_path, retention, clock)
     await store.start()
     try:
         for i in range(5):

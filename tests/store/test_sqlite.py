@@ -20,6 +20,7 @@ from k3py.cluster.server.store import (
     StoreError,
     open_datastore,
 )
+from k3py.cluster.server.store.postgres import PostgresDatastore
 from tests.store.burst_writer import payload
 from tests.store.conftest import KEEP_NOTHING
 
@@ -117,8 +118,11 @@ def test_endpoints_choose_the_backend(tmp_path: Path) -> None:
     assert isinstance(named, SQLiteDatastore)
     assert named.path == tmp_path / "other.db"
     assert isinstance(open_datastore("memory://", tmp_path), MemoryDatastore)
-    with pytest.raises(StoreError, match="not supported yet"):
-        open_datastore("postgres://k3py@db/k3py", tmp_path)
+    shared = open_datastore("postgres://k3py:secret@db:5432/k3py?sslmode=require", tmp_path)
+    assert isinstance(shared, PostgresDatastore)
+    assert shared.endpoint == "postgres://k3py@db:5432/k3py", "no password in messages"
+    with pytest.raises(StoreError, match="names no host"):
+        open_datastore("postgres://", tmp_path)
     with pytest.raises(StoreError, match="unsupported datastore endpoint"):
         open_datastore("https://etcd:2379", tmp_path)
 

@@ -10,15 +10,14 @@ import pytest
 from k3py.cluster.server.store import (
     Compacted,
     Event,
-    MemoryDatastore,
     SQLiteDatastore,
     Watch,
     WatchExpired,
 )
 from k3py.cluster.server.store.watch import REPLAY_CHUNK
-from tests.store.conftest import KEEP_NOTHING
+from tests.store.conftest import BACKENDS, KEEP_NOTHING, Backend, make_backend
 
-Store = SQLiteDatastore | MemoryDatastore
+Store = Backend
 
 
 async def _collect(watch: Watch, count: int) -> list[Event]:
@@ -147,15 +146,11 @@ async def test_closing_the_datastore_ends_its_watches(tmp_path: Path) -> None:
     assert [e.kv.key for batch in batches for e in batch] == ["/registry/pods/a/p"]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "memory"])
+@pytest.mark.parametrize("backend", BACKENDS)
 async def test_a_slow_watcher_is_cut_off_while_others_keep_receiving(
-    tmp_path: Path, backend: str
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
-    store: Store
-    if backend == "sqlite":
-        store = SQLiteDatastore(tmp_path / "s.db", retention=KEEP_NOTHING, max_watch_pending=50)
-    else:
-        store = MemoryDatastore(retention=KEEP_NOTHING, max_watch_pending=50)
+    store = make_backend(backend, request, tmp_path, retention=KEEP_NOTHING, max_watch_pending=50)
     await store.start()
     try:
         slow = store.watch("/registry/", revision=0)  # never read until the end

@@ -1,4 +1,4 @@
-"""The datastore: a revisioned key-value log in kine's model, on SQLite or in memory.
+"""The datastore: a revisioned key-value log in kine's model, on SQLite, PostgreSQL or in memory.
 
 Every write gets the next global revision (an object's resourceVersion); reads and lists can be
 served at a past revision; watches stream changes from a revision; compaction forgets old
@@ -21,6 +21,7 @@ from k3py.cluster.server.store.model import (
     NotFound,
     StoreError,
     StoreStats,
+    Unavailable,
     Watch,
     WatchExpired,
 )
@@ -41,6 +42,7 @@ __all__ = [
     "SQLiteDatastore",
     "StoreError",
     "StoreStats",
+    "Unavailable",
     "Watch",
     "WatchExpired",
     "open_datastore",

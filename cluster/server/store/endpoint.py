@@ -2,7 +2,8 @@
 
 No endpoint (or ``sqlite://``) means the embedded SQLite file under the data directory;
 ``sqlite://<path>`` names another file; ``memory://`` keeps everything in process memory (for
-tests and throwaway servers). ``postgres://`` is reserved for the shared-database backend.
+tests and throwaway servers). ``postgres://user:password@host:5432/database?sslmode=…`` is a
+PostgreSQL database that several servers share.
 """
 
 from __future__ import annotations
@@ -67,11 +68,16 @@ def open_datastore(
     if scheme == "memory":
         return MemoryDatastore(retention=retention)
     if scheme in ("postgres", "postgresql"):
-        raise StoreError(
-            "the PostgreSQL datastore is not supported yet; leave --datastore-endpoint empty to"
-            " use the embedded SQLite database"
-        )
+        # Imported here: asyncpg loads only on servers that use PostgreSQL.
+        from k3py.cluster.server.store.postgres import PostgresDatastore
+
+        if not rest.split("?", 1)[0].strip("/"):
+            raise StoreError(
+                f"datastore endpoint {endpoint!r} names no host; use"
+                " postgres://user:password@host:5432/database?sslmode=require"
+            )
+        return PostgresDatastore(endpoint, retention=retention)
     raise StoreError(
-        f"unsupported datastore endpoint scheme {scheme!r}; use sqlite://<path> or leave"
-        " --datastore-endpoint empty"
+        f"unsupported datastore endpoint scheme {scheme!r}; use sqlite://<path>,"
+        " postgres://user:password@host:5432/database, or leave --datastore-endpoint empty"
     )

@@ -113,6 +113,16 @@ class FutureRevision(StoreError):
         self.current_revision = current_revision
 
 
+class Unavailable(StoreError):
+    """The datastore cannot be reached right now (a shared database restarting): retry shortly.
+
+    A write that fails with it may or may not have been applied; none that was acknowledged is
+    lost. The API answers 503 with Retry-After.
+    """
+
+    retry_after_seconds = 1
+
+
 class WatchExpired(StoreError):
     """A watcher fell too far behind and was cut off; it must list and watch again."""
 
