@@ -37,7 +37,7 @@ from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import json_response, status_response
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
-from k3py.cluster.server.store import Datastore, StoreError
+from k3py.cluster.server.store import Datastore, StoreError, Unavailable
 from k3py.cluster.server.tunnel import TUNNELS
 from k3py.errors import K3pyError
 from k3py.shutdown import cancel_and_wait, until_signalled
@@ -134,6 +134,11 @@ async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return status_response(status.ApiError(exc.status, exc.reason, exc.text or exc.reason))
     except asyncio.CancelledError:
         raise
+    except Unavailable as err:  # a shared database restarting: the client retries
+        logger.warning("datastore unavailable", extra={"fields": {"error": str(err)}})
+        return status_response(
+            status.ApiError(503, "ServiceUnavailable", str(err), retry_after_seconds=1)
+        )
     except StoreError as err:
         logger.error("datastore error", extra={"fields": {"path": request.path, "error": str(err)}})
         return status_response(status.internal(f"the datastore failed: {err}"))
