@@ -4,7 +4,8 @@ Backends are busybox ``httpd`` serving a page that names them and a CGI script t
 client's address (``/cgi-bin/ip``), so a test sees which endpoint answered and with which source
 address. Clients run the test's Python inside a namespace (no curl needed) and make several
 requests in one process. :func:`start_resolver` runs a tiny dnslib resolver (the "outside" DNS of
-forwarding tests) that answers every A question with one address.
+forwarding tests) that answers A questions under ``example.org`` with one address and
+NXDOMAIN for any other name, as a real resolver does for names such as ``web.default``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ print(json.dumps(out))
 
 _RESOLVER = r"""
 import socket, sys
-from dnslib import A, QTYPE, RR, DNSRecord
+from dnslib import A, QTYPE, RCODE, RR, DNSRecord
 address, port, answer = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 sock.bind((address, port))
@@ -41,7 +42,9 @@ while True:
     data, peer = sock.recvfrom(4096)
     request = DNSRecord.parse(data)
     reply = request.reply()
-    if request.q.qtype == QTYPE.A:
+    if not str(request.q.qname).rstrip(".").endswith("example.org"):
+        reply.header.rcode = RCODE.NXDOMAIN
+    elif request.q.qtype == QTYPE.A:
         reply.add_answer(RR(request.q.qname, QTYPE.A, ttl=30, rdata=A(answer)))
     sock.sendto(reply.pack(), peer)
 """
