@@ -130,6 +130,9 @@ class SharedInformers:
     async def wait_synced(self) -> None:
         await asyncio.gather(*(i.synced.wait() for i in self._informers.values()))
 
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in self._informers.values())
+
     async def stop(self) -> None:
         for informer in self._informers.values():
             await informer.stop()

@@ -85,6 +85,7 @@ class ControlPlane:
                 observer=observer,
             )
         observer.queues(self.queue_depths)
+        observer.informers(self.informers.synced)
 
     def queue_depths(self) -> list[tuple[str, int]]:
         depths = [(c.name, len(c.queue)) for c in self.controllers]

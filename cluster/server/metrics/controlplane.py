@@ -46,6 +46,8 @@ class ControlPlaneMetrics:
         )
         self._leader.set((LEASE_NAME,), 0)
         self._depths: Callable[[], Sequence[tuple[str, int]]] | None = None
+        self._synced: Callable[[], bool] | None = None
+        self._leading = False
         registry.register(self._queue_families)
 
     def schedule_attempt(self, result: str, seconds: float) -> None:
@@ -56,10 +58,20 @@ class ControlPlaneMetrics:
         self._errors.inc((controller,))
 
     def leader(self, leading: bool) -> None:
+        self._leading = leading
         self._leader.set((LEASE_NAME,), 1 if leading else 0)
 
     def queues(self, depths: Callable[[], Sequence[tuple[str, int]]]) -> None:
         self._depths = depths
+
+    def informers(self, synced: Callable[[], bool]) -> None:
+        self._synced = synced
+
+    async def informer_sync_check(self) -> str | None:
+        """Readiness: the leading control plane's caches are filled (a standby has none)."""
+        if not self._leading or self._synced is None or self._synced():
+            return None
+        return "the controllers' informers have not synced yet"
 
     def _queue_families(self) -> Iterable[Any]:
         if self._depths is None:

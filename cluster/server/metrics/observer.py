@@ -25,6 +25,9 @@ class ControlPlaneObserver(Protocol):
     def queues(self, depths: Callable[[], Sequence[tuple[str, int]]]) -> None:
         """Where to read each controller's work queue depth from (the current generation)."""
 
+    def informers(self, synced: Callable[[], bool]) -> None:
+        """Where to read whether the current generation's informers have synced."""
+
 
 class NullObserver:
     """An observer that records nothing."""
@@ -39,4 +42,7 @@ class NullObserver:
         pass
 
     def queues(self, depths: Callable[[], Sequence[tuple[str, int]]]) -> None:
+        pass
+
+    def informers(self, synced: Callable[[], bool]) -> None:
         pass
