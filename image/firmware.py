@@ -24,6 +24,7 @@ import csv
 import hashlib
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -37,6 +38,8 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from k3py.image.errors import ImageError
+
+logger = logging.getLogger("k3py.image.firmware")
 
 # Wheel members a board runs, by prefix; everything else under k3py/ is the build host's.
 FIRMWARE_PACKAGES = ("k3py/cluster/", "k3py/kernel_config/")
@@ -141,6 +144,25 @@ def tree_files(tree: Path) -> list[str]:
     return sorted(found)
 
 
+def untracked_sources(tree: Path) -> list[str]:
+    """Files in a git checkout's package folders that git does not know: they are not part of
+    the wheel (``git add`` puts them in)."""
+    if not (tree / ".git").exists():
+        return []
+    folders = _package_folders(tree)
+    argv = ["git", "-C", str(tree), "ls-files", "-z", "--others", "--exclude-standard"]
+    result = subprocess.run([*argv, "--", *folders], capture_output=True, check=False)
+    return sorted(n for n in result.stdout.decode().split("\0") if n)
+
+
+def _package_folders(tree: Path) -> list[str]:
+    import tomllib
+
+    config = tomllib.loads((tree / "pyproject.toml").read_text())
+    mapping: dict[str, str] = config.get("tool", {}).get("setuptools", {}).get("package-dir", {})
+    return sorted(set(mapping.values())) or ["k3py"]
+
+
 def _tree_key(tree: Path, files: list[str]) -> str:
     digest = hashlib.sha256()
     for name in files:
@@ -154,6 +176,12 @@ def build_wheel(tree: Path, cache_dir: Path) -> Path:
     if not (tree / "pyproject.toml").is_file():
         raise ImageError(f"{tree} is not a k3py source tree (no pyproject.toml)")
     files = tree_files(tree)
+    left_out = untracked_sources(tree)
+    if left_out:
+        logger.warning(
+            "untracked files are not part of the firmware (git add them to include them): %s",
+            " ".join(left_out),
+        )
     slot = cache_dir / "firmware" / _tree_key(tree, files)
     built = sorted(slot.glob("k3py-*.whl"))
     if built:
