@@ -98,10 +98,23 @@ def test_version_and_api_resources(cluster: ServerProcess) -> None:
     assert version["gitVersion"].startswith("v1.32.")
     table = cluster.kubectl("api-resources").stdout.splitlines()
     assert table[0].split() == ["NAME", "SHORTNAMES", "APIVERSION", "NAMESPACED", "KIND"]
-    rows = {line.split()[0]: line.split() for line in table[1:]}
-    assert rows["deployments"] == ["deployments", "deploy", "apps/v1", "true", "Deployment"]
-    assert rows["pods"] == ["pods", "po", "v1", "true", "Pod"]
-    assert rows["leases"] == ["leases", "coordination.k8s.io/v1", "true", "Lease"]
+    # Keyed by name and API version: metrics.k8s.io serves "pods" and "nodes" too.
+    rows = {(line.split()[0], line.split()[-3]): line.split() for line in table[1:]}
+    assert rows["deployments", "apps/v1"] == [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "true",
+        "Deployment",
+    ]
+    assert rows["pods", "v1"] == ["pods", "po", "v1", "true", "Pod"]
+    assert rows["pods", "metrics.k8s.io/v1beta1"][-1] == "PodMetrics"
+    assert rows["leases", "coordination.k8s.io/v1"] == [
+        "leases",
+        "coordination.k8s.io/v1",
+        "true",
+        "Lease",
+    ]
 
 
 def test_second_apply_changes_nothing(cluster: ServerProcess, shop: Path) -> None:
