@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from k3py.cluster.agent.autonomy.store import LocalStore
 from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+from k3py.cluster.agent.loadbalancer import ServerLoadBalancer
 from k3py.cluster.agent.metrics.bundle import AgentObservability
 from k3py.cluster.agent.network.podnet import FlannelNetwork, NetworkConfig
 from k3py.cluster.agent.node.identity import NodeIdentity, ensure_identity
@@ -140,8 +141,11 @@ class Agent:
             healthz_port=settings.healthz_port,
         )
         self.runtime: ContainerRuntime = self.observability.runtime
+        # API calls, watches and the tunnel go through the load balancer, which moves them to
+        # a live server when one dies; identity.server_url stays the node's own reference.
+        self.balancer = ServerLoadBalancer(identity.server_url, settings.agent_dir / "servers.json")
         self.client = KubeClient(
-            identity.server_url,
+            self.balancer.url,
             ssl_context=identity.ssl_context(),
             user_agent=f"k3py-agent/{identity.node_name}",
             # Three watches plus a few writers: every extra TLS connection costs the board
@@ -215,7 +219,7 @@ class Agent:
             recorder=self.recorder,
         )
         self.tunnel = TunnelClient(
-            identity.server_url.replace("https://", "wss://", 1) + CONNECT_PATH,
+            self.balancer.url.replace("https://", "wss://", 1) + CONNECT_PATH,
             identity.ssl_context(),
             NodeStreams(
                 self.runtime, identity.node_name, clock, extra=self.observability.streams()
@@ -225,6 +229,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        await self.balancer.start()
         await wait_for_runtime(self.runtime, self.clock)
         await ensure_sandbox_image(self.runtime, self.settings.pause_image)
         await load_airgap_images(self.runtime, self.settings.agent_dir / "images")
@@ -240,6 +245,7 @@ class Agent:
             ("events", self.recorder.run),
             ("node", self.reporter.run),
             ("tunnel", self.tunnel.run),
+            ("servers", lambda: self.balancer.refresh(self.client, asyncio.Event())),
             ("usage", self.observability.sampler.run),
         ):
             self._tasks.append(
@@ -272,6 +278,7 @@ class Agent:
         with contextlib.suppress(Exception):
             await self.recorder.flush()
         await self.client.close()
+        await self.balancer.stop()
         await self.runtime.close()
 
 

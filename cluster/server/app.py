@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from k3py import __version__
 from k3py.cluster.api import status
-from k3py.cluster.server import discovery
+from k3py.cluster.server import apiservers, discovery
 from k3py.cluster.server.auth import CONNECT_PATH
 from k3py.cluster.server.metrics import health, resource_api
 from k3py.cluster.server.metrics import nodeproxy as metrics_nodeproxy
@@ -38,6 +38,7 @@ from k3py.cluster.server.rest.http import json_response, status_response
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
 from k3py.cluster.server.store import Datastore, StoreError, Unavailable
+from k3py.cluster.server.store.endpoint import redact_endpoint
 from k3py.cluster.server.tunnel import TUNNELS
 from k3py.errors import K3pyError
 from k3py.shutdown import cancel_and_wait, until_signalled
@@ -198,14 +199,24 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await datastore.start()
     collector: asyncio.Task[None] | None = None
+    leasing: asyncio.Task[None] | None = None
     try:
         await bootstrap.ensure_defaults(ctx, app[ADVERTISE], settings.https_listen_port or 6443)
         collector = asyncio.create_task(garbage.run_collector(ctx), name="k3py-collector")
         collector.add_done_callback(_report_crash)
+        if getattr(datastore, "shared", False):  # several servers: each keeps its own entry
+            lease = apiservers.ApiServerLease(
+                ctx, app[ADVERTISE], settings.https_listen_port or 6443
+            )
+            await apiservers.renew_quietly(lease)
+            leasing = asyncio.create_task(
+                apiservers.run_apiserver_lease(lease, ctx.stopping), name="k3py-apiserver-lease"
+            )
         app[READY].set()
         yield
     finally:
         ctx.stopping.set()
+        await apiservers.stop(leasing)
         await cancel_and_wait(collector)
         await datastore.close()
 
@@ -298,6 +309,9 @@ async def serve(settings: ServerSettings) -> None:
     from k3py.cluster.server.store import Retention, open_datastore
 
     _small_tls_buffers()
+    from k3py.cluster.server import clusterjoin
+
+    await clusterjoin.prepare(settings)  # servers on a shared datastore share one CA and token
     # A cluster whose CA predates this start and whose datastore once started (the marker is
     # written after that) had data: losing it is not a fresh start. A first start cut short
     # before its datastore opened leaves no marker and starts again normally.
@@ -365,7 +379,7 @@ async def serve(settings: ServerSettings) -> None:
                 "fields": {
                     "address": f"{settings.bind_address}:{port}",
                     "kubeconfig": str(settings.write_kubeconfig),
-                    "datastore": settings.datastore_endpoint or "sqlite",
+                    "datastore": redact_endpoint(settings.datastore_endpoint or "sqlite"),
                 }
             },
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from k3py.cluster.server.store.compaction import Retention
 from k3py.cluster.server.store.memory import MemoryDatastore
@@ -20,6 +21,17 @@ from k3py.cluster.server.store.sqlite import SQLiteDatastore
 logger = logging.getLogger(__name__)
 
 DEFAULT_DB = Path("server", "db", "state.db")
+
+
+def redact_endpoint(endpoint: str) -> str:
+    """The endpoint as logs and messages may show it: without a password or options."""
+    parts = urlsplit(endpoint)
+    if not parts.netloc:
+        return endpoint
+    host = parts.hostname or "localhost"
+    port = f":{parts.port}" if parts.port else ""
+    user = f"{parts.username}@" if parts.username else ""
+    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
 
 
 def open_datastore(

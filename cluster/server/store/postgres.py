@@ -23,7 +23,6 @@ import logging
 import time
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from k3py.cluster.server.store import postgres_sql as sql
 from k3py.cluster.server.store.compaction import (
@@ -32,6 +31,7 @@ from k3py.cluster.server.store.compaction import (
     RetentionTracker,
     run_compaction_loop,
 )
+from k3py.cluster.server.store.endpoint import redact_endpoint
 from k3py.cluster.server.store.model import (
     Compacted,
     Conflict,
@@ -55,15 +55,6 @@ COMPACT_STEP = 1000
 _NO_LIMIT = 1 << 62
 
 
-def redact(dsn: str) -> str:
-    """The endpoint without its password, for messages and logs."""
-    parts = urlsplit(dsn)
-    host = parts.hostname or "localhost"
-    port = f":{parts.port}" if parts.port else ""
-    user = f"{parts.username}@" if parts.username else ""
-    return f"{parts.scheme}://{user}{host}{port}{parts.path}"
-
-
 @dataclass(slots=True)
 class _WriteOp:
     kind: str
@@ -75,6 +66,9 @@ class _WriteOp:
 
 class PostgresDatastore:
     """A :class:`~k3py.cluster.server.store.model.Datastore` in a PostgreSQL database."""
+
+    # Several servers may use the database at once (they then keep Leases of their own).
+    shared = True
 
     def __init__(
         self,
@@ -88,7 +82,7 @@ class PostgresDatastore:
         clock: Clock = time.monotonic,
     ) -> None:
         self.dsn = dsn
-        self.endpoint = redact(dsn)
+        self.endpoint = redact_endpoint(dsn)
         self._retention = retention or Retention()
         self._tracker = RetentionTracker(self._retention, clock)
         self._readers = readers
