@@ -12,6 +12,11 @@ STAMP     := $(VENV)/.installed
 CLIENT37  := $(VENV)/k8s37
 CLIENT37_VERSION := 37.0.2
 HOST_PY   ?= python3
+# make fuzz: schemathesis in a venv of its own (its pytest plugin and pins must not reach the
+# test venv); it fuzzes a real server through /openapi/v2 for at most FUZZ_MINUTES.
+FUZZ_VENV := $(VENV)/fuzz
+FUZZ_PACKAGES := schemathesis==3.39.16 hypothesis==6.131.0
+FUZZ_MINUTES ?= 4
 
 # Debian packages the test tiers and the image pipeline use. Installed only when missing.
 APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
@@ -21,7 +26,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
 	docker-engine test-docker \
 	check-config image qemu-cluster dist \
-	format bench clean
+	format bench fuzz clean
 
 help:
 	@echo "make setup             install Debian packages and the .venv (idempotent)"
@@ -32,6 +37,7 @@ help:
 	@echo "make dist              the sdist and the wheel into dist/"
 	@echo "make check-config      check this machine's kernel and system for k3py"
 	@echo "make bench             benchmarks; results in bench/results/"
+	@echo "make fuzz              schemathesis against a loopback server's /openapi/v2 (no 5xx)"
 	@echo "make image BOARD=qemu-virt-arm64 ROLE=agent   build a board image into out/"
 	@echo "make qemu-cluster      emulated server + ARM64/ARMv7 agents: join, workload, kubectl"
 
@@ -118,6 +124,15 @@ qemu-cluster: setup
 
 bench: setup
 	$(PYTHON) -m bench
+
+$(FUZZ_VENV)/.installed: $(STAMP)
+	rm -rf $(FUZZ_VENV)
+	$(HOST_PY) -m venv $(FUZZ_VENV)
+	$(FUZZ_VENV)/bin/pip install -q $(FUZZ_PACKAGES)
+	touch $@
+
+fuzz: setup $(FUZZ_VENV)/.installed
+	$(PYTHON) -m tests.fuzz.openapi --st $(FUZZ_VENV)/bin/st --minutes $(FUZZ_MINUTES)
 
 clean:
 	rm -rf $(VENV) build dist out *.egg-info .mypy_cache .pytest_cache .ruff_cache

@@ -95,6 +95,8 @@ def _drop(obj: Any, path: str) -> None:
     tokens = [
         m.group(1) if m.group(1) is not None else m.group(2) for m in _PATH_TOKEN.finditer(path)
     ]
+    if path.endswith("."):
+        tokens.append("")  # an empty key: ".metadata." names the key "" inside metadata
     current = obj
     for token in tokens[:-1]:
         if isinstance(current, list) and token.isdigit() and int(token) < len(current):
@@ -161,7 +163,9 @@ async def namespace_accepts(ctx: RestContext, namespace: str) -> None:
 
 def place(target: RequestTarget, obj: Object) -> None:
     """The object's namespace and name agree with the URL (filled in where missing)."""
-    meta = obj["metadata"]
+    meta = obj.setdefault("metadata", {})
+    if not isinstance(meta, dict):
+        raise status.bad_request("metadata must be an object")
     if target.info.namespaced:
         given = meta.get("namespace")
         if given and given != target.namespace:

@@ -1,0 +1,1 @@
+"""Fuzzing the API server (``make fuzz``), in a venv of its own."""
