@@ -82,6 +82,8 @@ def _budget_for(key: str, budget: Any) -> tuple[str, str]:
     if not isinstance(budget, dict):
         return "", ""
     entry = budget.get(key)
+    if isinstance(entry, dict) and "minimum" in entry:
+        return f"≥ {_format(entry['minimum'])}", _format(entry.get("met", ""))
     if isinstance(entry, dict) and "budget" in entry:
         return f"≤ {_format(entry['budget'])}", _format(entry.get("met", ""))
     if f"{key}_min" in budget:

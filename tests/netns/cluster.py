@@ -93,6 +93,7 @@ class NetnsCluster:
 
     def start(self) -> NetnsCluster:
         ensure_test_image()
+        self.root.mkdir(parents=True, exist_ok=True)
         host = self.server_host
         argv = k3py_argv(
             "server",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from k3py.cluster.agent.network.netlink import iproute_in, netlink_error
 BRIDGE = "cni0"
 POD_IFACE = "eth0"
 VETH_PREFIX = "veth"
+NET_ADDR_SET = "3"  # addr_assign_type of a MAC set by hand
 
 
 def veth_name(sandbox_id: str) -> str:
@@ -57,6 +59,7 @@ def ensure_bridge(ipr: Any, pod_cidr: str, mtu: int) -> int:
             ipr.link("add", ifname=BRIDGE, kind="bridge")
         index = _index(ipr, BRIDGE)
         assert index is not None
+    _pin_mac(ipr, index)
     current = _addresses(ipr, index)
     for address, prefixlen in current - {gateway}:
         ipr.addr("del", index=index, address=address, prefixlen=prefixlen)
@@ -64,6 +67,18 @@ def ensure_bridge(ipr: Any, pod_cidr: str, mtu: int) -> int:
         ipr.addr("add", index=index, address=gateway[0], prefixlen=gateway[1])
     ipr.link("set", index=index, state="up", mtu=mtu)
     return index
+
+
+def _pin_mac(ipr: Any, index: int) -> None:
+    """Fix the bridge's MAC: left to itself a bridge takes its lowest port's, so a new pod
+    would change the gateway's MAC under the others (and lose an ARP reply in flight)."""
+    try:
+        assigned = Path(f"/sys/class/net/{BRIDGE}/addr_assign_type").read_text().strip()
+    except OSError:
+        assigned = ""
+    if assigned != NET_ADDR_SET:
+        mac = ipr.get_links(index)[0].get_attr("IFLA_ADDRESS")
+        ipr.link("set", index=index, address=mac)
 
 
 def wire_sandbox(
@@ -106,6 +121,21 @@ def wire_sandbox(
         inside.addr("add", index=pod_end, address=address, prefixlen=network.prefixlen)
         inside.link("set", index=pod_end, state="up")
         inside.route("replace", dst="0.0.0.0/0", gateway=gateway, oif=pod_end)
+        _wait_running(inside, pod_end)
+        _wait_running(ipr, host)
+
+
+def _wait_running(ipr: Any, index: int, seconds: float = 2.0) -> None:
+    """Until the kernel's link watcher has activated the device's queue (operstate UP).
+
+    Until then a veth that is up drops what it sends: the pod's first ARP reply would be
+    lost and its first connection would wait a second for the retry.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ipr.get_links(index)[0].get_attr("IFLA_OPERSTATE") == "UP":
+            return
+        time.sleep(0.0005)
 
 
 def unwire_sandbox(ipr: Any, sandbox_id: str) -> None:

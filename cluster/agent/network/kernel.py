@@ -1,15 +1,16 @@
 """What the chosen backend needs from the kernel, checked once at the agent's start.
 
-The kernel's config (``/proc/config.gz`` or ``/boot/config-<release>``, as ``k3py check-config``
-finds it) must have each option built in (``=y``), or as a module (``=m``) that is loaded
-(``/sys/module/<name>``) or present in ``/lib/modules/<release>`` (so that netlink can load it
-on first use). A missing option stops the agent with one line naming it and pointing at
+The kernel's config (``/proc/config.gz`` or ``/boot/config-<release>``, where ``k3py
+check-config`` looks) must have each option built in (``=y``), or as a module (``=m``) that is
+loaded (``/sys/module/<name>``) or present in ``/lib/modules/<release>`` (so that netlink can
+load it on first use). A missing option stops the agent with one line naming it and pointing at
 ``k3py check-config``, instead of a netlink error at the first pod. When no config can be found
 the check cannot tell and lets the agent go on (the first netlink call will say what fails).
 """
 
 from __future__ import annotations
 
+import gzip
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -40,14 +41,33 @@ def _release() -> str:
     return os.uname().release
 
 
-def _read_config(release: str, read: Callable[[str], bytes | None]) -> dict[str, str] | None:
-    from k3py.cluster.checkconfig.kconfig import parse_config
-    from k3py.cluster.checkconfig.system import config_candidates
+def _read_config(
+    release: str, read: Callable[[str], bytes | None], wanted: set[str]
+) -> dict[str, str] | None:
+    """The ``wanted`` options' values (``CONFIG_`` omitted) from the first config found.
 
-    for candidate in config_candidates(release):
+    Only the lines asked for are kept: a parsed config is about 10,000 entries, memory the
+    long-running agent would keep for nothing.
+    """
+    candidates = (
+        "/proc/config.gz",
+        f"/boot/config-{release}",
+        f"/usr/src/linux-{release}/.config",
+        "/usr/src/linux/.config",
+    )
+    for candidate in candidates:
         data = read(candidate)
-        if data is not None:
-            return dict(parse_config(data, candidate).values)
+        if data is None:
+            continue
+        if data[:2] == b"\x1f\x8b":
+            data = gzip.decompress(data)
+        found: dict[str, str] = {}
+        for line in data.split(b"\n"):
+            if line.startswith(b"CONFIG_"):
+                name, _, value = line[7:].decode(errors="replace").partition("=")
+                if name in wanted:
+                    found[name] = value.strip()
+        return found
     return None
 
 
@@ -81,11 +101,11 @@ def check_kernel(
     if not needed:
         return
     release = release or _release()
-    config = _read_config(release, read)
+    config = _read_config(release, read, {option for option, _, _ in needed})
     if config is None:
         return
     for option, module, purpose in needed:
-        value = config.get(f"CONFIG_{option}", config.get(option))
+        value = config.get(option)
         if value == "y" or (value == "m" and module_available(module, release)):
             continue
         state = "a module that is not installed" if value == "m" else "not set"
