@@ -17,7 +17,7 @@ import logging
 import platform
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -202,7 +202,10 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     leasing: asyncio.Task[None] | None = None
     try:
         await bootstrap.ensure_defaults(ctx, app[ADVERTISE], settings.https_listen_port or 6443)
-        collector = asyncio.create_task(garbage.run_collector(ctx), name="k3py-collector")
+        collector = asyncio.create_task(
+            _restarting("garbage collector", lambda: garbage.run_collector(ctx), app[CRASHED]),
+            name="k3py-collector",
+        )
         collector.add_done_callback(_report_crash)
         if getattr(datastore, "shared", False):  # several servers: each keeps its own entry
             lease = apiservers.ApiServerLease(
@@ -219,6 +222,56 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         await apiservers.stop(leasing)
         await cancel_and_wait(collector)
         await datastore.close()
+
+
+# A background loop that failed: its name and why, until its restart has run a while.
+CRASHED = web.AppKey("k3py.crashed", dict)
+RESTART_DELAYS = (1.0, 2.0, 5.0, 10.0, 30.0)
+HEALTHY_AFTER_SECONDS = 30.0
+RECOVERED_AFTER_SECONDS = 5.0
+
+
+async def _restarting(
+    name: str, loop: Callable[[], Awaitable[None]], crashed: dict[str, str]
+) -> None:
+    """Run ``loop`` for good: when it fails, /readyz says so and it is started again."""
+    failures = 0
+    while True:
+        started = time.monotonic()
+        try:
+            await loop()
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception as err:
+            if time.monotonic() - started > HEALTHY_AFTER_SECONDS:
+                failures = 0
+            delay = RESTART_DELAYS[min(failures, len(RESTART_DELAYS) - 1)]
+            failures += 1
+            crashed[name] = f"{name} failed ({type(err).__name__}: {err}); restarting"
+            logger.error(
+                "background task failed; restarting",
+                exc_info=err,
+                extra={"fields": {"task": name, "in_seconds": delay}},
+            )
+        await asyncio.sleep(delay)
+        # Ready again once the restarted loop has kept running for a little while.
+        asyncio.get_running_loop().call_later(
+            RECOVERED_AFTER_SECONDS, _recovered, crashed, name, crashed.get(name)
+        )
+
+
+def _recovered(crashed: dict[str, str], name: str, message: str | None) -> None:
+    # The same message object: no failure since (a new failure stores a new string).
+    if crashed.get(name) is message:
+        crashed.pop(name, None)
+
+
+def _background_check(crashed: dict[str, str]) -> health.Check:
+    async def check() -> str | None:
+        return "; ".join(crashed.values()) or None
+
+    return check
 
 
 def _report_crash(task: asyncio.Task[None]) -> None:
@@ -262,6 +315,8 @@ def create_app(
     app.router.add_get("/version/", version)
     health.add_routes(app, app[READY], app[REST].stopping)
     health.add_check(app, "etcd", _datastore_check(datastore), live=True)
+    app[CRASHED] = {}
+    health.add_check(app, "poststarthook/k3py-background-tasks", _background_check(app[CRASHED]))
     resource_api.add_routes(app)
     metrics_nodeproxy.add_routes(app)
     discovery.add_routes(app)
