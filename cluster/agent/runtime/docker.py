@@ -2,10 +2,10 @@
 
 The ``docker`` package is synchronous, so its calls run on a small thread pool owned by the
 runtime; everything else in the agent stays on the event loop. Endpoints that stream for a long
-time or hijack the connection (logs, events, exec) are spoken directly over the engine's unix
-socket with asyncio (:mod:`.dockerstream`): a blocked thread per ``kubectl logs -f`` or per
-probe that hangs past its timeout would exhaust the pool, and an asyncio stream is cancelled by
-closing it.
+time, hijack the connection or answer late (logs, events, exec, stop) are spoken directly over
+the engine's unix socket with asyncio (:mod:`.dockerstream`): a blocked thread per ``kubectl
+logs -f``, per probe that hangs past its timeout or per container stopping for its grace
+period would exhaust the pool, and an asyncio stream is cancelled by closing it.
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ logger = logging.getLogger("k3py.agent.runtime")
 DEFAULT_ENDPOINT = "unix:///var/run/docker.sock"
 _T = TypeVar("_T")
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+# How long past the grace period a stop may take (the engine's own kill and clean-up).
+_STOP_SLACK = 60.0
 
 
 def parse_docker_time(text: str | None) -> datetime.datetime | None:
@@ -274,29 +276,25 @@ class DockerRuntime:
             ) from None
 
     async def stop_container(self, container_id: str, grace_seconds: float) -> None:
+        # The engine answers a stop only once the container is gone, up to the whole grace
+        # period later: spoken over the socket with asyncio so that stopping any number of
+        # containers holds no thread of the pool (which creates and starts other pods).
         timeout = max(0, round(grace_seconds))
-        try:
-            await self._call(lambda api: api.stop(container_id, timeout=timeout))
-        except _errors().NotFound:
-            return
-        except _errors().APIError as err:
-            if err.status_code != 304:  # already stopped
-                raise RuntimeUnavailable(
-                    f"cannot stop container {container_id[:12]}: {err.explanation or err}"
-                ) from None
+        path = f"/containers/{urllib.parse.quote(container_id)}/stop?t={timeout}"
+        code, message = await dockerstream.call(
+            self._socket, "POST", path, limit=timeout + _STOP_SLACK
+        )
+        if code not in (204, 304, 404):  # stopped, already stopped, gone
+            raise RuntimeUnavailable(f"cannot stop container {container_id[:12]}: {message}")
 
     async def remove_container(self, container_id: str) -> None:
         self._inspected.pop(container_id, None)
-        try:
-            await self._call(lambda api: api.remove_container(container_id, v=True, force=True))
-        except _errors().NotFound:
+        # Over the socket too: a namespace's worth of pods removes its containers at once.
+        path = f"/containers/{urllib.parse.quote(container_id)}?v=1&force=1"
+        code, message = await dockerstream.call(self._socket, "DELETE", path, limit=_STOP_SLACK)
+        if code in (204, 404) or (code == 409 and "in progress" in message):
             return
-        except _errors().APIError as err:
-            if err.status_code == 409 and "in progress" in str(err.explanation):
-                return
-            raise RuntimeUnavailable(
-                f"cannot remove container {container_id[:12]}: {err.explanation or err}"
-            ) from None
+        raise RuntimeUnavailable(f"cannot remove container {container_id[:12]}: {message}")
 
     async def image_id(self, reference: str) -> str | None:
         try:

@@ -1,11 +1,12 @@
 """Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
 
-Three endpoint shapes: a long GET whose body is framed output (``/containers/{id}/logs``), a
-long GET of JSON lines (``/events``), and ``POST /exec/{id}/start`` which upgrades the
-connection to a raw bidirectional stream. Requests that stream are sent as HTTP/1.0 so the
-engine answers without chunked encoding and closes at the end; the exec start upgrades as the
-Docker CLI does. Without a TTY the engine frames output as ``[stream, 0, 0, 0, size(4, BE)]``
-followed by ``size`` bytes (stdcopy); with a TTY the output is raw.
+Four endpoint shapes: a long GET whose body is framed output (``/containers/{id}/logs``), a
+long GET of JSON lines (``/events``), requests the engine answers only when done (``POST
+/containers/{id}/stop``, ``DELETE /containers/{id}``), and ``POST /exec/{id}/start`` which
+upgrades the connection to a raw bidirectional stream. Requests that stream are sent as
+HTTP/1.0 so the engine answers without chunked encoding and closes at the end; the exec start
+upgrades as the Docker CLI does. Without a TTY the engine frames output as ``[stream, 0, 0, 0,
+size(4, BE)]`` followed by ``size`` bytes (stdcopy); with a TTY the output is raw.
 """
 
 from __future__ import annotations
@@ -97,6 +98,31 @@ async def get_lines(socket: str, path: str) -> AsyncIterator[bytes]:
                 yield line
     finally:
         writer.close()
+
+
+async def call(socket: str, method: str, path: str, *, limit: float) -> tuple[int, str]:
+    """A bodiless request answered when the engine is done (``POST /containers/ID/stop``
+    takes the whole grace period, ``DELETE /containers/ID`` the clean-up): on the event loop,
+    so no thread of the runtime's pool waits and any number run at once."""
+    reader, writer = await _connect(socket)
+    try:
+        writer.write(
+            f"{method} {path} HTTP/1.0\r\nHost: docker\r\nContent-Length: 0\r\n\r\n".encode()
+        )
+        await writer.drain()
+        async with asyncio.timeout(limit):
+            status = await _read_head(reader, path)
+            body = await reader.read(_HEADER_LIMIT)
+    except TimeoutError:
+        raise RuntimeUnavailable(
+            f"the Docker engine did not answer {method} {path.split('?')[0]} in {limit:g}s"
+        ) from None
+    finally:
+        writer.close()
+    message = body.decode(errors="replace")
+    with contextlib.suppress(ValueError, AttributeError):
+        message = str(json.loads(body).get("message", message))
+    return status, message
 
 
 class Hijacked:
