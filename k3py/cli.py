@@ -253,7 +253,13 @@ def _import_command(command: Command) -> ModuleType:
 
 def _add_flags(sub: FlagParser, module: ModuleType) -> tuple[str, ...]:
     """The command's own flags plus --debug (and --config when it reads config files)."""
-    sub.add_argument("--debug", action="store_true", help="show debug logs and tracebacks")
+    # SUPPRESS: an absent --debug after the command keeps a --debug given before it.
+    sub.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show debug logs and tracebacks",
+    )
     config_files: tuple[str, ...] = getattr(module, "CONFIG_FILES", ())
     if config_files:
         sub.add_argument(

@@ -138,3 +138,15 @@ def test_image_build_without_the_image_extra_names_the_extra(tmp_path: Path) -> 
         "k3py: error: 'k3py image' needs k3py's [image] extra (no module 'jinja2'): "
         "pip install 'k3py[image]'"
     ]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--debug", "server"], ["server", "--debug"], ["--debug", "token"]],
+)
+def test_debug_before_or_after_the_command_turns_debug_on(argv: list[str]) -> None:
+    from k3py.cli import parse
+
+    args, _ = parse(argv, {})
+    assert args.debug is True
+    assert parse(argv[-1:] if argv[0] == "--debug" else argv[:1], {})[0].debug is False
