@@ -152,3 +152,15 @@ async def test_an_empty_field_name_does_not_drop_metadata(api: Api) -> None:
     assert reply.status in (400, 404, 422), reply.text
     reply = await api.post(CM, {"metadata": {"name": "empty-key", "": 1}})
     assert reply.status == 201, reply.text
+
+
+async def test_warning_headers_are_bounded(api: Api) -> None:
+    body: dict[str, Any] = {"metadata": {"name": "noisy"}}
+    body.update({f"unknown{i}": i for i in range(20_000)})
+    body["ünïcödé"] = 1
+    reply = await api.post(CM, body)
+    assert reply.status == 201
+    header = reply.headers["Warning"]
+    assert len(header) <= 4096
+    assert header.count("299 -") == 11
+    assert header.endswith('"and 19991 more warnings"')

@@ -128,12 +128,35 @@ def check_fields(
     return problems
 
 
+# kube-apiserver bounds Warning headers (4 KiB in all, long texts cut); clients such as
+# Python's http.client refuse very long header lines.
+MAX_WARNINGS = 10
+MAX_WARNING_CHARS = 256
+MAX_WARNING_HEADER_BYTES = 4096
+
+
+def warning_header(warnings: list[str]) -> str:
+    """The first few warnings, each cut to a readable length, and how many were left out."""
+    shown: list[str] = []
+    size = 0
+    for text in warnings[:MAX_WARNINGS]:
+        if len(text) > MAX_WARNING_CHARS:
+            text = text[: MAX_WARNING_CHARS - 3] + "..."
+        item = "299 - " + json.dumps(text, ensure_ascii=True)
+        if size + len(item) > MAX_WARNING_HEADER_BYTES - 100:
+            break
+        shown.append(item)
+        size += len(item) + 2
+    left = len(warnings) - len(shown)
+    if left:
+        shown.append("299 - " + json.dumps(f"and {left} more warnings"))
+    return ", ".join(shown)
+
+
 def respond(obj: Object, code: int, warnings: list[str]) -> web.Response:
     headers = {}
     if warnings:
-        headers["Warning"] = ", ".join(
-            "299 - " + json.dumps(w, ensure_ascii=False) for w in warnings
-        )
+        headers["Warning"] = warning_header(warnings)
     return json_response(obj, code=code, headers=headers)
 
 
