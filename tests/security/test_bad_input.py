@@ -147,7 +147,7 @@ def test_csr_tool_refuses_a_node_name_too_long_for_a_certificate(tmp_path: Path)
 
 async def test_an_empty_field_name_does_not_drop_metadata(api: Api) -> None:
     """Found by the fuzzer: an unknown field named "" made the server drop all metadata."""
-    body = {"involvedObject": {}, "metadata": {"": []}}
+    body: dict[str, Any] = {"involvedObject": {}, "metadata": {"": []}}
     reply = await api.put("/api/v1/namespaces/default/events/e", body)
     assert reply.status in (400, 404, 422), reply.text
     reply = await api.post(CM, {"metadata": {"name": "empty-key", "": 1}})

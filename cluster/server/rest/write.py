@@ -139,9 +139,8 @@ def warning_header(warnings: list[str]) -> str:
     """The first few warnings, each cut to a readable length, and how many were left out."""
     shown: list[str] = []
     size = 0
-    for text in warnings[:MAX_WARNINGS]:
-        if len(text) > MAX_WARNING_CHARS:
-            text = text[: MAX_WARNING_CHARS - 3] + "..."
+    for warning in warnings[:MAX_WARNINGS]:
+        text = warning if len(warning) <= MAX_WARNING_CHARS else warning[:253] + "..."
         item = "299 - " + json.dumps(text, ensure_ascii=True)
         if size + len(item) > MAX_WARNING_HEADER_BYTES - 100:
             break
