@@ -101,7 +101,7 @@ check: lint
 # The sdist and the wheel (the firmware artefact images, install scripts and OTA bundles ship).
 dist: venv
 	rm -rf dist
-	$(PYTHON) -m build --outdir dist .
+	$(PYTHON) -m tools.dist --outdir dist
 
 lint: venv
 	$(PYTHON) -m ruff check .

@@ -171,6 +171,14 @@ def _tree_key(tree: Path, files: list[str]) -> str:
     return digest.hexdigest()[:32]
 
 
+def export_tree(tree: Path, target: Path, files: list[str] | None = None) -> Path:
+    """A copy of the files that make a source tree's distribution (:func:`tree_files`)."""
+    for name in tree_files(tree) if files is None else files:
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(tree / name, target / name)
+    return target
+
+
 def build_wheel(tree: Path, cache_dir: Path) -> Path:
     """The wheel of a source tree's export, built once per content (cached)."""
     if not (tree / "pyproject.toml").is_file():
@@ -187,10 +195,7 @@ def build_wheel(tree: Path, cache_dir: Path) -> Path:
     if built:
         return built[0]
     with tempfile.TemporaryDirectory(prefix="k3py-firmware-") as scratch:
-        export = Path(scratch, "src")
-        for name in files:
-            (export / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(tree / name, export / name)
+        export = export_tree(tree, Path(scratch, "src"), files)
         out = Path(scratch, "wheel")
         argv = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps",
                 "--wheel-dir", str(out), str(export)]  # fmt: skip
