@@ -4,10 +4,11 @@ An image carries k3py as it is shipped everywhere else (install scripts, OTA bun
 built from the tree. :func:`firmware_wheel` finds that wheel for a build:
 
 - a ``.whl`` file given by the user is taken as it is;
-- a source tree (given, or the one this k3py is installed from in editable mode) is exported
-  first: in a git checkout only its tracked files (so no untracked file of the working tree can
-  reach an image), elsewhere every file but caches. The wheel is built from the export by pip
-  and kept in the cache under the export's content hash, so an unchanged tree is built once;
+- a source tree (given, or the checkout this k3py's modules are loaded from, as with an
+  editable install) is exported first: in a git checkout only its tracked files (so no
+  untracked file of the working tree can reach an image), elsewhere every file but caches.
+  The wheel is built from the export by pip and kept in the cache under the export's content
+  hash, so an unchanged tree is built once;
 - a k3py installed from a wheel file (``pip install dist/k3py-*.whl``) uses that wheel while it
   is still where pip found it, unchanged; otherwise (``pip install 'k3py[image]'``) its
   installed files are packed back into a wheel, each checked against its ``RECORD`` hash.
@@ -41,9 +42,9 @@ from k3py.image.errors import ImageError
 
 logger = logging.getLogger("k3py.image.firmware")
 
-# Wheel members a board runs, by prefix; everything else under k3py/ is the build host's.
+# Wheel members a board runs besides the root's modules, by prefix; every other package under
+# k3py/ (the image builder, the board data) is the build host's.
 FIRMWARE_PACKAGES = ("k3py/cluster/", "k3py/kernel_config/")
-HOST_ONLY_PACKAGES = ("k3py/image/", "k3py/board/")
 DIST_INFO_KEPT = ("METADATA", "WHEEL", "entry_points.txt", "top_level.txt")
 # Not part of a source tree's export when it is not a git checkout.
 _UNSHIPPED_DIRS = {".git", ".venv", "build", "dist", "out", "cache", "__pycache__",
@@ -55,7 +56,7 @@ _EPOCH = "1754697600"  # wheels built from the same export are byte-identical
 class Wheel:
     path: Path
     sha256: str
-    source: str  # how it was obtained: "given", "tree <path>", "installed"
+    source: str  # "given", "tree <path>", "installed wheel" or "installed files"
 
 
 def sha256_of(path: Path) -> str:
