@@ -43,7 +43,7 @@ class TimedRuntime:
         started = time.perf_counter()
         try:
             return await call
-        except BaseException:
+        except Exception:  # a cancelled call is not the runtime's error
             self._metrics.runtime_errors.inc((operation,))
             raise
         finally:
