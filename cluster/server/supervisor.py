@@ -27,15 +27,24 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from k3py.cluster.api import jointoken
-from k3py.cluster.api.status import ApiError, bad_request, request_entity_too_large, unauthorized
+from k3py.cluster.api.status import (
+    ApiError,
+    bad_request,
+    request_entity_too_large,
+    too_many_requests,
+    unauthorized,
+)
 from k3py.cluster.server.auth import (
     CONNECT_PATH,
     NODE_CERTIFICATE_PATH,
@@ -108,6 +117,40 @@ class NodePasswords:
         write_private(self.path, text.encode())
 
 
+class FailedJoins:
+    """Wrong join tokens per source address: after a few, that source waits before trying again.
+
+    A source may fail :attr:`BURST` times, then once per :attr:`INTERVAL` seconds (a token
+    bucket), which turns thousands of online guesses per second into a handful per minute.
+    At most :attr:`SOURCES` sources are remembered.
+    """
+
+    BURST = 10
+    INTERVAL = 6.0
+    SOURCES = 4096
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # source -> (tokens, updated)
+
+    def _tokens(self, source: str) -> float:
+        tokens, updated = self._buckets.get(source, (float(self.BURST), self._clock()))
+        return min(float(self.BURST), tokens + (self._clock() - updated) / self.INTERVAL)
+
+    def refused_for(self, source: str) -> int:
+        """Seconds ``source`` must wait before its next attempt (0: it may try now)."""
+        tokens = self._tokens(source)
+        return 0 if tokens >= 1.0 else max(1, math.ceil((1.0 - tokens) * self.INTERVAL))
+
+    def record(self, source: str) -> None:
+        """Count a failure of ``source``."""
+        if len(self._buckets) >= self.SOURCES and source not in self._buckets:
+            # Forget the oldest half: a flood of sources must not grow memory without bound.
+            for stale in list(self._buckets)[: self.SOURCES // 2]:
+                del self._buckets[stale]
+        self._buckets[source] = (self._tokens(source) - 1.0, self._clock())
+
+
 class Supervisor:
     """Handlers of the agent-facing endpoints, bound to the cluster's PKI and join token."""
 
@@ -115,6 +158,7 @@ class Supervisor:
         self._pki = pki
         self._token = jointoken.parse(token)
         self._passwords = passwords
+        self.failed_joins = FailedJoins()
 
     def join_token_valid(self, authorization: str) -> bool:
         """True when an ``Authorization`` header proves knowledge of the join token."""
@@ -169,7 +213,17 @@ class Supervisor:
             return _status_response(error)
 
     async def _node_certificate(self, request: web.Request) -> web.Response:
+        source = request.remote or ""
+        wait = self.failed_joins.refused_for(source)
+        if wait:
+            raise too_many_requests(wait)
         if not self.join_token_valid(request.headers.get("Authorization", "")):
+            # Logged every time: the limit keeps it to a few lines a minute per source.
+            self.failed_joins.record(source)
+            logger.warning(
+                "node certificate request with a wrong join token",
+                extra={"fields": {"source": source}},
+            )
             raise unauthorized(
                 "a node certificate needs the cluster's join token "
                 "(Authorization: Bearer <token>); check the agent's --token"

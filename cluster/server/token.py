@@ -91,6 +91,10 @@ def _store(path: Path, token: str) -> None:
         raise TokenError(f"cannot write the join token {path}: {err}") from None
 
 
+# A secret shorter than this can be guessed online; the server warns when given one.
+MIN_SECRET_CHARS = 16
+
+
 def ensure_server_token(data_dir: Path, ca_bundle: bytes, given: str | None) -> str:
     """The full server join token ``K10<sha256 of the CA bundle>::server:<secret>``, stored in
     ``<data-dir>/server/token`` (created on first start, reused after)."""
@@ -98,6 +102,13 @@ def ensure_server_token(data_dir: Path, ca_bundle: bytes, given: str | None) -> 
     stored = _stored_secret(path)
     if given:
         secret = _parse_given(given, ca_bundle).secret
+        if len(secret) < MIN_SECRET_CHARS:
+            logger.warning(
+                f"the join token's secret is {len(secret)} characters long: anyone who guesses"
+                f" it gets a node certificate; use at least {MIN_SECRET_CHARS} random"
+                " characters (or let k3py generate one)",
+                extra={"fields": {"path": str(path)}},
+            )
         if stored is not None and stored != secret:
             logger.warning(
                 "the join token changed; nodes that already joined keep their certificates, "
