@@ -448,6 +448,7 @@ async def serve(settings: ServerSettings) -> None:
             name="k3py-control-plane",
         )
         health.add_check(app, "poststarthook/start-controllers", _running(control))
+        health.add_check(app, "informer-sync", observer.informer_sync_check)
         control.add_done_callback(_report_crash)
         await until_signalled()
         logger.info("k3py server is stopping")

@@ -213,6 +213,7 @@ def test_server_metrics_and_health_on_the_real_server(cluster: Cluster) -> None:
     assert samples["apiserver_storage_size_bytes"][0][1] > 0
     verbose = cluster.server.kubectl("get", "--raw", "/readyz?verbose").stdout
     assert "[+]poststarthook/start-controllers ok" in verbose
+    assert "[+]informer-sync ok" in verbose
     assert verbose.strip().endswith("readyz check passed")
 
 
