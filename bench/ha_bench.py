@@ -62,8 +62,10 @@ def _latency(samples: list[float]) -> dict[str, float]:
     }
 
 
-async def _offered_rate(store: Datastore, rate: int, seconds: float) -> dict[str, Any]:
-    keys = itertools.cycle(f"/registry/pods/rate-{rate}/p{i:05}" for i in range(500))
+async def _offered_rate(
+    store: Datastore, rate: int, seconds: float, phase: str = "rate"
+) -> dict[str, Any]:
+    keys = itertools.cycle(f"/registry/pods/{phase}-{rate}/p{i:05}" for i in range(500))
     created: set[str] = set()
     latencies: list[float] = []
 
@@ -131,7 +133,7 @@ async def _datastore(
         await other.start()
     try:
         # Warm up (connections, plans, caches) so the first measured phase is not the cold one.
-        await _offered_rate(store, 200, 0.5)
+        await _offered_rate(store, 200, 0.5, phase="warm-up")
         result: dict[str, Any] = {
             "offered_rate": [await _offered_rate(store, r, seconds) for r in (200, 1000)],
             "watch_within_server": await _watch_delivery(
