@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import errno
 import json
+import os
 import socket
 import subprocess
 import time
@@ -70,6 +71,9 @@ def _start(index: int, image: str) -> tuple[ContainerInfo, Any]:
     labels = {LABEL_NODE: NODE, LABEL_KIND: "sandbox"}
     if not image:
         process = subprocess.Popen(["unshare", "-n", "sleep", "600"])
+        home = os.readlink("/proc/self/ns/net")
+        while os.readlink(f"/proc/{process.pid}/ns/net") == home:  # until it has unshared
+            time.sleep(0.0005)
         sandbox_id = f"{index:04d}" + "c" * 60
         info = ContainerInfo(sandbox_id, f"s{index}", labels, "", "", "running", pid=process.pid)
         return info, process

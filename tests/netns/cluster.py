@@ -17,6 +17,7 @@ API::
         cluster.exec("web", "ip", "addr")  # docker exec in the pod's container
         cluster.fetch("web", "10.42.2.5")  # HTTP GET from the pod (busybox nc); the body
         cluster.restart_agent(2)           # SIGTERM, start again (host index, 1-based)
+        cluster.stop_server(); cluster.start_server()   # with its own agent (host 1's node)
 """
 
 from __future__ import annotations
@@ -94,6 +95,14 @@ class NetnsCluster:
     def start(self) -> NetnsCluster:
         ensure_test_image()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.start_server()
+        wait_until(lambda: self._token_file().exists(), 30, "the join token")
+        for index in range(2, len(self.topology.hosts) + 1):
+            self.start_agent(index)
+        return self
+
+    def start_server(self) -> None:
+        """``k3py server`` (and its own agent) in host 1; returns once the API answers."""
         host = self.server_host
         argv = k3py_argv(
             "server",
@@ -109,10 +118,18 @@ class NetnsCluster:
         )  # fmt: skip
         self.server = host.popen(argv, self.log("server"))
         wait_until(self.kubeconfig.exists, 60, "the server's kubeconfig")
-        wait_until(lambda: self._token_file().exists(), 30, "the join token")
-        for index in range(2, len(self.topology.hosts) + 1):
-            self.start_agent(index)
-        return self
+        wait_until(
+            lambda: self.kubectl("get", "--raw", "/readyz", check=False).returncode == 0,
+            60,
+            "the API server",
+        )
+
+    def stop_server(self) -> None:
+        """Stop the server (its own agent stops with it; containers keep running)."""
+        if self.server is not None:
+            stop(self.server)
+            self.server_host.processes.remove(self.server)
+            self.server = None
 
     def _token_file(self) -> Path:
         return self.root / "h1" / "server" / "token"
@@ -144,8 +161,7 @@ class NetnsCluster:
     def stop(self) -> None:
         for index in list(self.agents):
             self.stop_agent(index)
-        if self.server is not None:
-            stop(self.server)
+        self.stop_server()
         for node in self.nodes:
             ids = docker("ps", "-aq", "--filter", f"label=io.k3py.node={node}").split()
             if ids:

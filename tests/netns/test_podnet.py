@@ -3,9 +3,10 @@
 For ``vxlan`` and ``host-gw`` one topology and cluster serve the whole module (module-scoped
 fixture): a pod on host 1 and one on host 3 talk TCP over the backend's device, two pods on
 host 2 talk through ``cni0``, a pod reaches the outside namespace masqueraded to its node's
-address, an agent restart changes no address and duplicates nothing, K3s's quick start works
-across hosts, and a deleted node leaves nothing behind on the others. The machine's own
-namespace never gets a route into the cluster CIDR.
+address, an agent restart changes no address and duplicates nothing, an agent restarted while
+the server is down rewires from what it stored, K3s's quick start works across hosts, and a
+deleted node leaves nothing behind on the others. The machine's own namespace never gets a
+route into the cluster CIDR.
 """
 
 from __future__ import annotations
@@ -223,6 +224,29 @@ def test_an_agent_restart_keeps_addresses_and_duplicates_nothing(net: Net) -> No
     assert PAGE in cluster.fetch("cli3", net.ips["srv1"])
     ipam = cluster.root / "h3" / "agent" / "network" / "ipam"
     assert [p.name for p in ipam.iterdir() if p.name[0].isdigit()] == [net.ips["cli3"]]
+
+
+def test_without_the_server_routes_stay_and_a_restarted_agent_rewires_from_its_state(
+    net: Net,
+) -> None:
+    cluster, h3 = net.cluster, net.host(3)
+    before = _state(h3)
+    cluster.stop_server()
+    try:
+        readies = cluster.log("h3").read_text().count("pod network ready")
+        cluster.restart_agent(3)
+        wait_until(
+            lambda: cluster.log("h3").read_text().count("pod network ready") > readies,
+            30,
+            "the restarted agent's pod network, offline",
+        )
+        assert _state(h3) == before
+        assert PAGE in cluster.fetch("cli3", net.ips["srv1"])
+    finally:
+        cluster.start_server()
+    cluster.wait_ready()
+    assert _state(h3) == before
+    assert PAGE in cluster.fetch("cli3", net.ips["srv1"])
 
 
 def test_kubernetes_quick_start_works_across_hosts(net: Net) -> None:

@@ -186,8 +186,9 @@ class FlannelNetwork:
         await self._in_thread(bridge.set_forwarding)
         state = self._load_state()
         if state.get("podCIDR"):
-            await self.configure(str(state["podCIDR"]))
+            # What this node knew: pods and routes work before (or without) the server.
             self._peers = [backends.Peer(**p) for p in state.get("peers") or []]
+            await self.configure(str(state["podCIDR"]))
             await self._sync_peers(self._peers)
         self._informer.add_handler(
             lambda _obj: self._changed.set(),
