@@ -11,6 +11,7 @@ at a revision at or after the compact revision still sees the same state.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from k3py.cluster.server.store.model import (
 )
 
 T = TypeVar("T")
+logger = logging.getLogger("k3py.store")
 SyncMode = Literal["normal", "full"]
 WriteKind = Literal["create", "update", "delete"]
 
@@ -50,6 +52,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS kine_name_id ON kine (name, id);
 CREATE TABLE IF NOT EXISTS kine_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 """
 _COMPACT_KEY = "compact_revision"
+_INCREMENTAL = 2  # PRAGMA auto_vacuum: 0 none, 1 full, 2 incremental
 # Bound the WAL file after a burst, so an SD card does not keep a large file around.
 _JOURNAL_SIZE_LIMIT = 32 * 1024 * 1024
 
@@ -78,9 +81,41 @@ def create_schema(conn: sqlite3.Connection, path: Path) -> LogState:
             f"{path} was written by a newer k3py (schema {version}, this one knows"
             f" {SCHEMA_VERSION}); upgrade k3py or restore a backup"
         )
+    use_incremental_vacuum(conn, path)
     conn.executescript(_SCHEMA)
     conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
     return read_state(conn)
+
+
+def use_incremental_vacuum(conn: sqlite3.Connection, path: Path) -> None:
+    """Make the file able to shrink: compaction frees pages, incremental vacuum returns them.
+
+    A database without the mode is rewritten once by VACUUM (which also drops what compaction
+    freed before); a new one is empty, so that costs nothing.
+    """
+    (mode,) = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if mode == _INCREMENTAL:
+        return
+    conn.execute(f"PRAGMA auto_vacuum={_INCREMENTAL}")
+    (tables,) = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if tables:
+        logger.info(
+            "rewriting the datastore once so that it can shrink",
+            extra={"fields": {"path": str(path)}},
+        )
+    # In WAL mode the file already has its header, so even a new one needs VACUUM (instant
+    # while it is empty) for the mode to take effect.
+    conn.execute("VACUUM")
+
+
+def free_pages(conn: sqlite3.Connection) -> int:
+    (count,) = conn.execute("PRAGMA freelist_count").fetchone()
+    return int(count)
+
+
+def vacuum_step(conn: sqlite3.Connection, pages: int) -> None:
+    """Return up to ``pages`` free pages to the file system (its own transaction)."""
+    conn.execute(f"PRAGMA incremental_vacuum({int(pages)})").fetchall()
 
 
 def read_state(conn: sqlite3.Connection) -> LogState:

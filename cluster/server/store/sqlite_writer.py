@@ -4,8 +4,10 @@ All writes go through one thread that owns the write connection. It takes every 
 while the previous transaction was committing and applies them in one transaction, so many
 concurrent writers share one WAL append (and, with ``synchronous=FULL``, one fsync) instead of
 paying one each. Compaction runs on the same thread in small steps between write batches, so it
-never holds the write lock for long. Results go back to the event loop in one callback per
-transaction, after COMMIT returns: a write is acknowledged only once it is durable.
+never holds the write lock for long; so does the incremental vacuum that follows it and returns
+the pages compaction freed to the file system, so the file shrinks with the live data. Results
+go back to the event loop in one callback per transaction, after COMMIT returns: a write is
+acknowledged only once it is durable.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 512
 COMPACT_STEP = 1000  # revisions per compaction transaction
+# Free pages (4 KiB each) returned per step, between write batches, and how many may stay.
+VACUUM_STEP_PAGES = 2048
+VACUUM_MIN_FREE_PAGES = 256
 
 
 @dataclass(slots=True)
@@ -79,6 +84,8 @@ class GroupCommitWriter:
         self._compact_revision = state.compact_revision
         self._compact_goal = state.compact_revision
         self._compact_waiters: list[asyncio.Future[int]] = []
+        # After compaction, free pages go back to the file system a step at a time.
+        self._vacuuming = True
         self._queue: queue.SimpleQueue[WriteOp | CompactOp | _Stop] = queue.SimpleQueue()
         self._in_flight: list[WriteOp] = []
         # Guards `failure` against a submit racing with the thread's last clean-up.
@@ -110,7 +117,7 @@ class GroupCommitWriter:
         try:
             stopping = False
             while not stopping:
-                compacting = self._compact_goal > self._compact_revision
+                compacting = self._compact_goal > self._compact_revision or self._vacuuming
                 writes = self._in_flight = []
                 for op in self._take(block=not compacting):
                     if isinstance(op, WriteOp):
@@ -124,6 +131,8 @@ class GroupCommitWriter:
                     self._commit_writes(writes[start : start + MAX_BATCH])
                 if self._compact_goal > self._compact_revision and not stopping:
                     self._compact_step()
+                elif self._vacuuming and not stopping:
+                    self._vacuum_step()
                 if self._compact_waiters and self._compact_goal <= self._compact_revision:
                     self._finish_compaction()
             self._finish_compaction()
@@ -196,7 +205,23 @@ class GroupCommitWriter:
             self._deliver(done)
             return
         self._compact_revision = upto
+        self._vacuuming = True
         self._deliver(Committed(self._revision, upto))
+
+    def _vacuum_step(self) -> None:
+        """Give back up to VACUUM_STEP_PAGES free pages; stop once few are left."""
+        try:
+            if sqlite_log.free_pages(self._conn) < VACUUM_MIN_FREE_PAGES:
+                self._vacuuming = False
+                return
+            sqlite_log.vacuum_step(self._conn, VACUUM_STEP_PAGES)
+        except sqlite3.Error as error:
+            self._rollback()
+            self._vacuuming = False
+            logger.warning(
+                "returning free datastore pages failed",
+                extra={"fields": {"path": str(self._path), "error": str(error)}},
+            )
 
     def _finish_compaction(self) -> None:
         if not self._compact_waiters:
