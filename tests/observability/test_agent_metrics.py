@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from k3py.cluster.agent.metrics.bundle import AgentObservability
 from k3py.cluster.agent.metrics.healthz import HealthServer
+from k3py.cluster.agent.node.machine import Machine
+from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
 from k3py.cluster.agent.runtime import (
     LABEL_ATTEMPT,
     LABEL_CONTAINER_NAME,
@@ -20,10 +23,14 @@ from k3py.cluster.agent.runtime import (
     ContainerConfig,
 )
 from k3py.cluster.agent.runtime.fake import FakeRuntime
+from k3py.cluster.api.resources import by_kind
 from k3py.cluster.client.clock import FakeClock
+from k3py.cluster.client.events import EventRecorder
+from k3py.cluster.client.fake import FakeApi
 
 NODE = "node-a"
 IMAGE = "busybox:test"
+EVENTS = by_kind("v1", "Event")
 
 
 def _observability(tmp_path: Path, clock: FakeClock) -> tuple[AgentObservability, FakeRuntime]:
@@ -138,3 +145,49 @@ async def test_healthz_answers_on_a_local_port() -> None:
         assert (await _http(server.port, "/other"))[0] == 404
     finally:
         await server.close()
+
+
+async def _events(api: Any) -> list[tuple[str, str]]:
+    assert EVENTS is not None
+    items, _ = await api.list(EVENTS, "default")
+    return [(e["reason"], e["message"]) for e in items]
+
+
+def _reporter(api: Any, clock: FakeClock, tmp_path: Path, boot_id: str, version: Any) -> Any:
+    machine = Machine(2, 1 << 30, 1 << 34, 110, "machine", boot_id, "6.1", "Debian", "arm64")
+    spec = NodeSpec(NODE, ("192.0.2.10",), NODE, (), (), tmp_path)
+    recorder = EventRecorder(api, clock, "kubelet", NODE)
+    return NodeReporter(api, clock, spec, machine, version, recorder=recorder), recorder
+
+
+async def test_node_life_events_as_the_kubelet_emits_them(tmp_path: Path) -> None:
+    clock = FakeClock()
+    api = FakeApi(clock)
+    runtime_up = {"up": True}
+
+    async def version() -> str:
+        if not runtime_up["up"]:
+            raise RuntimeError("docker is down")
+        return "docker://20.10"
+
+    reporter, recorder = _reporter(api, clock, tmp_path, "boot-1", version)
+    await reporter.register()
+    await recorder.flush()
+    reasons = {reason for reason, _ in await _events(api)}
+    assert reasons == {
+        "Starting",
+        "NodeHasSufficientMemory",
+        "NodeHasNoDiskPressure",
+        "NodeHasSufficientPID",
+        "NodeReady",
+    }
+
+    runtime_up["up"] = False
+    await reporter.report_status()
+    await recorder.flush()
+    assert ("NodeNotReady", f"Node {NODE} status is now: NodeNotReady") in await _events(api)
+
+    again, recorder = _reporter(api, clock, tmp_path, "boot-2", version)
+    await again.register()
+    await recorder.flush()
+    assert ("Rebooted", f"Node {NODE} has been rebooted, boot id: boot-2") in await _events(api)
