@@ -386,6 +386,19 @@ def _default_job(job: Obj) -> None:
     _default_pod_template(job)
 
 
+def _default_cron_job(cron_job: Obj) -> None:
+    spec = _child(cron_job, "spec")
+    for key, value in (
+        ("concurrencyPolicy", "Allow"),
+        ("suspend", False),
+        ("successfulJobsHistoryLimit", 3),
+        ("failedJobsHistoryLimit", 1),
+    ):
+        if spec.get(key) is None:
+            spec[key] = value
+    _default_pod_template(_child(spec, "jobTemplate"))  # jobTemplate.spec.template
+
+
 def _generate_job_selector(job: Obj) -> None:
     """Label the template with the Job's name and uid and select on the uid, as the API
     server does for every Job that does not ask for a manual selector."""
@@ -531,6 +544,7 @@ _DEFAULTERS: dict[str, Callable[[Obj], None]] = {
     "ReplicaSet": _default_replica_set,
     "DaemonSet": _default_daemon_set,
     "Job": _default_job,
+    "CronJob": _default_cron_job,
     "Service": _default_service,
     "Secret": _default_secret,
     "Namespace": _default_namespace,

@@ -121,6 +121,9 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "apps", "v1", "ControllerRevision", "controllerrevisions", "controllerrevision", True
     ),
     ResourceInfo("batch", "v1", "Job", "jobs", "job", True, (), ("all",), ("status",)),
+    ResourceInfo(
+        "batch", "v1", "CronJob", "cronjobs", "cronjob", True, ("cj",), ("all",), ("status",)
+    ),
     ResourceInfo("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
 )
 

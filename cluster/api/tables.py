@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
+from k3py.cluster.api.cronjob import CRON_JOB_COLUMNS, print_cron_job
 from k3py.cluster.api.printers_pods import NODE_COLUMNS, POD_COLUMNS, print_node, print_pod
 from k3py.cluster.api.printers_workloads import (
     CONTROLLER_REVISION_COLUMNS,
@@ -100,6 +101,7 @@ PRINTERS: dict[str, tuple[Sequence[Column], Printer]] = {
     "ReplicaSet": (REPLICA_SET_COLUMNS, print_replica_set),
     "DaemonSet": (DAEMON_SET_COLUMNS, print_daemon_set),
     "Job": (JOB_COLUMNS, print_job),
+    "CronJob": (CRON_JOB_COLUMNS, print_cron_job),
     "Service": (SERVICE_COLUMNS, print_service),
     "Endpoints": (ENDPOINTS_COLUMNS, print_endpoints),
     "Event": (EVENT_COLUMNS, print_event),

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from k3py.cluster.api import names
+from k3py.cluster.api.cronjob import validate_cron_job
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import Cause
 from k3py.cluster.api.validation_base import (
@@ -352,6 +353,7 @@ def _validate_binding(errs: Errors, obj: Obj, old: Obj | None) -> None:
 
 
 _KIND_VALIDATORS: dict[str, KindValidator] = {
+    "CronJob": validate_cron_job,
     "ConfigMap": _validate_config_map,
     "Secret": _validate_secret,
     "Namespace": _validate_namespace,

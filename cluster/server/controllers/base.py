@@ -63,6 +63,7 @@ ALL_CONTROLLERS = (
     "replicaset",
     "daemonset",
     "job",
+    "cronjob",
     "endpoints",
     "nodelifecycle",
     "garbagecollector",

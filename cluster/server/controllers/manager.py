@@ -24,6 +24,7 @@ from k3py.cluster.server.controllers.base import (
     QueueController,
     SharedInformers,
 )
+from k3py.cluster.server.controllers.cronjob import CronJobController
 from k3py.cluster.server.controllers.daemonset import DaemonSetController
 from k3py.cluster.server.controllers.deployment import DeploymentController
 from k3py.cluster.server.controllers.endpoints import EndpointsController
@@ -44,6 +45,7 @@ CONTROLLERS: dict[str, type[QueueController]] = {
     "replicaset": ReplicaSetController,
     "daemonset": DaemonSetController,
     "job": JobController,
+    "cronjob": CronJobController,
     "endpoints": EndpointsController,
     "nodelifecycle": NodeLifecycleController,
     "garbagecollector": GarbageCollector,
