@@ -1,10 +1,10 @@
 """A throw-away PostgreSQL instance for tests and benchmarks: initdb, pg_ctl, a loopback port.
 
 Debian's ``postgresql`` package puts its programs under ``/usr/lib/postgresql/<version>/bin``;
-the newest version there is used. The instance runs as the unprivileged ``nobody`` user (initdb
-refuses root) in a private temporary directory, listens only on 127.0.0.1 at a free port (no
-Unix socket), requires a password (the endpoint carries one, as a real one does), and is always
-stopped and removed by :meth:`PostgresInstance.stop`.
+the newest version there is used. Started by root, the instance runs as the unprivileged
+``nobody`` user (initdb refuses root), in a private temporary directory; it listens only on
+127.0.0.1 at a free port (no Unix socket), requires a password (the endpoint carries one, as a
+real one does), and is always stopped and removed by :meth:`PostgresInstance.stop`.
 """
 
 from __future__ import annotations
@@ -57,10 +57,12 @@ class PostgresInstance:
         self._databases = 0
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        # As root, drop to nobody (initdb refuses root); as anyone else, run as oneself.
+        as_root = os.geteuid() == 0
         return subprocess.run(
             args,
-            user=self._user.pw_uid,
-            group=self._user.pw_gid,
+            user=self._user.pw_uid if as_root else None,
+            group=self._user.pw_gid if as_root else None,
             cwd=self.root,
             env={"PATH": f"{self.bindir}:/usr/bin:/bin", "LC_ALL": "C"},
             check=check,
@@ -71,10 +73,11 @@ class PostgresInstance:
 
     def start(self) -> None:
         os.chmod(self.root, 0o700)
-        os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
         pwfile = self.root / "pw"
         pwfile.write_text(PASSWORD + "\n")
-        os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
+        if os.geteuid() == 0:
+            os.chown(self.root, self._user.pw_uid, self._user.pw_gid)
+            os.chown(pwfile, self._user.pw_uid, self._user.pw_gid)
         self._run(
             str(self.bindir / "initdb"),
             "-D",
