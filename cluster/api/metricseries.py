@@ -96,6 +96,10 @@ class Histogram:
         yield family
 
 
+class MetricsUnavailable(Exception):
+    """The metrics cannot be written: the message says what to install."""
+
+
 class _Adapter:
     """Gives a collect function the shape prometheus_client's registry asks for."""
 
@@ -137,8 +141,14 @@ class Registry:
 
     def exposition(self) -> bytes:
         """Everything in Prometheus' text format (imports prometheus_client the first time)."""
-        from prometheus_client import CollectorRegistry
-        from prometheus_client.exposition import generate_latest
+        try:
+            from prometheus_client import CollectorRegistry
+            from prometheus_client.exposition import generate_latest
+        except ImportError:
+            raise MetricsUnavailable(
+                "prometheus_client is not installed: install python3-prometheus-client"
+                " (Debian) or the prometheus-client package to serve metrics"
+            ) from None
 
         if self._registry is None:
             registry: Any = CollectorRegistry(auto_describe=False)

@@ -7,8 +7,10 @@ accepts), and the request counters must add up to exactly what the test sent.
 from __future__ import annotations
 
 import asyncio
+import sys
 from typing import Any
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.server.conftest import Api
@@ -126,3 +128,13 @@ async def test_metrics_api_is_discoverable(api: Api) -> None:
     listed = (await api.get("/apis/metrics.k8s.io/v1beta1/nodes")).body
     assert (listed["kind"], listed["items"]) == ("NodeMetricsList", [])
     assert (await api.get("/apis/metrics.k8s.io/v1beta1/nodes/absent")).status == 404
+
+
+async def test_a_board_without_prometheus_client_says_what_to_install(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    reply = await api.get("/metrics")
+    assert reply.status == 503
+    assert "python3-prometheus-client" in reply.body["message"]
+    assert (await api.get("/readyz", token=None)).status == 200

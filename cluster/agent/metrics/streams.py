@@ -13,6 +13,7 @@ from typing import Any
 from k3py.cluster.agent.metrics.registry import AgentMetrics
 from k3py.cluster.agent.metrics.usage import UsageSampler
 from k3py.cluster.agent.tunnel.client import StreamChannel
+from k3py.cluster.api.metricseries import MetricsUnavailable
 from k3py.cluster.api.tunnel import STDOUT
 from k3py.cluster.api.usage import METRICS_STREAM, USAGE_STREAM
 
@@ -27,7 +28,13 @@ def observability_streams(
         await channel.output(STDOUT, sampler.summary())
 
     async def exposition(params: dict[str, Any], channel: StreamChannel) -> None:
+        try:
+            body = metrics.exposition()
+        except MetricsUnavailable as err:
+            status = {"code": 503, "reason": "ServiceUnavailable", "message": str(err)}
+            await channel.control("error", status=status)
+            return
         await channel.control("opened")
-        await channel.output(STDOUT, metrics.exposition())
+        await channel.output(STDOUT, body)
 
     return {USAGE_STREAM: usage, METRICS_STREAM: exposition}

@@ -24,8 +24,10 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from k3py.cluster.api import status
 from k3py.cluster.api.metricseries import (
     CONTENT_TYPE,
+    MetricsUnavailable,
     Registry,
     counter_family,
     gauge_family,
@@ -153,7 +155,11 @@ class ServerMetrics:
 
     async def handle(self, request: web.Request) -> web.Response:
         """``GET /metrics``: the registry in Prometheus' text format."""
-        return web.Response(body=self.registry.exposition(), headers={"Content-Type": CONTENT_TYPE})
+        try:
+            body = self.registry.exposition()
+        except MetricsUnavailable as err:
+            raise status.ApiError(503, "ServiceUnavailable", str(err)) from None
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
 
 class ScrapeState:
