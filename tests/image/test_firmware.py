@@ -48,7 +48,11 @@ def test_image_firmware_is_the_wheels_firmware_and_nothing_else(
 ) -> None:
     built = built_image(request, tmp_path_factory, "qemu-virt-arm64", "agent")
     wheel = firmware_snapshot(request, tmp_path_factory)
-    manifest = json.loads(built.manifest.read_text())["firmware"]
+    whole = json.loads(built.manifest.read_text())
+    suites = {p["suite"] for group in whole["packages"].values() for p in group}
+    assert suites <= {"trixie", "trixie-updates", "trixie-security"}
+    assert "trixie" in suites
+    manifest = whole["firmware"]
     assert manifest["sha256"] == _sha256(wheel)
     assert manifest["wheel"] == wheel.name
 
