@@ -1,12 +1,12 @@
 """The pods' source and sink: the API when it answers, the local store when it does not.
 
 :class:`ClusterPods` watches the pods bound to this node (``fieldSelector=spec.nodeName=…``)
-and, one object each, the ConfigMaps and Secrets those pods use (``fieldSelector=
-metadata.name=…`` in the pod's namespace, as the kubelet does: the server's Node authorizer
-lets a node read only those), hands pods to the pod sync loop, and keeps the local store
-current (pods, and the ConfigMaps and Secrets they use). It is also the pod workers'
-:class:`~k3py.cluster.agent.podsync.worker.PodHost`: ConfigMaps and Secrets come from those
-informers' caches, falling back to the store before their first list; Events go through
+and reads, one object each, the ConfigMaps and Secrets those pods use
+(:class:`~k3py.cluster.agent.referenced.ReferencedObjects`: the server's Node authorizer lets a
+node read only those), hands pods to the pod sync loop, and keeps the local store current
+(pods, and the ConfigMaps and Secrets they use). It is also the pod workers'
+:class:`~k3py.cluster.agent.podsync.worker.PodHost`: ConfigMaps and Secrets come as last read,
+falling back to the store before their first read; Events go through
 an :class:`~k3py.cluster.client.EventRecorder`; statuses are written as merge patches of
 ``pods/<name>/status``, and a status that cannot be written (server unreachable) waits and is
 written when the server is back. A ConfigMap or Secret that changes wakes the pods using it,
@@ -16,14 +16,13 @@ so their volumes follow.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from k3py.cluster.agent.autonomy.store import LocalStore, references
 from k3py.cluster.agent.podsync.loop import PodSync
 from k3py.cluster.agent.podsync.spec import Pod, meta
+from k3py.cluster.agent.referenced import Reference, ReferencedObjects
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, EventRecorder, Informer, KubeApi
@@ -32,74 +31,19 @@ from k3py.shutdown import cancel_and_wait
 logger = logging.getLogger("k3py.agent.pods")
 
 PODS = by_kind("v1", "Pod")
-CONFIG_MAPS = by_kind("v1", "ConfigMap")
-SECRETS = by_kind("v1", "Secret")
 RETRY_SECONDS = 5.0
 
 
-Reference = tuple[str, str, str]  # (kind plural, namespace, name)
-
-
-class ReferencedObjects:
-    """One single-object informer per ConfigMap and Secret that a pod on this node uses."""
-
-    def __init__(self, api: KubeApi, clock: Clock, on_change: Callable[[str, Any], None]) -> None:
-        self._api = api
-        self._clock = clock
-        self._on_change = on_change
-        self._informers: dict[Reference, Informer] = {}
-        self._stopping: set[asyncio.Task[None]] = set()
-
-    def informer(self, key: Reference) -> Informer | None:
-        return self._informers.get(key)
-
-    def follow(self, wanted: set[Reference]) -> None:
-        """Watch exactly ``wanted``: start informers for new references, stop the others."""
-        for key in [k for k in self._informers if k not in wanted]:
-            task = asyncio.create_task(self._informers.pop(key).stop(), name="object-unwatch")
-            self._stopping.add(task)
-            task.add_done_callback(self._stopping.discard)
-        for key in wanted - self._informers.keys():
-            kind, namespace, name = key
-            info = CONFIG_MAPS if kind == "configmaps" else SECRETS
-            assert info is not None
-            informer = Informer(
-                self._api,
-                info,
-                namespace,
-                field_selector=f"metadata.name={name}",
-                clock=self._clock,
-            )
-            informer.add_handler(on_add=self._added(kind), on_update=self._updated(kind))
-            self._informers[key] = informer
-            informer.start()
-
-    def _added(self, kind: str) -> Callable[[dict[str, Any]], None]:
-        return lambda obj: self._on_change(kind, obj)
-
-    def _updated(self, kind: str) -> Callable[[dict[str, Any], dict[str, Any]], None]:
-        return lambda _, obj: self._on_change(kind, obj)
-
-    async def stop(self) -> None:
-        informers = list(self._informers.values())
-        self._informers.clear()
-        for informer in informers:
-            await informer.stop()
-        for task in list(self._stopping):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-
-
 class StoreObjects:
-    """ConfigMaps and Secrets from their informers, or from the local store before they sync."""
+    """ConfigMaps and Secrets as last read from the server, else from the local store."""
 
     def __init__(self, pods: ClusterPods) -> None:
         self._pods = pods
 
     def _get(self, kind: str, namespace: str, name: str) -> Any:
-        informer = self._pods.objects_followed.informer((kind, namespace, name))
-        if informer is not None and informer.synced.is_set():
-            return informer.get(name, namespace)
+        followed = self._pods.objects_followed
+        if followed.fetched((kind, namespace, name)):
+            return followed.get((kind, namespace, name))
         return self._pods.store.get_object(kind, namespace, name)
 
     def config_map(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -122,7 +66,7 @@ class ClusterPods:
         self.recorder = recorder
         self.sync: PodSync | None = None
         self.pods: Informer | None = None
-        self.objects_followed = ReferencedObjects(api, clock, self._object_changed)
+        self.objects_followed = ReferencedObjects(api, self._object_changed)
         self._objects = StoreObjects(self)
         self._pending: dict[str, tuple[Pod, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -212,6 +156,7 @@ class ClusterPods:
             on_delete=self._pod_deleted,
         )
         self._tasks.append(self.pods.start())
+        self.objects_followed.start()
         self._tasks.append(asyncio.create_task(self._after_first_list(), name="pods-synced"))
         self._tasks.append(asyncio.create_task(self._flush_statuses(), name="pod-statuses"))
 
@@ -257,8 +202,7 @@ class ClusterPods:
             pod = {**pod, "status": pending[1]}
         self.store.save_pod(pod)
         for key in references(pod):
-            informer = self.objects_followed.informer(key)
-            obj = informer.get(key[2], key[1]) if informer is not None else None
+            obj = self.objects_followed.get(key)
             if obj is not None:
                 self.store.save_object(key[0], obj)
         self.sync.apply(pod)

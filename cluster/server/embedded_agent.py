@@ -34,6 +34,7 @@ ROLE_LABELS = (
 )
 STOP_SECONDS = 10.0
 LABEL_CHECK_SECONDS = 5.0
+FIRST_LABEL_CHECK_SECONDS = 0.2
 NODES = by_kind("v1", "Node")
 
 
@@ -72,6 +73,7 @@ async def label_own_node(settings: ServerSettings, api: KubeApi, stop: asyncio.E
     """Keep the role labels on this server's own node (re-added if the Node is re-created)."""
     assert NODES is not None
     wanted = dict(label.split("=", 1) for label in ROLE_LABELS)
+    labelled = False
     while not stop.is_set():
         name = _own_node_name(settings)
         try:
@@ -79,10 +81,14 @@ async def label_own_node(settings: ServerSettings, api: KubeApi, stop: asyncio.E
             labels = ((node or {}).get("metadata") or {}).get("labels") or {}
             if node is not None and any(labels.get(k) != v for k, v in wanted.items()):
                 await api.patch(NODES, name, {"metadata": {"labels": wanted}})
+            labelled = node is not None
         except (ApiError, ClientError):
             pass  # not registered yet, or the server is stopping: look again later
+        # Often until the node first registers (the labels should be there when it turns
+        # Ready), then now and then in case the Node is deleted and registers again.
+        wait = LABEL_CHECK_SECONDS if labelled else FIRST_LABEL_CHECK_SECONDS
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), LABEL_CHECK_SECONDS)
+            await asyncio.wait_for(stop.wait(), wait)
 
 
 def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[bytes] | None:

@@ -93,7 +93,13 @@ def test_both_nodes_are_ready_with_real_capacity_and_versions(cluster: Cluster) 
         }
         lease = cluster.server.kubectl_json("get", "lease", name, "-n", "kube-node-lease")
         assert lease["spec"]["holderIdentity"] == name
-    assert "node-role.kubernetes.io/control-plane" in nodes[own]["metadata"]["labels"]
+    # The server labels its own node (a node may not give itself role labels).
+    wait_until(
+        lambda: "node-role.kubernetes.io/control-plane"
+        in cluster.server.kubectl_json("get", "node", own)["metadata"]["labels"],
+        10,
+        "the control-plane role label on the server's node",
+    )
     wide = cluster.server.kubectl("get", "nodes", "-o", "wide").stdout
     assert "docker://" in wide
 

@@ -14,6 +14,8 @@ import pytest
 
 from k3py.cluster.agent.autonomy.store import LocalStore
 from k3py.cluster.agent.podsource import ClusterPods
+from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import EventRecorder, KubeClient, RealClock
 from k3py.cluster.server.app import create_app
 from k3py.cluster.server.auth import UserInfo
@@ -171,6 +173,7 @@ async def test_agent_pod_source_reads_its_pods_objects_as_a_node(api: Api, tmp_p
     clock = RealClock()
     store = LocalStore(tmp_path / "cache")
     pods = ClusterPods(client, store, clock, "node1", EventRecorder(client, clock, "kubelet"))
+    pods.objects_followed.refresh_seconds = 0.2
     pods.start(_Sync())  # type: ignore[arg-type]
     try:
         await _eventually(lambda: pods.objects.secret("default", "mine") is not None)
@@ -184,6 +187,37 @@ async def test_agent_pod_source_reads_its_pods_objects_as_a_node(api: Api, tmp_p
         assert (await api.post(f"{NS}/pods", _pod("p3", "node1", secret="other"))).status == 201
         await _eventually(lambda: pods.objects.secret("default", "other") is not None)
         assert pods.objects.secret("default", "elsewhere") is None
+    finally:
+        await pods.stop()
+        await client.close()
+
+
+async def test_many_referenced_objects_leave_a_small_connection_pool_free(
+    api: Api, tmp_path: Path
+) -> None:
+    """A board's agent keeps a few connections; following what its pods use must not hold
+    one per object (watches would), or status writes and lease renewals would wait forever."""
+    names = [f"many-{n}" for n in range(6)]
+    for name in names:
+        assert (await api.post(f"{NS}/secrets", _secret(name))).status == 201
+    pod = _pod("p-many", "node1")
+    pod["spec"]["volumes"] = [{"name": n, "secret": {"secretName": n}} for n in names]
+    assert (await api.post(f"{NS}/pods", pod)).status == 201
+    url = str(api.client.make_url("")).rstrip("/")
+    client = KubeClient(url, ssl_context=None, token="node1", max_connections=2)
+    clock = RealClock()
+    pods = ClusterPods(
+        client, LocalStore(tmp_path / "c"), clock, "node1", EventRecorder(client, clock, "k")
+    )
+    pods.objects_followed.refresh_seconds = 0.2
+    pods.start(_Sync())  # type: ignore[arg-type]
+    try:
+        await _eventually(lambda: all(pods.objects.secret("default", n) for n in names))
+        info = by_kind("v1", "Node")
+        assert info is not None
+        with pytest.raises(ApiError) as missing:
+            await asyncio.wait_for(client.get(info, "node1"), 5)
+        assert missing.value.code == 404  # answered: the pool is not held by the objects
     finally:
         await pods.stop()
         await client.close()
