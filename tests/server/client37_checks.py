@@ -140,9 +140,7 @@ def exec_text_stdin(api: client.ApiClient, pod: str = "shell", namespace: str = 
 def port_forward(api: client.ApiClient, pod: str = "web", namespace: str = "default") -> None:
     """An HTTP request through ``portforward`` to port 8080 of ``pod`` (busybox httpd)."""
     core = client.CoreV1Api(api)
-    forward = portforward(
-        core.connect_get_namespaced_pod_portforward, pod, namespace, ports="8080"
-    )
+    forward = portforward(core.connect_get_namespaced_pod_portforward, pod, namespace, ports="8080")
     sock = forward.socket(8080)
     sock.setblocking(True)
     sock.sendall(b"GET /index.html HTTP/1.0\r\nHost: pod\r\n\r\n")

@@ -65,9 +65,7 @@ async def run_in_server(
 
         labels = asyncio.create_task(label_own_node(settings, client, stop), name="k3py-own-node")
     try:
-        await run_control_plane(
-            client, control_plane_settings(settings), stop, observer=observer
-        )
+        await run_control_plane(client, control_plane_settings(settings), stop, observer=observer)
     finally:
         if labels is not None:
             labels.cancel()

@@ -99,8 +99,7 @@ class _OutOfRange(_Mismatch):
     def __init__(self, value: Any, where: str, go_type: str) -> None:
         Exception.__init__(
             self,
-            f"json: cannot unmarshal number {value} into Go struct field {where} of type"
-            f" {go_type}",
+            f"json: cannot unmarshal number {value} into Go struct field {where} of type {go_type}",
         )
 
 
