@@ -138,3 +138,22 @@ async def test_a_board_without_prometheus_client_says_what_to_install(
     assert reply.status == 503
     assert "python3-prometheus-client" in reply.body["message"]
     assert (await api.get("/readyz", token=None)).status == 200
+
+
+async def test_open_watches_are_counted(api: Api) -> None:
+    headers = {"Authorization": "Bearer admin"}
+    async with api.client.get(f"{NAMESPACE_PODS}?watch=1", headers=headers) as watch:
+        assert watch.status == 200
+        samples = await _scrape(api)
+        watchers = samples["apiserver_registered_watchers"]
+        assert _value(watchers, group="", version="v1", kind="ConfigMap") == 1
+        running = samples["apiserver_longrunning_requests"]
+        assert _value(running, verb="WATCH", resource="configmaps") == 1
+    # The watch ends with the client's connection; the server notices on its next write.
+    assert (await api.post(NAMESPACE_PODS, _configmap("wake"))).status == 201
+    for _ in range(50):
+        samples = await _scrape(api)
+        if _value(samples["apiserver_longrunning_requests"], verb="WATCH") == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert _value(samples["apiserver_request_total"], verb="WATCH", code="200") == 1

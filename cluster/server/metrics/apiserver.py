@@ -15,6 +15,7 @@ change. The datastore's timings come from :mod:`.datastore`, the control plane's
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterable
@@ -33,7 +34,8 @@ from k3py.cluster.api.metricseries import (
     gauge_family,
     labelled_gauge,
 )
-from k3py.cluster.server.rest.http import TARGET_KEY, RequestTarget
+from k3py.cluster.api.resources import by_plural
+from k3py.cluster.server.rest.http import TARGET_KEY, RequestTarget, parse_target
 from k3py.cluster.server.store import StoreStats
 
 # Fewer buckets than kube-apiserver's 23: each labelled series keeps one value per bucket, and
@@ -127,6 +129,25 @@ class ServerMetrics:
         )
         self.scrape_state = ScrapeState()
         registry.register(lambda: _state_families(self.scrape_state))
+        registry.register(self._watcher_families)
+
+    def _watcher_families(self) -> Iterable[Any]:
+        """kube-apiserver's watch count per kind, from the open long-running WATCH requests."""
+        counts: dict[tuple[str, str, str], float] = {}
+        for labels, value in self.longrunning.values.items():
+            verb, _, group, version, plural = labels[:5]
+            info = by_plural(group, version, plural) if verb == "WATCH" else None
+            if info is not None:
+                key = (group, version, info.kind)
+                counts[key] = counts.get(key, 0.0) + value
+        family = labelled_gauge(
+            "apiserver_registered_watchers",
+            "Number of currently registered watchers for a given resources",
+            ("group", "version", "kind"),
+        )
+        for key, value in counts.items():
+            family.add_metric(key, value)
+        yield family
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -135,6 +156,11 @@ class ServerMetrics:
         long_running = self.scrape_state.is_long_running(request)
         watching: tuple[str, ...] = ()
         if long_running:
+            # Labelled now, before the handlers run: parse the target the auth middleware
+            # would parse next (it is cached on the request).
+            with contextlib.suppress(status.ApiError):
+                if request.path.startswith(("/api/", "/apis/")):
+                    parse_target(request)
             watching = (*request_labels(request), COMPONENT)
             self.longrunning.inc(watching)
         code = 500
@@ -144,6 +170,12 @@ class ServerMetrics:
             return response
         except web.HTTPException as exc:
             code = exc.status
+            raise
+        except (asyncio.CancelledError, ConnectionError):
+            # The error middleware turns failures into Statuses, so what gets here from a
+            # stream is its client leaving after the 200 went out.
+            if long_running:
+                code = 200
             raise
         finally:
             labels = (*request_labels(request), COMPONENT)
