@@ -24,7 +24,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 	binfmt-support gpgv debian-archive-keyring docker.io busybox-static postgresql
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
-	docker-engine test-docker \
+	docker-engine test-docker test-netns \
 	check-config image qemu-cluster dist \
 	format bench fuzz clean
 
@@ -86,6 +86,10 @@ docker-engine: apt
 
 test-docker: setup docker-engine
 	$(PYTEST) -m docker
+
+# Root: clusters in network namespaces the tests create (pod network, services).
+test-netns: setup docker-engine
+	$(PYTEST) -m netns
 
 test-qemu: setup
 	$(PYTEST) -m qemu
