@@ -19,6 +19,7 @@ from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import EventRecorder, KubeClient, RealClock
 from k3py.cluster.server.app import create_app
 from k3py.cluster.server.auth import UserInfo
+from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.store import MemoryDatastore
 from tests.server.conftest import ADMIN, Api, TokenAuthenticator, serving, settings_for
 
@@ -221,3 +222,17 @@ async def test_many_referenced_objects_leave_a_small_connection_pool_free(
     finally:
         await pods.stop()
         await client.close()
+
+
+async def test_the_authorizer_graph_follows_pods_as_they_come_and_go(api: Api) -> None:
+    assert (await api.get(f"{NS}/secrets/mine", token="node1")).status == 200
+    graph = api.app[REST].node_graph
+    await _eventually(lambda: graph.synced)
+    assert (await api.post(f"{NS}/secrets", _secret("later"))).status == 201
+    assert (await api.get(f"{NS}/secrets/later", token="node1")).status == 403
+    assert (await api.post(f"{NS}/pods", _pod("p9", "node1", secret="later"))).status == 201
+    assert (await api.get(f"{NS}/secrets/later", token="node1")).status == 200
+    gone = await api.delete(f"{NS}/pods/p9", {"gracePeriodSeconds": 0})
+    assert gone.status == 200
+    await _eventually(lambda: not graph.refers("node1", ("secrets", "default", "later")))
+    assert (await api.get(f"{NS}/secrets/later", token="node1")).status == 403

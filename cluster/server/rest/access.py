@@ -114,15 +114,34 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         )
     reason = authorize(user, attrs)
     if reason is None and needs_reference_check(user, attrs):
-
-        async def pods_in(namespace: str) -> Iterable[Mapping[str, Any]]:
-            assert PODS is not None
-            return await request.app[REST].objects.list_all(PODS, namespace)
-
-        reason = await check_references(user, attrs, pods_in)
+        reason = await _check_references(request, user, attrs)
     if reason is not None:
         raise _forbidden(user, attrs, reason)
     return await handler(request)
+
+
+async def _check_references(
+    request: web.Request, user: UserInfo, attrs: RequestAttributes
+) -> str | None:
+    """The graph answers once it follows the pods (it sees a binding before the node can);
+    until then, the namespace's pods are read."""
+    ctx = request.app[REST]
+    graph = ctx.node_graph
+    graph.ensure_running(ctx)
+    node = user.node_name or ""
+    if graph.synced:
+        if graph.refers(node, (attrs.resource, attrs.namespace, attrs.name)):
+            return None
+        return (
+            f'no relationship found between node "{node}" and this object'
+            f" ({attrs.resource} {attrs.namespace}/{attrs.name})"
+        )
+
+    async def pods_in(namespace: str) -> Iterable[Mapping[str, Any]]:
+        assert PODS is not None
+        return await ctx.objects.list_all(PODS, namespace)
+
+    return await check_references(user, attrs, pods_in)
 
 
 class Admission:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from k3py.cluster.server.rest.nodegraph import NodeGraph
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
 
@@ -52,6 +53,8 @@ class RestContext:
     allocation_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     # Set when the server shuts down: open watches end so that shutdown does not wait on them.
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # The Node authorizer's view of which objects each node's pods use.
+    node_graph: NodeGraph = field(default_factory=NodeGraph)
 
     def now(self) -> str:
         return timestamp(self.clock())
