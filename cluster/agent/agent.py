@@ -241,6 +241,8 @@ class Agent:
             self.services.start()
         self.sync.start()
         self.pods.start(self.sync)
+        if self.services is not None:
+            self.services.watch_pods(self.pods.pods, self.store.pods())
         for name, work in (
             ("events", self.recorder.run),
             ("node", self.reporter.run),

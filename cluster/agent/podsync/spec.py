@@ -268,7 +268,8 @@ def sandbox_config(
         )
         for c in pod_spec.get("containers") or []
         for p in c.get("ports") or []
-        if p.get("hostPort") and not pod_spec.get("hostNetwork")
+        # With the pod network (sandbox on "none") the service proxy forwards hostPorts.
+        if p.get("hostPort") and not pod_spec.get("hostNetwork") and network != "none"
     )
     return ContainerConfig(
         name=runtime_name(pod, SANDBOX_NAME, attempt),

@@ -5,7 +5,9 @@ pods' service environment variables come from it. With a pod network, the proxie
 node's nftables and the node-local DNS listens on the node's address; the proxy delivers the
 cluster DNS address (``10.43.0.10:53``, TCP and UDP) to that listener, and a guard drops
 queries that reach the listener directly, so the node is no open resolver for its LAN. With
-``--flannel-backend none`` neither runs, and rules a previous run left are removed.
+``--flannel-backend none`` neither runs, and rules a previous run left are removed. Pods'
+``hostPort``s are forwarded by the proxy too (the pod network's sandboxes have no runtime port
+publishing): :meth:`NodeServices.watch_pods` follows the node's pods for them.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Any
 from k3py.cluster.agent.dns.forward import Forwarder, nameservers
 from k3py.cluster.agent.dns.server import DnsServer
 from k3py.cluster.agent.dns.zone import ClusterZone, ZoneConfig
+from k3py.cluster.agent.proxy.model import host_ports
 from k3py.cluster.agent.proxy.nft import Nftables, NftCommand, NftError
 from k3py.cluster.agent.proxy.proxier import Proxier
 from k3py.cluster.agent.proxy.rules import ProxyConfig, Redirect
 from k3py.cluster.agent.proxy.source import ServiceCache, ServiceSource
-from k3py.cluster.client import Clock, KubeApi
+from k3py.cluster.client import Clock, Informer, KubeApi, object_key
 
 logger = logging.getLogger("k3py.agent.services")
 
@@ -71,6 +74,35 @@ class NodeServices:
         upstreams = nameservers(config.resolv_conf, exclude=(config.node_ip, config.cluster_dns))
         self.dns = DnsServer(self.zone, Forwarder(upstreams), config.node_ip, config.dns_port)
         self._tasks: list[asyncio.Task[Any]] = []
+        self._host_port_pods: dict[str, dict[str, Any]] = {}
+
+    def watch_pods(self, informer: Informer | None, stored: list[dict[str, Any]]) -> None:
+        """Follow this node's pods for their hostPorts (the stored ones until the server's
+        list arrives)."""
+        for pod in stored:
+            self._pod_changed(pod)
+        if informer is not None:
+            informer.add_handler(
+                on_add=self._pod_changed,
+                on_update=lambda _o, n: self._pod_changed(n),
+                on_delete=self._pod_deleted,
+            )
+
+    def _pod_changed(self, pod: dict[str, Any]) -> None:
+        key = object_key(pod)
+        if host_ports(pod) and not (pod.get("metadata") or {}).get("deletionTimestamp"):
+            self._host_port_pods[key] = pod
+        elif self._host_port_pods.pop(key, None) is None:
+            return
+        self._host_ports_changed()
+
+    def _pod_deleted(self, pod: dict[str, Any]) -> None:
+        if self._host_port_pods.pop(object_key(pod), None) is not None:
+            self._host_ports_changed()
+
+    def _host_ports_changed(self) -> None:
+        ports = [p for pod in self._host_port_pods.values() for p in host_ports(pod)]
+        self.proxier.set_host_ports(ports)
 
     def start(self) -> None:
         self.source.start()
