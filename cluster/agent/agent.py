@@ -37,9 +37,8 @@ from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
 from k3py.cluster.agent.proxy.node import NodeServices, ServicesConfig
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.agent.settings import AgentSettings
-from k3py.cluster.agent.tunnel.client import TunnelClient
+from k3py.cluster.agent.tunnel.pool import TunnelPool
 from k3py.cluster.agent.tunnel.streams import NodeStreams
-from k3py.cluster.api.tunnel import CONNECT_PATH
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
 from k3py.shutdown import cancel_and_wait, until_signalled
 
@@ -85,15 +84,18 @@ def make_flannel(
     return FlannelNetwork(config, client, runtime, clock, host_ip)
 
 
-async def leave_host_network_alone() -> None:
-    """``--flannel-backend none``: remove the pod network's rules a previous run left."""
+async def leave_host_network_alone(settings: AgentSettings) -> None:
+    """``--flannel-backend none``: remove what an earlier run's pod network made, if any."""
     from k3py.cluster.agent.network import nft
+    from k3py.cluster.agent.network.podnet import remove_pod_network
 
     try:
         if await nft.remove_chains():
             logger.info("removed the pod network's nftables rules (--flannel-backend none)")
-    except nft.NftError as err:
-        logger.warning("cannot remove old pod network rules", extra={"fields": {"error": str(err)}})
+        if await asyncio.to_thread(remove_pod_network, settings.agent_dir / "network"):
+            logger.info("removed the pod network's devices and routes (--flannel-backend none)")
+    except (nft.NftError, OSError) as err:
+        logger.warning("cannot remove the old pod network", extra={"fields": {"error": str(err)}})
 
 
 async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
@@ -218,8 +220,10 @@ class Agent:
             settings.lease_seconds,
             recorder=self.recorder,
         )
-        self.tunnel = TunnelClient(
-            self.balancer.url.replace("https://", "wss://", 1) + CONNECT_PATH,
+        # One tunnel to each known server: logs and exec work through whichever server a
+        # request reaches.
+        self.tunnel = TunnelPool(
+            self.balancer,
             identity.ssl_context(),
             NodeStreams(
                 self.runtime, identity.node_name, clock, extra=self.observability.streams()
@@ -236,7 +240,7 @@ class Agent:
         if self.flannel is not None:
             await self.flannel.start()
         elif self.settings.runtime != "fake":
-            await leave_host_network_alone()
+            await leave_host_network_alone(self.settings)
         if self.services is not None:
             self.services.start()
         self.sync.start()

@@ -100,10 +100,12 @@ def _remove(handle: Any) -> None:
         handle.wait()
 
 
-async def churn(count: int, image: str, kill: int) -> dict[str, Any]:
+async def churn(count: int, image: str, kill: int, state_dir: Path | None = None) -> dict[str, Any]:
     runtime = Sandboxes()
     node_ip = _eth0_address()
-    config = NetworkConfig("host-gw", NODE, node_ip, "", "10.42.0.0/16", Path(mkdtemp()))
+    config = NetworkConfig(
+        "host-gw", NODE, node_ip, "", "10.42.0.0/16", state_dir or Path(mkdtemp())
+    )
     network = FlannelNetwork(config, None, runtime, RealClock(), node_ip)  # type: ignore[arg-type]
     await network.configure(POD_CIDR)
     pod: dict[str, Any] = {"spec": {}}
@@ -122,8 +124,9 @@ async def churn(count: int, image: str, kill: int) -> dict[str, Any]:
             _wait_answer(address)
             latencies.append((time.monotonic() - started) * 1000)
             addresses.add(address)
-        again = await network.attach(pod, next(iter(runtime.live.values())))
-        assert again in addresses  # attach is idempotent
+        if runtime.live:
+            again = await network.attach(pod, next(iter(runtime.live.values())))
+            assert again in addresses  # attach is idempotent
         doomed = list(runtime.live)[:kill]
         for sandbox_id in list(runtime.live):
             sandbox = runtime.live.pop(sandbox_id)
@@ -153,8 +156,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200)
     parser.add_argument("--docker", default="", help="an image for real sandboxes")
     parser.add_argument("--kill", type=int, default=5)
+    parser.add_argument("--state-dir", type=Path, default=None, help="the network's state")
     args = parser.parse_args()
-    result = asyncio.run(churn(args.count, args.docker, args.kill))
+    result = asyncio.run(churn(args.count, args.docker, args.kill, args.state_dir))
     print(json.dumps(result))
 
 

@@ -129,6 +129,14 @@ def _our_routes(ipr: Any) -> dict[str, tuple[str, int]]:
     return routes
 
 
+def sync_peers_removed(ipr: Any) -> int:
+    """Delete every route k3py programmed (the backend is being turned off)."""
+    current = _our_routes(ipr)
+    for dst in current:
+        ipr.route("del", dst=dst, table=254, proto=RTPROT_K3PY)
+    return len(current)
+
+
 def sync_peers(ipr: Any, backend: str, peers: list[Peer], underlay_index: int) -> int:
     """Make routes (and for vxlan, neighbours and FDB) match ``peers``; returns changes made."""
     changes = 0

@@ -35,7 +35,7 @@ from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.network import backend as backends
 from k3py.cluster.agent.network import bridge, nft
 from k3py.cluster.agent.network.ipam import Ipam
-from k3py.cluster.agent.network.netlink import iproute_in
+from k3py.cluster.agent.network.netlink import iproute_in, netlink_error
 from k3py.cluster.agent.podsync.spec import Pod, spec
 from k3py.cluster.agent.runtime import (
     LABEL_KIND,
@@ -165,11 +165,17 @@ class FlannelNetwork:
             raise RuntimeUnavailable(f"sandbox {sandbox.id[:12]} is not running")
         async with self._lock:
             address = self._ipam.allocate(sandbox.id)
-            await self._netlink(
-                lambda ipr: bridge.wire_sandbox(
-                    ipr, sandbox.pid, sandbox.id, address, self._pod_cidr, self._mtu
+            try:
+                await self._netlink(
+                    lambda ipr: bridge.wire_sandbox(
+                        ipr, sandbox.pid, sandbox.id, address, self._pod_cidr, self._mtu
+                    )
                 )
-            )
+            except (OSError, RuntimeError, netlink_error()) as err:
+                # The address stays the sandbox's: the worker's retry wires the same one.
+                raise RuntimeUnavailable(
+                    f"cannot wire sandbox {sandbox.id[:12]} to the pod network: {err}"
+                ) from err
         return address
 
     async def detach(self, pod: Pod, sandbox: ContainerInfo) -> None:
@@ -374,3 +380,33 @@ class FlannelNetwork:
                 await self.reconcile()
             except RuntimeUnavailable as err:
                 logger.warning("address reconcile failed", extra={"fields": {"error": str(err)}})
+
+
+def remove_pod_network(state_dir: Path) -> bool:
+    """What an earlier run made (``--flannel-backend none`` now): devices, routes, state.
+
+    Only when this data directory's network state exists, so that a ``cni0`` or ``flannel.1``
+    of another installation (K3s names them the same) is never touched. Blocking.
+    """
+    if not (state_dir / "state.json").exists():
+        return False
+
+    def remove(ipr: Any) -> None:
+        backends.sync_peers_removed(ipr)
+        backends.remove_vxlan(ipr)
+        index = ipr.link_lookup(ifname=bridge.BRIDGE)
+        if index:
+            ipr.link("del", index=index[0])
+
+    try:
+        with iproute_in() as ipr:
+            remove(ipr)
+    except netlink_error() as err:
+        raise OSError(f"cannot remove the pod network's devices: {err}") from err
+    for path in sorted(state_dir.rglob("*"), reverse=True):
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    state_dir.rmdir()
+    return True
