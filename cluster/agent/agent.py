@@ -37,8 +37,9 @@ from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
 from k3py.cluster.agent.proxy.node import NodeServices, ServicesConfig
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.agent.settings import AgentSettings
-from k3py.cluster.agent.tunnel.pool import TunnelPool
+from k3py.cluster.agent.tunnel.client import TunnelClient
 from k3py.cluster.agent.tunnel.streams import NodeStreams
+from k3py.cluster.api.tunnel import CONNECT_PATH
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
 from k3py.shutdown import cancel_and_wait, until_signalled
 
@@ -220,10 +221,8 @@ class Agent:
             settings.lease_seconds,
             recorder=self.recorder,
         )
-        # One tunnel to each known server: logs and exec work through whichever server a
-        # request reaches.
-        self.tunnel = TunnelPool(
-            self.balancer,
+        self.tunnel = TunnelClient(
+            self.balancer.url.replace("https://", "wss://", 1) + CONNECT_PATH,
             identity.ssl_context(),
             NodeStreams(
                 self.runtime, identity.node_name, clock, extra=self.observability.streams()
