@@ -29,6 +29,7 @@ role: server
 hostname: edge-01
 node-label: [example.com/zone=a]
 tls-san: [edge-01.example.com]
+tls-sna: [a-typo.example.com]
 ssh-authorized-keys: ["{SSH_KEY}"]
 network:
   mode: static
@@ -54,6 +55,11 @@ def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
     )
     with QemuBoard(load_board("qemu-virt-arm64"), card, tmp_path / "vm") as qemu:
         qemu.wait_for_ready()
+        # A key no flag of the role's command has: one console line, and the rest applies.
+        assert (
+            "k3py-bootconfig: k3py.yaml: unknown key 'tls-sna' (no flag --tls-sna; "
+            "the closest flag is 'tls-san'); ignored"
+        ) in qemu.console_log.read_text(errors="replace")
         assert qemu.run("hostname").output.strip() == "edge-01"
         address = qemu.run("ip -4 -o addr show dev eth0").output
         assert "10.0.2.20/24" in address  # static, not the .15 QEMU's DHCP would lease
@@ -64,7 +70,10 @@ def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
         flags = qemu.run("cat /etc/k3py/config.yaml").output
         assert "example.com/zone=a" in flags
         assert "edge-01.example.com" in flags
-        assert "disable-agent: true" in flags  # a server image has no container runtime
+        assert "a-typo" not in flags
+        # Server images carry the container runtime: the server runs its node's agent unless
+        # k3py.yaml says disable-agent.
+        assert "disable-agent" not in flags
         assert qemu.run("stat -c %a /etc/k3py/config.yaml").output.strip() == "600"
 
 
