@@ -47,6 +47,7 @@ from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock
 from k3py.cluster.client.informer import Informer, ListWatcher
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.network")
 
@@ -208,11 +209,7 @@ class FlannelNetwork:
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, log=logger)
         await self._informer.stop()
         self._executor.shutdown(wait=True)
 

@@ -13,7 +13,6 @@ publishing): :meth:`NodeServices.watch_pods` follows the node's pods for them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from k3py.cluster.agent.proxy.proxier import Proxier
 from k3py.cluster.agent.proxy.rules import ProxyConfig, Redirect
 from k3py.cluster.agent.proxy.source import ServiceCache, ServiceSource
 from k3py.cluster.client import Clock, Informer, KubeApi, object_key
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.services")
 
@@ -130,9 +130,5 @@ class NodeServices:
             logger.debug("no service rules removed", extra={"fields": {"error": str(err)}})
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, log=logger)
         await self.source.stop()

@@ -22,6 +22,7 @@ from typing import Any
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.client import Clock, Informer, KubeApi, object_key
 from k3py.fsutil import write_atomic
+from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger("k3py.agent.services")
 
@@ -191,9 +192,6 @@ class ServiceSource:
     async def stop(self) -> None:
         for informer in (self.services, self.endpoints):
             await informer.stop()
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(*self._tasks, log=logger)
         with contextlib.suppress(OSError):
             self.cache.save()

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 from k3py.cluster.agent.tunnel.client import StreamChannel
+from k3py.shutdown import cancel_and_wait
 
 CONNECT_TIMEOUT = 10.0
 _CHUNK = 64 * 1024
+
+logger = logging.getLogger("k3py.agent.tunnel")
 
 
 class PortForwardRefused(Exception):
@@ -67,19 +71,20 @@ async def _forward(params: dict[str, Any], channel: StreamChannel) -> None:
     except (ConnectionError, OSError):
         pass
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await pump
+        await cancel_and_wait(pump, log=logger)
         writer.close()
         with contextlib.suppress(OSError, ConnectionError):
             await writer.wait_closed()
 
 
 async def _to_pod(channel: StreamChannel, writer: asyncio.StreamWriter) -> None:
-    while True:
-        item = await channel.inbox.get()
-        if isinstance(item, bytes):
-            writer.write(item)
-            await writer.drain()
-        elif item.get("op") == "stdin-close" and writer.can_write_eof():
-            writer.write_eof()
+    try:
+        while True:
+            item = await channel.inbox.get()
+            if isinstance(item, bytes):
+                writer.write(item)
+                await writer.drain()
+            elif item.get("op") == "stdin-close" and writer.can_write_eof():
+                writer.write_eof()
+    except (ConnectionError, OSError):
+        return  # the pod closed its side: what it had to say is being copied back
