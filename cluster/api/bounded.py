@@ -156,26 +156,46 @@ def decode_yaml(data: bytes) -> Any:
     return value
 
 
+def _scalar_size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, bool) or value is None:
+        return 5
+    return len(str(value)) if isinstance(value, int) and abs(value) > 1 << 60 else 8
+
+
 def json_size(value: Any, limit: int) -> int:
-    """The approximate size of ``value`` as compact JSON, counting stops just past ``limit``."""
+    """The approximate size of ``value`` as compact JSON; counting stops once past ``limit``.
+
+    Scalars are counted where they stand; only containers go on the stack, and the limit is
+    checked once per container, which keeps a long list of strings cheap to measure.
+    """
+    if not isinstance(value, dict | list):
+        return _scalar_size(value)
     total = 0
-    stack = [value]
+    stack: list[Any] = [value]
     while stack:
         current = stack.pop()
-        if isinstance(current, str):
-            total += len(current) + 2
-        elif isinstance(current, dict):
-            total += 2 + len(current)
+        if isinstance(current, dict):
+            total += 2
             for key, item in current.items():
-                total += len(key) + 3
-                stack.append(item)
-        elif isinstance(current, list):
-            total += 2 + len(current)
-            stack.extend(current)
-        elif isinstance(current, bool) or current is None:
-            total += 5
+                total += len(key) + 4
+                if isinstance(item, dict | list):
+                    stack.append(item)
+                elif isinstance(item, str):
+                    total += len(item) + 2
+                else:
+                    total += _scalar_size(item)
         else:
-            total += len(str(current)) if isinstance(current, int) and current > 1 << 60 else 8
+            total += 2
+            for item in current:
+                if isinstance(item, str):
+                    total += len(item) + 3
+                elif isinstance(item, dict | list):
+                    total += 1
+                    stack.append(item)
+                else:
+                    total += _scalar_size(item) + 1
         if total > limit:
             return total
     return total
