@@ -125,6 +125,17 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "batch", "v1", "CronJob", "cronjobs", "cronjob", True, ("cj",), ("all",), ("status",)
     ),
     ResourceInfo("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
+    ResourceInfo(
+        "policy",
+        "v1",
+        "PodDisruptionBudget",
+        "poddisruptionbudgets",
+        "poddisruptionbudget",
+        True,
+        ("pdb",),
+        (),
+        ("status",),
+    ),
 )
 
 

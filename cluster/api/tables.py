@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from k3py.cluster.api.cronjob import CRON_JOB_COLUMNS, print_cron_job
+from k3py.cluster.api.disruption import PDB_COLUMNS, print_pdb
 from k3py.cluster.api.printers_pods import NODE_COLUMNS, POD_COLUMNS, print_node, print_pod
 from k3py.cluster.api.printers_workloads import (
     CONTROLLER_REVISION_COLUMNS,
@@ -102,6 +103,7 @@ PRINTERS: dict[str, tuple[Sequence[Column], Printer]] = {
     "DaemonSet": (DAEMON_SET_COLUMNS, print_daemon_set),
     "Job": (JOB_COLUMNS, print_job),
     "CronJob": (CRON_JOB_COLUMNS, print_cron_job),
+    "PodDisruptionBudget": (PDB_COLUMNS, print_pdb),
     "Service": (SERVICE_COLUMNS, print_service),
     "Endpoints": (ENDPOINTS_COLUMNS, print_endpoints),
     "Event": (EVENT_COLUMNS, print_event),

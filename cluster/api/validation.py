@@ -20,6 +20,7 @@ from typing import Any
 
 from k3py.cluster.api import names
 from k3py.cluster.api.cronjob import validate_cron_job
+from k3py.cluster.api.disruption import validate_pod_disruption_budget
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import Cause
 from k3py.cluster.api.validation_base import (
@@ -354,6 +355,7 @@ def _validate_binding(errs: Errors, obj: Obj, old: Obj | None) -> None:
 
 _KIND_VALIDATORS: dict[str, KindValidator] = {
     "CronJob": validate_cron_job,
+    "PodDisruptionBudget": validate_pod_disruption_budget,
     "ConfigMap": _validate_config_map,
     "Secret": _validate_secret,
     "Namespace": _validate_namespace,

@@ -17,6 +17,7 @@ GROUP_PACKAGES = {
     "apps": "apps",
     "batch": "batch",
     "coordination.k8s.io": "coordination",
+    "policy": "policy",
 }
 
 

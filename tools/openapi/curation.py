@@ -73,6 +73,8 @@ TYPED_FIELDS: dict[tuple[str, str], str] = {
     ("V1RollingUpdateDeployment", "max_unavailable"): INT_OR_STRING,
     ("V1RollingUpdateDaemonSet", "max_surge"): INT_OR_STRING,
     ("V1RollingUpdateDaemonSet", "max_unavailable"): INT_OR_STRING,
+    ("V1PodDisruptionBudgetSpec", "max_unavailable"): INT_OR_STRING,
+    ("V1PodDisruptionBudgetSpec", "min_available"): INT_OR_STRING,
     ("V1WatchEvent", "object"): RAW_EXTENSION,
     ("V1ControllerRevision", "data"): RAW_EXTENSION,
     ("V1ManagedFieldsEntry", "fields_v1"): FIELDS_V1,

@@ -64,6 +64,7 @@ ALL_CONTROLLERS = (
     "daemonset",
     "job",
     "cronjob",
+    "disruption",
     "endpoints",
     "nodelifecycle",
     "garbagecollector",

@@ -27,6 +27,7 @@ from k3py.cluster.server.controllers.base import (
 from k3py.cluster.server.controllers.cronjob import CronJobController
 from k3py.cluster.server.controllers.daemonset import DaemonSetController
 from k3py.cluster.server.controllers.deployment import DeploymentController
+from k3py.cluster.server.controllers.disruption import DisruptionController
 from k3py.cluster.server.controllers.endpoints import EndpointsController
 from k3py.cluster.server.controllers.garbage import GarbageCollector
 from k3py.cluster.server.controllers.job import JobController
@@ -46,6 +47,7 @@ CONTROLLERS: dict[str, type[QueueController]] = {
     "daemonset": DaemonSetController,
     "job": JobController,
     "cronjob": CronJobController,
+    "disruption": DisruptionController,
     "endpoints": EndpointsController,
     "nodelifecycle": NodeLifecycleController,
     "garbagecollector": GarbageCollector,

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.server import nodeproxy, podproxy, portforward, watch
-from k3py.cluster.server.rest import delete, read, subresources, write
+from k3py.cluster.server.rest import delete, eviction, read, subresources, write
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
 Handler = Callable[[web.Request, RequestTarget], Awaitable[web.StreamResponse]]
@@ -56,7 +56,7 @@ def _pick(target: RequestTarget, request: web.Request) -> Handler:
     if sub in ("binding", "eviction"):
         if target.verb != "create":
             raise status.method_not_allowed(request.method, request.path)
-        return subresources.binding if sub == "binding" else subresources.eviction
+        return subresources.binding if sub == "binding" else eviction.evict
     return subresources.unavailable
 
 

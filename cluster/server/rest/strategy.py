@@ -32,6 +32,8 @@ _STATUS_RESET: dict[str, Any] = {
     "DaemonSet": {},
     "Job": {},
     "Service": {},
+    "CronJob": {},
+    "PodDisruptionBudget": {},
 }
 NAMESPACE_FINALIZER = "kubernetes"
 

@@ -1,5 +1,6 @@
-"""Subresources beyond status: ``/scale`` (autoscaling/v1 Scale), pod ``/binding`` and
-``/eviction``, and the node-tunnel ones (logs, exec...) that answer 503 until agents connect.
+"""Subresources beyond status: ``/scale`` (autoscaling/v1 Scale), pod ``/binding``, and the
+node subresources no node serves yet (503). Eviction is :mod:`.eviction`; the tunnel ones
+(logs, exec, port-forward, proxy) are the server's node proxies.
 
 ``/scale`` presents a Deployment's or ReplicaSet's replicas as a Scale and writes a changed
 ``spec.replicas`` back to the object (a Scale's resourceVersion is the object's, so it is a
@@ -20,7 +21,6 @@ from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
 from k3py.cluster.server.rest.context import REST, RestContext
-from k3py.cluster.server.rest.delete import delete_options, delete_with_retries, success_status
 from k3py.cluster.server.rest.http import (
     RequestTarget,
     decode_body,
@@ -227,17 +227,6 @@ async def binding(request: web.Request, target: RequestTarget) -> web.Response:
     assert target.namespace is not None
     await bind(ctx, target.namespace, name, body)
     return _created(target.info, name)
-
-
-async def eviction(request: web.Request, target: RequestTarget) -> web.Response:
-    """``POST pods/<name>/eviction``: a delete with the Eviction's options."""
-    ctx = request.app[REST]
-    assert target.name is not None
-    raw = await read_body(request, ctx.settings.max_request_body_bytes)
-    body = decode_object(raw, media_type(request)) if raw.strip() else {}
-    opts = delete_options(request, body.get("deleteOptions"))
-    result, _ = await delete_with_retries(ctx, target.info, target.namespace, target.name, opts)
-    return json_response(success_status(target.info, result), code=201)
 
 
 async def unavailable(request: web.Request, target: RequestTarget) -> web.Response:
