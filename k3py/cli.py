@@ -272,6 +272,13 @@ def _add_flags(sub: FlagParser, module: ModuleType) -> tuple[str, ...]:
     return config_files
 
 
+def _shared_keys(module: ModuleType) -> set[str]:
+    """Keys valid in a command's config file because it shares the file with other commands
+    (``CONFIG_SHARED_WITH``: ``k3py token`` reads the server's); only its own flags apply."""
+    shared: tuple[str, ...] = getattr(module, "CONFIG_SHARED_WITH", ())
+    return {key for name in shared for key in config_keys(name)}
+
+
 def config_keys(name: str) -> list[str]:
     """The keys a config file of ``k3py <name>`` may hold: the names of its flags.
 
@@ -305,7 +312,7 @@ def parse(argv: Sequence[str], env: Mapping[str, str]) -> tuple[argparse.Namespa
         rest = [a for a in argv[argv.index(command.name) + 1 :] if a not in ("-h", "--help")]
         pre, _ = sub.parse_known_args(rest)
         explicit = pre.config or env.get("K3PY_CONFIG_FILE")
-        valid = sorted(f.key for f in _layered_flags(sub))
+        valid = sorted({f.key for f in _layered_flags(sub)} | _shared_keys(module))
         config = _load_config_files([explicit] if explicit else config_files, bool(explicit), valid)
     sub.set_defaults(**_defaults_from_sources(sub, env, config))
     args = parser.parse_args(argv)

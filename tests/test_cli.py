@@ -150,3 +150,17 @@ def test_debug_before_or_after_the_command_turns_debug_on(argv: list[str]) -> No
     args, _ = parse(argv, {})
     assert args.debug is True
     assert parse(argv[-1:] if argv[0] == "--debug" else argv[:1], {})[0].debug is False
+
+
+def test_token_reads_the_servers_config_file_and_takes_its_own_keys(tmp_path: Path) -> None:
+    # /etc/k3py/config.yaml is the server's: its keys are valid for `k3py token`, which uses
+    # data-dir; a key neither command has is still refused.
+    config = tmp_path / "config.yaml"
+    config.write_text(f"data-dir: {tmp_path / 'data'}\ntls-san: [edge.example.com]\n")
+    shown = _k3py("token", "--config", str(config))
+    assert str(tmp_path / "data") in shown.stderr
+    config.write_text("tls-sna: [edge.example.com]\n")
+    refused = _k3py("token", "--config", str(config))
+    assert refused.returncode == 64
+    assert "unknown key 'tls-sna'" in refused.stderr
+    assert "the closest flag is 'tls-san'" in refused.stderr

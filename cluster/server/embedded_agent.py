@@ -100,7 +100,9 @@ def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[
         return None
     argv = command(settings, debug=debug)
     logger.info("starting this node's agent", extra={"fields": {"command": " ".join(argv)}})
-    env = {**os.environ, "K3PY_PARENT_PID": str(os.getpid())}
+    # Everything the agent needs comes from the server, as flags: the config file is the
+    # server's (its keys are the server's flags), so the agent reads none.
+    env = {**os.environ, "K3PY_PARENT_PID": str(os.getpid()), "K3PY_CONFIG_FILE": os.devnull}
     return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 from k3py.errors import UsageError
 
 CONFIG_FILES = ("/etc/k3py/config.yaml",)
+# That file is the server's: its keys are the server's flags, of which this command uses some.
+CONFIG_SHARED_WITH = ("server",)
 DEFAULT_DATA_DIR = "/var/lib/k3py"
 
 
