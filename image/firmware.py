@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -106,9 +107,10 @@ def _installed_from() -> tuple[Path | None, dict[str, Any]]:
 def installed_tree() -> Path | None:
     """The source tree this k3py runs from: its modules are the tree's folders (an editable
     install, or the tree on ``sys.path``)."""
-    import k3py.cluster
-
-    tree = Path(k3py.cluster.__file__).resolve().parent.parent
+    spec = importlib.util.find_spec("k3py.cluster")  # located, not imported
+    if spec is None or spec.origin is None:
+        return None
+    tree = Path(spec.origin).resolve().parent.parent
     return tree if (tree / "pyproject.toml").is_file() and (tree / "k3py").is_dir() else None
 
 
