@@ -44,6 +44,7 @@ HANDLER_ARGS: dict[str, Any] = {
 FIRST_REQUEST_SECONDS = 10.0
 TLS_HANDSHAKE_SECONDS = 10.0
 TRIM_INTERVAL_SECONDS = 10.0
+TRIM_SETTLE_SECONDS = 2.0
 
 
 @dataclass
@@ -57,6 +58,7 @@ class ConnectionLimits:
     per_client: dict[str, int] = field(default_factory=dict)
     peak_since_trim: int = 0
     last_trim: float = 0.0
+    trim_scheduled: bool = False
 
     def admit(self, client: str) -> str | None:
         """Count a new connection, or say why it is refused."""
@@ -77,12 +79,20 @@ class ConnectionLimits:
             self.per_client[client] = count
         else:
             self.per_client.pop(client, None)
-        if self.peak_since_trim >= 256 and self.total <= self.peak_since_trim // 2:
-            now = time.monotonic()
-            if now - self.last_trim >= TRIM_INTERVAL_SECONDS:
-                self.last_trim = now
-                self.peak_since_trim = self.total
-                asyncio.get_running_loop().call_soon(release_memory)
+        storm_over = self.peak_since_trim >= 256 and self.total <= self.peak_since_trim // 2
+        if storm_over and not self.trim_scheduled:
+            # Once the storm has settled (and not more often than every few seconds).
+            wait = max(
+                TRIM_SETTLE_SECONDS, self.last_trim + TRIM_INTERVAL_SECONDS - time.monotonic()
+            )
+            self.trim_scheduled = True
+            asyncio.get_running_loop().call_later(wait, self._trim)
+
+    def _trim(self) -> None:
+        self.trim_scheduled = False
+        self.last_trim = time.monotonic()
+        self.peak_since_trim = self.total
+        release_memory()
 
 
 def _is_loopback(client: str) -> bool:

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import ResourceInfo
+from k3py.cluster.server.connections import release_memory
 from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import JSON, RequestTarget, response_form
 from k3py.cluster.server.rest.objects import Object, ObjectEvent
@@ -100,6 +101,8 @@ class WatchStream:
                 "closed an unresponsive watch",
                 extra={"fields": {"resource": self.info.plural}},
             )
+            # What was queued for it is garbage now: give the memory back once it is freed.
+            asyncio.get_running_loop().call_later(1.0, release_memory)
             raise ConnectionError("the watch client stopped reading") from None
 
     async def send(self, event_type: str, obj: Any) -> None:
