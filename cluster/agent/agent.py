@@ -37,9 +37,8 @@ from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
 from k3py.cluster.agent.proxy.node import NodeServices, ServicesConfig
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.agent.settings import AgentSettings
-from k3py.cluster.agent.tunnel.client import TunnelClient
+from k3py.cluster.agent.tunnel.pool import TunnelPool
 from k3py.cluster.agent.tunnel.streams import NodeStreams
-from k3py.cluster.api.tunnel import CONNECT_PATH
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
 from k3py.shutdown import cancel_and_wait, until_signalled
 
@@ -221,8 +220,10 @@ class Agent:
             settings.lease_seconds,
             recorder=self.recorder,
         )
-        self.tunnel = TunnelClient(
-            self.balancer.url.replace("https://", "wss://", 1) + CONNECT_PATH,
+        # One tunnel to each known server: logs and exec work through whichever server a
+        # request reaches.
+        self.tunnel = TunnelPool(
+            self.balancer,
             identity.ssl_context(),
             NodeStreams(
                 self.runtime, identity.node_name, clock, extra=self.observability.streams()

@@ -73,8 +73,10 @@ class ServerLoadBalancer:
         self.default = address_of(server_url)
         self.state_file = state_file
         self._clock = clock
-        self.servers = [self.default, *self._saved()]
-        self.servers = list(dict.fromkeys(self.servers))
+        # The servers the Endpoints named last (saved across restarts); `servers` adds
+        # --server, which may name one of them by another address.
+        self.learned = self._saved()
+        self.servers = list(dict.fromkeys([self.default, *self.learned]))
         self.current = self.default
         self._failed: dict[str, float] = {}
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -109,8 +111,9 @@ class ServerLoadBalancer:
     def set_servers(self, learned: list[str]) -> None:
         """The servers the Endpoints list, plus ``--server``; saved for the next start."""
         servers = list(dict.fromkeys([*learned, self.default]))
-        if servers == self.servers:
+        if servers == self.servers and learned == self.learned:
             return
+        self.learned = list(learned)
         logger.info("API servers", extra={"fields": {"servers": ",".join(servers)}})
         self.servers = servers
         if self.state_file is not None:

@@ -121,6 +121,8 @@ class PostgresDatastore:
             exc.PostgresConnectionError,
             exc.OperatorInterventionError,
             exc.InsufficientResourcesError,
+            # A connection left mid-protocol by a timeout or a dropped socket.
+            exc.InternalClientError,
         )
         try:
             conn = await self._connect()
@@ -343,13 +345,16 @@ class PostgresDatastore:
                 [op.expected_revision for op in ops],
                 timeout=self._timeout,
             )
-        except self._down as error:
+        except Exception as error:
             # The outcome is unknown (the commit may or may not have happened): nothing is
-            # acknowledged, and the client retries against a fresh connection.
+            # acknowledged, the connection is replaced, and the client retries.
             conn, self._writer_conn = self._writer_conn, None
             if conn is not None:
                 conn.terminate()
-            failed = self._unavailable(error)
+            failed: StoreError = self._unavailable(error)
+            if isinstance(error, self._pg.PostgresError) and not isinstance(error, self._down):
+                logger.error("datastore write failed", extra={"fields": {"error": str(error)}})
+                failed = StoreError(f"the datastore refused the write: {error}")
             for op in ops:
                 if not op.future.done():
                     op.future.set_exception(failed)
