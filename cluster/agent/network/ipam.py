@@ -1,17 +1,19 @@
 """Pod addresses from the node's pod CIDR, recorded on disk (CNI host-local's model).
 
-Each allocated address is a file ``<dir>/<address>`` holding the sandbox's container id,
-created with ``O_EXCL`` and synced, so an address is never handed out twice, even across a
-crash or a power loss; ``last_reserved`` remembers where the last allocation stopped so that a
-released address is not reused at once (a late packet for the old pod must not reach a new
-one). ``cidr`` records the pod CIDR the files belong to: if the node's CIDR ever changes, the
-old allocations mean nothing and are dropped. :meth:`Ipam.reconcile` releases the addresses of
-sandboxes that no longer exist: a sandbox removed while the agent was away, or one whose agent
-died between allocating and wiring. The network's first address is the bridge's (the pods'
-gateway); the network and broadcast addresses are never given out.
+Each allocated address is a file ``<dir>/<address>`` holding the sandbox's container id, created
+with ``O_EXCL``, so an address is never handed out twice, even when the agent is killed mid-way.
+The files are not fsynced: what a power loss can take back belongs to sandboxes the power loss
+stopped too (a node's sandboxes never outlive its boot), and an fsync per pod start costs tens of
+milliseconds on a busy SD card; ``last_reserved`` remembers where the last allocation stopped so
+that a released address is not reused at once (a late packet for the old pod must not reach a new
+one). ``cidr`` records the pod CIDR the files belong to: if the node's CIDR ever changes, the old
+allocations mean nothing and are dropped. :meth:`Ipam.reconcile` releases the addresses of
+sandboxes that no longer exist: a sandbox removed while the agent was away, or one whose agent died
+between allocating and wiring. The network's first address is the bridge's (the pods' gateway); the
+network and broadcast addresses are never given out.
 
-The host-local plugin is a Go binary that the agent would have to exec per pod; its on-disk
-format is a few files, so it is written here rather than shipped.
+The host-local plugin is a Go binary that the agent would have to exec per pod; its on-disk format
+is a few files, so it is written here rather than shipped.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ class Ipam:
             for entry in directory.iterdir():
                 if _is_address(entry.name) or entry.name == "last_reserved":
                     entry.unlink(missing_ok=True)
-            _write_synced(directory / "cidr", str(self.network))
+            _write(directory / "cidr", str(self.network))
         self._by_sandbox: dict[str, str] = {}
         for entry in directory.iterdir():
             if _is_address(entry.name):
@@ -76,10 +78,9 @@ class Ipam:
                 continue
             try:
                 os.write(fd, sandbox_id.encode())
-                os.fsync(fd)
             finally:
                 os.close(fd)
-            _write_synced(self.directory / "last_reserved", address)
+            _write(self.directory / "last_reserved", address)
             self._by_sandbox[sandbox_id] = address
             return address
         raise IpamError(f"no free address in the pod CIDR {self.network}")
@@ -118,12 +119,11 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _write_synced(path: Path, text: str) -> None:
+def _write(path: Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.write(fd, text.encode())
-        os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(temporary, path)
