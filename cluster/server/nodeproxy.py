@@ -181,14 +181,25 @@ async def _pump_input(ws: web.WebSocketResponse, stream: NodeStream) -> None:
 
 
 async def pod_exec(request: web.Request, target: RequestTarget) -> web.StreamResponse:
-    pod, container, node_tunnel = await _pod_and_tunnel(request, target)
     command = request.query.getall("command", [])
     if not command:
         raise status.bad_request("you must specify at least 1 command")
+    return await _session(request, target, "exec", command)
+
+
+async def pod_attach(request: web.Request, target: RequestTarget) -> web.StreamResponse:
+    """``kubectl attach``: the container's own process, on the same channel protocol."""
+    return await _session(request, target, "attach", [])
+
+
+async def _session(
+    request: web.Request, target: RequestTarget, kind: str, command: list[str]
+) -> web.StreamResponse:
+    pod, container, node_tunnel = await _pod_and_tunnel(request, target)
     ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
     if not ws.can_prepare(request).ok:
         raise status.bad_request(
-            "Upgrade request required: exec speaks the websocket channel protocol"
+            f"Upgrade request required: {kind} speaks the websocket channel protocol"
             " (v5.channel.k8s.io or v4.channel.k8s.io)"
         )
     params = {
@@ -199,7 +210,7 @@ async def pod_exec(request: web.Request, target: RequestTarget) -> web.StreamRes
         "stderr": _flag(request, "stderr") or "stderr" not in request.query,
         "tty": _flag(request, "tty"),
     }
-    stream = await node_tunnel.open("exec", params)
+    stream = await node_tunnel.open(kind, params)
     try:
         await ws.prepare(request)
         reader = asyncio.create_task(_pump_input(ws, stream))

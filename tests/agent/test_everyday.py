@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pexpect
 import pytest
 
 from tests.agent.cluster import Server, remove_node_containers, unique, wait_until
@@ -69,6 +70,18 @@ SHELL = {
     },
 }
 
+TALKER = {
+    "apiVersion": "v1",
+    "kind": "Pod",
+    "metadata": {"name": "talker", "namespace": "default"},
+    "spec": {
+        "terminationGracePeriodSeconds": 1,
+        "containers": [
+            {"name": "sh", "image": TEST_IMAGE, "command": ["sh"], "stdin": True, "tty": True}
+        ],
+    },
+}
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -80,9 +93,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         server.start()
         wait_until(lambda: server.node_ready(node), 60, "the node Ready")
-        for manifest in (WEB, SERVICE, SHELL):
+        for manifest in (WEB, SERVICE, SHELL, TALKER):
             server.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
-        wait_until(lambda: server.pod_running("web") and server.pod_running("shell"), 60, "pods")
+        wait_until(
+            lambda: all(server.pod_running(p) for p in ("web", "shell", "talker")), 60, "pods"
+        )
         wait_until(
             lambda: "8080" in server.kubectl("get", "endpoints", "websvc").stdout, 30, "endpoints"
         )
@@ -200,3 +215,20 @@ def test_kubectl_proxy_reaches_a_pod_and_a_service(server: Server) -> None:
 def test_client37_text_exec_with_stdin_and_port_forward(server: Server) -> None:
     out = run_client37(server.kubeconfig, "exec_text_stdin", "port_forward")
     assert "ok port_forward" in out
+
+
+def test_kubectl_attach_it_to_a_shell(server: Server) -> None:
+    # A real terminal for kubectl, as a user at a console has.
+    child = pexpect.spawn(
+        KUBECTL, ["attach", "-it", "talker", "-c", "sh"], env=_env(server), timeout=30
+    )
+    try:
+        child.expect("try pressing enter")
+        child.sendline("")
+        child.expect("#")
+        child.sendline("echo attached-$((6 * 7))")
+        child.expect("attached-42")
+    finally:
+        child.terminate(force=True)
+    # Detaching leaves the process running.
+    assert server.pod_running("talker")

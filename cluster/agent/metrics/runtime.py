@@ -114,6 +114,9 @@ class TimedRuntime:
             "exec", self.inner.exec_session(container_id, command, tty=tty, stdin=stdin)
         )
 
+    async def attach_session(self, container_id: str, *, stdin: bool) -> ExecSession:
+        return await self._timed("attach", self.inner.attach_session(container_id, stdin=stdin))
+
     def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
         return self.inner.logs(container_id, options)
 

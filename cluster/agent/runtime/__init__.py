@@ -232,6 +232,10 @@ class ContainerRuntime(Protocol):
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool
     ) -> ExecSession: ...
 
+    async def attach_session(self, container_id: str, *, stdin: bool) -> ExecSession:
+        """The stdio of the container's main process (``kubectl attach``)."""
+        ...
+
     def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
         """The container's output (stdout and stderr interleaved), as chunks."""
         ...

@@ -394,6 +394,13 @@ class DockerRuntime:
         stream = await dockerstream.exec_start(self._socket, exec_id, tty=tty)
         return _DockerExec(self, exec_id, stream)
 
+    async def attach_session(self, container_id: str, *, stdin: bool) -> ExecSession:
+        """The container's main process's stdio, for ``kubectl attach``."""
+        data = await self._call(lambda api: api.inspect_container(container_id))
+        tty = bool((data.get("Config") or {}).get("Tty"))
+        stream = await dockerstream.attach(self._socket, container_id, stdin=stdin, tty=tty)
+        return _DockerAttach(self, container_id, stream)
+
     async def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
         query: dict[str, str] = {
             "stdout": "1",
@@ -475,6 +482,40 @@ class _DockerExec:
                 return int(code) if code is not None else -1
             await asyncio.sleep(0.02)
         return -1
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+class _DockerAttach:
+    """An attached container: its exit code is the process's, once it has exited."""
+
+    def __init__(
+        self, runtime: DockerRuntime, container_id: str, stream: dockerstream.Hijacked
+    ) -> None:
+        self._runtime = runtime
+        self._container_id = container_id
+        self._stream = stream
+
+    async def read(self) -> tuple[int, bytes] | None:
+        return await self._stream.read()
+
+    async def write(self, data: bytes) -> None:
+        await self._stream.write(data)
+
+    async def close_stdin(self) -> None:
+        await self._stream.close_write()
+
+    async def resize(self, width: int, height: int) -> None:
+        await self._runtime._call(
+            lambda api: api.resize(self._container_id, height=height, width=width)
+        )
+
+    async def exit_code(self) -> int:
+        info = await self._runtime.inspect_container(self._container_id)
+        if info is None or info.status != "exited":
+            return 0  # detached from a process that goes on
+        return info.exit_code or 0
 
     async def close(self) -> None:
         await self._stream.close()

@@ -151,6 +151,25 @@ class Hijacked:
             await self._writer.wait_closed()
 
 
+async def attach(socket: str, container_id: str, *, stdin: bool, tty: bool) -> Hijacked:
+    """The running process's own stdio (``kubectl attach``), upgraded as an exec's is."""
+    reader, writer = await _connect(socket)
+    query = f"stream=1&stdout=1&stderr=1&stdin={1 if stdin else 0}"
+    writer.write(
+        (
+            f"POST /containers/{container_id}/attach?{query} HTTP/1.1\r\nHost: docker\r\n"
+            "Connection: Upgrade\r\nUpgrade: tcp\r\nContent-Length: 0\r\n\r\n"
+        ).encode()
+    )
+    await writer.drain()
+    status = await _read_head(reader, "attach")
+    if status not in (101, 200):
+        message = await _error_body(reader)
+        writer.close()
+        raise RuntimeUnavailable(f"Docker engine: attach: {status} {message}")
+    return Hijacked(reader, writer, tty)
+
+
 async def exec_start(socket: str, exec_id: str, *, tty: bool) -> Hijacked:
     reader, writer = await _connect(socket)
     body = json.dumps({"Detach": False, "Tty": tty}).encode()

@@ -240,6 +240,10 @@ class FakeRuntime:
         result = await self.exec_sync(container_id, command, 1.0)
         return FakeExec(" ".join(command).encode() + b"\n", result.exit_code)
 
+    async def attach_session(self, container_id: str, *, stdin: bool) -> FakeExec:
+        # A fake process has no stdio: attaching shows nothing and ends at once.
+        return FakeExec(b"", 0)
+
     async def logs(self, container_id: str, options: LogOptions) -> AsyncIterator[bytes]:
         container = self.containers.get(container_id)
         if container is None:

@@ -80,6 +80,8 @@ class NodeStreams:
                 await self._exec(params, channel)
             elif kind == "portforward":
                 await port_forward(params, channel)
+            elif kind == "attach":
+                await self._attach(params, channel)
             elif kind in self._extra:
                 await self._extra[kind](params, channel)
             else:
@@ -151,6 +153,22 @@ class NodeStreams:
         session = await self._runtime.exec_session(
             container.id, command, tty=bool(params.get("tty")), stdin=stdin
         )
+        await self._relay(channel, session)
+
+    async def _attach(self, params: dict[str, Any], channel: StreamChannel) -> None:
+        container = await self._container(params, previous=False)
+        if container.status != "running":
+            raise StreamRefused(
+                400,
+                "BadRequest",
+                "cannot attach to a container that is not running: container"
+                f' "{params.get("container")}" exited at {timestamp(container.finished_at)}',
+            )
+        stdin = bool(params.get("stdin"))
+        await self._relay(channel, await self._runtime.attach_session(container.id, stdin=stdin))
+
+    async def _relay(self, channel: StreamChannel, session: ExecSession) -> None:
+        """Copy a process's output out and the server's stdin and resizes in, then its exit."""
         await channel.control("opened")
         pump = asyncio.create_task(self._input(channel, session))
         try:

@@ -47,8 +47,8 @@ def _pick(target: RequestTarget, request: web.Request) -> Handler:
         return _VERBS[target.verb]
     if sub == "scale":
         return subresources.scale
-    if target.info.plural == "pods" and sub in ("log", "exec"):
-        return nodeproxy.pod_log if sub == "log" else nodeproxy.pod_exec
+    if target.info.plural == "pods" and sub in ("log", "exec", "attach"):
+        return {"log": nodeproxy.pod_log, "exec": nodeproxy.pod_exec}.get(sub, nodeproxy.pod_attach)
     if target.info.plural == "pods" and sub == "portforward":
         return portforward.pod_portforward
     if target.info.plural in ("pods", "services") and sub == "proxy":

@@ -233,6 +233,5 @@ async def unavailable(request: web.Request, target: RequestTarget) -> web.Respon
     raise status.ApiError(
         503,
         "ServiceUnavailable",
-        f"{target.info.plural}/{target.subresource} needs a connection to the node's agent,"
-        " which this server does not have yet",
+        f"{target.info.plural}/{target.subresource} is not served by this server",
     )
