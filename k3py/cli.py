@@ -98,7 +98,9 @@ class FlagParser(argparse.ArgumentParser):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.flags = []  # before argparse adds --help
+        self._built = False  # argparse makes its own two groups while initialising
         super().__init__(*args, **kwargs)
+        self._built = True
 
     def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
         action = super().add_argument(*args, **kwargs)
@@ -108,6 +110,10 @@ class FlagParser(argparse.ArgumentParser):
     def add_mutually_exclusive_group(self, *, required: bool = False) -> Any:
         return _RecordedGroup(self, super().add_mutually_exclusive_group(required=required))
 
+    def add_argument_group(self, *args: Any, **kwargs: Any) -> Any:
+        group = super().add_argument_group(*args, **kwargs)
+        return _RecordedGroup(self, group) if self._built else group
+
     def record(self, action: argparse.Action, kind: object) -> None:
         longs = [o for o in action.option_strings if o.startswith("--")]
         if not longs or kind in {"help", "version", "count"}:
@@ -116,6 +122,8 @@ class FlagParser(argparse.ArgumentParser):
         convert = action.type if callable(action.type) else None
         if kind in {"store_true", "store_false"}:
             self.flags.append(Flag(key, action.dest, "bool", negated=kind == "store_false"))
+        elif action.nargs == 0:  # another action that takes no value (--flag/--no-flag)
+            self.flags.append(Flag(key, action.dest, "bool"))
         elif kind in {"append", "extend"} or action.nargs in {"*", "+"}:
             self.flags.append(Flag(key, action.dest, "list", convert=convert))
         else:
@@ -123,8 +131,7 @@ class FlagParser(argparse.ArgumentParser):
 
 
 class _RecordedGroup:
-    """A mutually exclusive group whose flags the parser records too (the commands' flags are
-    added through ``add_argument`` and these groups, not through titled argument groups)."""
+    """An argument group or mutually exclusive group whose flags the parser records too."""
 
     def __init__(self, parser: FlagParser, group: Any) -> None:
         self._parser, self._group = parser, group

@@ -115,12 +115,20 @@ def test_flag_kinds_are_recorded_without_argparse_internals() -> None:
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--json", action="store_true")
     group.add_argument("--label", action="append", default=[])
+    titled = parser.add_argument_group("network")
+    titled.add_argument("--port", type=int, default=1)
     kinds = {f.key: (f.kind, f.negated) for f in parser.flags}
-    assert kinds == {"quiet": ("bool", True), "json": ("bool", False), "label": ("list", False)}
+    assert kinds == {
+        "quiet": ("bool", True),
+        "json": ("bool", False),
+        "label": ("list", False),
+        "port": ("value", False),
+    }
+    assert "network:" in parser.format_help()
     env = {"K3PY_QUIET": "true", "K3PY_JSON": "1", "K3PY_LABEL": "a=1, b=2"}
-    parser.set_defaults(**cli._defaults_from_sources(parser, env, {}))
+    parser.set_defaults(**cli._defaults_from_sources(parser, env, {"port": 7}))
     args = parser.parse_args([])
-    assert (args.verbose, args.json, args.label) == (False, True, ["a=1", "b=2"])
+    assert (args.verbose, args.json, args.label, args.port) == (False, True, ["a=1", "b=2"], 7)
 
 
 def test_image_build_without_the_image_extra_names_the_extra(tmp_path: Path) -> None:
