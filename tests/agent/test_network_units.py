@@ -207,3 +207,24 @@ def test_the_server_hands_its_agent_flags_to_its_own_agent(tmp_path: Path) -> No
     )
     assert ("--flannel-backend", "vxlan") in set(itertools.pairwise(default))
     assert "--node-name" not in default
+
+
+async def test_host_network_pods_stay_on_the_host_and_others_get_no_docker_network(
+    tmp_path: Path,
+) -> None:
+    from k3py.cluster.agent.network.podnet import FlannelNetwork
+    from k3py.cluster.agent.runtime import ContainerInfo
+    from k3py.cluster.agent.runtime.fake import FakeRuntime
+    from k3py.cluster.client import FakeClock
+    from k3py.cluster.client.fake import FakeApi
+
+    clock = FakeClock()
+    config = NetworkConfig("vxlan", "me", "192.0.2.11", "", "10.42.0.0/16", tmp_path)
+    network = FlannelNetwork(config, FakeApi(clock), FakeRuntime(clock), clock, "192.0.2.11")
+    host_pod = {"spec": {"hostNetwork": True}}
+    pod: dict[str, Any] = {"spec": {}}
+    sandbox = ContainerInfo("abc", "POD", {}, "pause", "", "running", pid=1)
+    assert network.sandbox_network(host_pod) == "host"
+    assert network.sandbox_network(pod) == "none"
+    assert await network.attach(host_pod, sandbox) == "192.0.2.11"
+    await network.detach(host_pod, sandbox)  # nothing to undo
