@@ -1,9 +1,10 @@
 """The pod network seam: how a pod sandbox gets its network and its IP.
 
 The sandbox owns the pod's network namespace; every other container of the pod joins it.
-:class:`RuntimeBridge` is what runs until k3py has its own pod network: the sandbox sits on
-the container runtime's default bridge and the pod IP is the one the runtime gave it (pods on
-one node reach each other; the flannel-style VXLAN network replaces this). A pod network
+:class:`RuntimeBridge` is ``--flannel-backend none``: the sandbox sits on the container
+runtime's default bridge and the pod IP is the one the runtime gave it (pods on one node reach
+each other, nothing on the host is touched). The pod network proper, with flannel's backends,
+is :class:`k3py.cluster.agent.network.podnet.FlannelNetwork`. A pod network
 implements :class:`PodNetwork`: the network mode the sandbox is created with, then ``attach``
 once the sandbox runs (wire its namespace, return the pod IP) and ``detach`` before it is
 removed.
