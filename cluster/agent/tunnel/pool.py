@@ -2,11 +2,12 @@
 
 ``kubectl logs`` and ``exec`` reach a node through the tunnel that the node holds with the very
 server the request arrived at; with several servers, each needs its own. :class:`TunnelPool`
-follows the load balancer's servers (the ``kubernetes`` Endpoints' addresses, or ``--server``
-until they are known) and keeps one :class:`TunnelClient` per server, dialled directly (every
-server's certificate comes from the one cluster CA and names its own addresses), started when a
-server appears and stopped when it leaves the list. Each client reconnects on its own, so a dead
-server costs nothing but its retries, and the others keep serving.
+follows the load balancer's servers (the ``kubernetes`` Endpoints' addresses when they name
+several servers, else the one the agent reaches) and keeps one :class:`TunnelClient` per
+server, dialled directly (every server's certificate comes from the one cluster CA and names its
+own addresses), started when a server appears and stopped when it leaves the list. Each client
+reconnects on its own, so a dead server costs nothing but its retries, and the others keep
+serving.
 """
 
 from __future__ import annotations
@@ -53,9 +54,12 @@ class TunnelPool:
         return sorted(self._tunnels)
 
     def _follow(self) -> None:
-        # The Endpoints' addresses once known: --server may name one of those servers by
-        # another address, and two tunnels of one node to one server would replace each other.
-        wanted = set(self._balancer.learned) or {self._balancer.current}
+        # With several servers, the Endpoints' addresses (--server may name one of them by
+        # another address, and two tunnels of one node to one server would replace each
+        # other). With one, the address the agent was given: it is known to be reachable,
+        # the advertised one perhaps not (NAT).
+        learned = self._balancer.learned
+        wanted = set(learned) if len(learned) > 1 else {self._balancer.current}
         for address in wanted - set(self._tunnels):
             client = TunnelClient(
                 f"wss://{address}{CONNECT_PATH}", self._ssl, self._handler, self._clock
