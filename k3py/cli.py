@@ -150,7 +150,7 @@ def _layered_flags(parser: FlagParser) -> list[Flag]:
 def unknown_key_error(source: str, key: str, valid: Sequence[str]) -> str:
     """The one line that refuses a config key no flag has, naming the closest valid one."""
     closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
-    hint = f"; the closest flag is '{closest[0]}'" if closest else ""
+    hint = f"; did you mean '{closest[0]}'?" if closest else ""
     return f"{source}: unknown key '{key}' (no flag --{key}{hint})"
 
 

@@ -58,7 +58,7 @@ def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
         # A key no flag of the role's command has: one console line, and the rest applies.
         assert (
             "k3py-bootconfig: k3py.yaml: unknown key 'tls-sna' (no flag --tls-sna; "
-            "the closest flag is 'tls-san'); ignored"
+            "did you mean 'tls-san'?); ignored"
         ) in qemu.console_log.read_text(errors="replace")
         assert qemu.run("hostname").output.strip() == "edge-01"
         address = qemu.run("ip -4 -o addr show dev eth0").output

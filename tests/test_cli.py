@@ -97,7 +97,7 @@ def test_unknown_config_key_is_refused_naming_the_closest_flag(
     lines = result.stderr.strip().splitlines()
     assert lines == [
         f"k3py: error: config file {config}: unknown key 'data-dri' (no flag --data-dri; "
-        "the closest flag is 'data-dir')"
+        "did you mean 'data-dir'?)"
     ]
 
 
@@ -171,4 +171,4 @@ def test_token_reads_the_servers_config_file_and_takes_its_own_keys(tmp_path: Pa
     refused = _k3py("token", "--config", str(config))
     assert refused.returncode == 64
     assert "unknown key 'tls-sna'" in refused.stderr
-    assert "the closest flag is 'tls-san'" in refused.stderr
+    assert "did you mean 'tls-san'?" in refused.stderr

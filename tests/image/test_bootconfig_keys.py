@@ -50,7 +50,7 @@ def test_unknown_key_is_one_console_line_and_the_rest_applies(
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
         "k3py-bootconfig: k3py.yaml: unknown key 'node-lable' (no flag --node-lable; "
-        "the closest flag is 'node-label'); ignored"
+        "did you mean 'node-label'?); ignored"
     ]
     config = yaml.safe_load((tmp_path / "root/etc/k3py/config.yaml").read_text())
     assert config == {"server": "https://192.0.2.10:6443", "token": "K10abc::server:secret"}
