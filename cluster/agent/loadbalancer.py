@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.client import KubeClient
 from k3py.shutdown import cancel_and_wait
 
@@ -31,6 +31,7 @@ logger = logging.getLogger("k3py.agent.loadbalancer")
 
 DIAL_TIMEOUT = 2.0
 REFRESH_PERIOD = 5.0
+HEALTH_PERIOD = 2.0
 FAILED_BACKOFF = 5.0
 _CHUNK = 64 * 1024
 
@@ -86,6 +87,7 @@ class ServerLoadBalancer:
         self.url = f"https://127.0.0.1:{self.port}"
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
+        self._by_server: dict[str, set[asyncio.Task[None]]] = {}
         self.switches = 0
 
     def _saved(self) -> list[str]:
@@ -127,11 +129,13 @@ class ServerLoadBalancer:
         # When every server failed lately, try them all again rather than none.
         return fresh + [s for s in ordered if s not in fresh]
 
-    async def _dial(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    async def _dial(self) -> tuple[str, asyncio.StreamReader, asyncio.StreamWriter] | None:
         for address in self._candidates():
             host, port = _split(address)
             try:
-                streams = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(host, port), DIAL_TIMEOUT
+                )
             except (OSError, TimeoutError) as error:
                 self._failed[address] = self._clock()
                 logger.debug(
@@ -146,18 +150,21 @@ class ServerLoadBalancer:
                 )
                 self.current = address
                 self.switches += 1
-            return streams
+            _keepalive(writer)
+            return address, reader, writer
         return None
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._pipes.add(task)
+        address = ""
         try:
             upstream = await self._dial()
             if upstream is None:
                 return
-            up_reader, up_writer = upstream
+            address, up_reader, up_writer = upstream
+            self._by_server.setdefault(address, set()).add(task)
             try:
                 await _pipe_both(reader, writer, up_reader, up_writer)
             finally:
@@ -165,11 +172,53 @@ class ServerLoadBalancer:
         finally:
             writer.close()
             self._pipes.discard(task)
+            self._by_server.get(address, set()).discard(task)
+
+    async def check_current(self) -> bool:
+        """Dial the current server; if it does not answer, end every connection through it.
+
+        A server that dies without closing its connections (power lost, network cut) would
+        otherwise hold the agent's watches and tunnel until TCP gives up; ending them makes the
+        agent reconnect, through the next live server, at once.
+        """
+        address = self.current
+        host, port = _split(address)
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), DIAL_TIMEOUT)
+        except (OSError, TimeoutError):
+            self._failed[address] = self._clock()
+            stale = self._by_server.pop(address, set())
+            if stale:
+                logger.info(
+                    "API server stopped answering; reconnecting elsewhere",
+                    extra={"fields": {"server": address, "connections": len(stale)}},
+                )
+            for task in stale:
+                task.cancel()
+            return False
+        writer.close()
+        return True
+
+    async def _health(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), HEALTH_PERIOD)
+            if not stop.is_set() and self._by_server.get(self.current):
+                await self.check_current()
 
     async def refresh(self, client: KubeClient, stop: asyncio.Event) -> None:
         """Follow the ``kubernetes`` Endpoints until ``stop``; errors wait for the next round."""
         endpoints = by_kind("v1", "Endpoints")
         assert endpoints is not None
+        health = asyncio.create_task(self._health(stop), name="agent-apiserver-health")
+        try:
+            await self._follow(client, endpoints, stop)
+        finally:
+            await cancel_and_wait(health, log=logger)
+
+    async def _follow(
+        self, client: KubeClient, endpoints: ResourceInfo, stop: asyncio.Event
+    ) -> None:
         while not stop.is_set():
             try:
                 found = endpoints_addresses(await client.get(endpoints, "kubernetes", "default"))
@@ -180,6 +229,18 @@ class ServerLoadBalancer:
                     self.set_servers(found)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), REFRESH_PERIOD)
+
+
+def _keepalive(writer: asyncio.StreamWriter) -> None:
+    """TCP keepalive on an upstream connection: a silent peer is noticed within ~15 s."""
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 5)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 3)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
 
 
 async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -97,6 +97,30 @@ async def test_connections_move_to_a_live_server_when_theirs_dies(
         await restarted.stop()
 
 
+async def test_a_server_that_stops_answering_loses_its_connections(
+    upstreams: tuple[Upstream, Upstream],
+) -> None:
+    first, second = upstreams
+    balancer = ServerLoadBalancer(f"https://{first.address}")
+    await balancer.start()
+    try:
+        balancer.set_servers([first.address, second.address])
+        reader, writer = await asyncio.open_connection("127.0.0.1", balancer.port)
+        writer.write(b"watch\n")
+        assert await reader.readline() == b"one:watch\n"
+        assert await balancer.check_current()
+        # The server no longer accepts connections, but its old ones stay silently open (as
+        # after a power cut): the health check ends them so that the agent reconnects.
+        assert first.server is not None
+        first.server.close()
+        assert not await balancer.check_current()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()
+        assert await _ask(balancer, b"moved") == b"two:moved\n"
+    finally:
+        await balancer.stop()
+
+
 def test_servers_come_from_the_kubernetes_endpoints() -> None:
     endpoints = {
         "subsets": [
