@@ -94,6 +94,8 @@ def test_drain_waits_for_a_disruption_budget(cluster: ServerProcess) -> None:
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {"name": "drain-node"},
+        # Tainted so that the scheduler puts no other test's pods here.
+        "spec": {"taints": [{"key": "k3py.test/drain", "effect": "NoSchedule"}]},
         "status": {"conditions": [{"type": "Ready", "status": "True"}]},
     }
     cluster.kubectl("apply", "-f", "-", stdin=json.dumps(node))
@@ -133,7 +135,13 @@ def test_drain_waits_for_a_disruption_budget(cluster: ServerProcess) -> None:
     assert table[1].split()[:4] == ["db", "2", "N/A", "0"]
 
     blocked = cluster.kubectl(
-        "drain", "drain-node", "--force", "--timeout=7s", check=False, timeout=60
+        "drain",
+        "drain-node",
+        "--force",
+        "--pod-selector=app=db",
+        "--timeout=7s",
+        check=False,
+        timeout=60,
     )
     assert blocked.returncode != 0
     assert "violate the pod's disruption budget" in blocked.stdout + blocked.stderr
@@ -150,7 +158,9 @@ def test_drain_waits_for_a_disruption_budget(cluster: ServerProcess) -> None:
         "patch", "pdb", "db", "-n", "drain", "--type=merge", "-p", '{"spec": {"minAvailable": 0}}'
     )
     _wait(lambda: _budget(cluster).get("disruptionsAllowed") == 2, "two allowed disruptions")
-    drained = cluster.kubectl("drain", "drain-node", "--force", "--timeout=60s", timeout=120)
+    drained = cluster.kubectl(
+        "drain", "drain-node", "--force", "--pod-selector=app=db", "--timeout=60s", timeout=120
+    )
     assert "drained" in drained.stdout
     assert (
         json.loads(cluster.kubectl("get", "pods", "-n", "drain", "-o", "json").stdout)["items"]
