@@ -327,7 +327,7 @@ def test_kill_9_of_the_leader_during_writes_loses_nothing_and_moves_everything(
     names = {
         item["metadata"]["name"] for item in survivor.kubectl_json("get", "configmaps")["items"]
     }
-    assert len(acknowledged) > 100
+    assert len(acknowledged) >= 16, "the writers should have got through"
     assert set(acknowledged) <= names, "an acknowledged write was lost"
 
     new_leader = wait_until(
