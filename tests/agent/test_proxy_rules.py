@@ -52,9 +52,14 @@ def test_ready_endpoints_only_are_in_rotation() -> None:
     (sp,) = service_ports(service(), endpoints("web", *THREE, not_ready=("10.42.3.9",)))
     assert [e.ip for e in sp.endpoints] == ["10.42.0.5", "10.42.1.5", "10.42.2.5"]
     frag = rules.service_fragment(sp, CONFIG)
-    (svc_chain,) = [c for c in frag.chains if c.startswith("svc-s-")]
-    assert frag.chains[svc_chain][-1].startswith("numgen random mod 3 vmap")
+    (svc_chain,) = frag.chains  # one chain, whatever the number of endpoints
+    assert svc_chain.startswith("svc-s-")
+    assert frag.chains[svc_chain][-1] == (
+        "meta l4proto tcp dnat ip addr . port to numgen random mod 3 map"
+        " { 0 : 10.42.0.5 . 8080, 1 : 10.42.1.5 . 8080, 2 : 10.42.2.5 . 8080 }"
+    )
     assert "10.42.3.9" not in str(frag.chains)
+    assert (rules.HAIRPIN, "10.42.1.5 . 10.42.1.5") in frag.elements
     assert frag.elements[(rules.SERVICE_IPS, "10.43.0.20 . tcp . 80")] == f"goto {svc_chain}"
 
 
@@ -103,7 +108,7 @@ def test_node_port_and_load_balancer_masquerade_unless_local() -> None:
     (ext,) = [c for c in frag.chains if c.startswith("svc-x-")]
     assert "jump svc-mark-for-masquerade" not in frag.chains[ext]
     (local,) = [c for c in frag.chains if c.startswith("svc-l-")]
-    assert frag.chains[local] == (f"goto {next(c for c in frag.chains if '10.42.0.5' in c)}",)
+    assert frag.chains[local] == ("meta l4proto tcp dnat ip to 10.42.0.5:8080",)
     # No endpoint on this node: external traffic is dropped, as kube-proxy does.
     (sp,) = service_ports(lb, endpoints("web", ("10.42.1.5", "n2")))
     assert rules.service_fragment(sp, CONFIG).chains[ext][-1] == "drop"
@@ -120,18 +125,18 @@ def test_host_ports_of_a_pod() -> None:
 
 
 def test_diff_touches_only_the_changed_service_and_deletes_last() -> None:
-    (old,) = service_ports(service(), endpoints("web", *THREE))
-    (new,) = service_ports(service(), endpoints("web", *THREE[:2]))
-    batch = rules.diff(
-        CONFIG,
-        {old.key: (rules.service_fragment(old, CONFIG), rules.service_fragment(new, CONFIG))},
-    )
-    lines = batch.splitlines()
-    assert all("default/web/tcp/http" in line for line in lines)
+    svc = service(sessionAffinity="ClientIP")
+    (old,) = service_ports(svc, endpoints("web", *THREE))
+    (new,) = service_ports(svc, endpoints("web", *THREE[:2]))
+    old_frag, new_frag = rules.service_fragment(old, CONFIG), rules.service_fragment(new, CONFIG)
+    users = rules.set_element_users([old_frag])
+    lines = rules.diff(CONFIG, {old.key: (old_frag, new_frag)}, users).splitlines()
+    ours = ("default/web/tcp/http", "svc-hairpin", "svc-affinity-")
+    assert all(any(mark in line for mark in ours) for line in lines)
     gone = next(i for i, line in enumerate(lines) if line.startswith("delete chain"))
     assert "10.42.2.5" in lines[gone]
     assert all(not line.startswith("add") for line in lines[gone:])
-    assert rules.diff(CONFIG, {old.key: (rules.service_fragment(old, CONFIG),) * 2}) == ""
+    assert rules.diff(CONFIG, {old.key: (old_frag, old_frag)}) == ""
 
 
 def test_full_ruleset_replaces_the_proxys_objects_only() -> None:
@@ -176,7 +181,7 @@ async def test_proxier_syncs_fully_then_only_changes() -> None:
         await _settled(proxier, 1)
         change = nft.batches[-1]
         assert "default/other" not in change
-        assert "delete chain" in change
+        assert "delete element inet k3py svc-hairpin" in change
         assert "10.42.2.5" in change
         assert len(seen) == 1
         assert seen[0] < 1.0
@@ -219,3 +224,16 @@ async def test_service_cache_survives_a_restart(tmp_path: Any) -> None:
     assert again.service("default", "web") == cache.service("default", "web")
     assert "managedFields" not in str(again.services)
     assert again.endpoints_of("default", "web") == cache.endpoints_of("default", "web")
+
+
+def test_shared_hairpin_elements_go_with_their_last_user() -> None:
+    (web,) = service_ports(service(), endpoints("web", *THREE))
+    (api,) = service_ports(service("api", "10.43.0.21"), endpoints("api", *THREE[:1]))
+    web_frag, api_frag = rules.service_fragment(web, CONFIG), rules.service_fragment(api, CONFIG)
+    users = rules.set_element_users([web_frag, api_frag])
+    batch = rules.diff(CONFIG, {web.key: (web_frag, None)}, users)
+    assert "svc-hairpin { 10.42.1.5 . 10.42.1.5, 10.42.2.5 . 10.42.2.5 }" in batch
+    assert "10.42.0.5 . 10.42.0.5" not in batch  # api still sends to 10.42.0.5
+    batch = rules.diff(CONFIG, {api.key: (api_frag, None)}, users)
+    assert "delete element inet k3py svc-hairpin { 10.42.0.5 . 10.42.0.5 }" in batch
+    assert not users

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 
 from k3py.cluster.agent.proxy import rules
@@ -48,6 +49,7 @@ class Proxier:
         # service key (namespace/name) → its fragments by service-port key
         self._fragments: dict[str, dict[str, Fragment]] = {}
         self._dirty: dict[str, float] = {}
+        self._users: Counter[rules.MapKey] = Counter()  # set elements shared by services
         self._wake = asyncio.Event()
         self._full_needed = True
         self._host_ports: Fragment = rules.host_ports_fragment([])
@@ -101,8 +103,9 @@ class Proxier:
         self._fragments = {key: self._compute(key) for key in self.cache.names()}
         everything = [f for frags in self._fragments.values() for f in frags.values()]
         existing = await self.nft.existing(self.config.table)
-        batch = rules.full_ruleset(self.config, [*self._fixed_fragments(), *everything], existing)
-        await self.nft.apply(batch)
+        fragments = [*self._fixed_fragments(), *everything]
+        await self.nft.apply(rules.full_ruleset(self.config, fragments, existing))
+        self._users = rules.set_element_users(fragments)
         self._full_needed = False
         self._applied(None)
 
@@ -120,12 +123,14 @@ class Proxier:
         if self._host_ports_dirty:
             changes[HOST_PORTS] = self._pending_host_ports
             self._host_ports_dirty = False
-        batch = rules.diff(self.config, changes)
+        users = Counter(self._users)
+        batch = rules.diff(self.config, changes, users)
         try:
             await self.nft.apply(batch)
         except NftError:
             self._full_needed = True
             raise
+        self._users = users
         for key, new in computed.items():
             if new:
                 self._fragments[key] = new

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ SERVICE_IPS = "svc-service-ips"
 NODE_PORTS = "svc-service-nodeports"
 NO_ENDPOINT_IPS = "svc-no-endpoint-services"
 NO_ENDPOINT_PORTS = "svc-no-endpoint-nodeports"
+HAIRPIN = "svc-hairpin"
 HOST_PORTS_CHAIN = "svc-hostports"
 DNS_GUARD_CHAIN = "svc-dns-guard"
 # Chains of the skeleton that a fragment fills (flushed, never created or deleted by it).
@@ -118,26 +120,40 @@ def service_fragment(sp: ServicePort, config: ProxyConfig) -> Fragment:
             frag.elements[(NO_ENDPOINT_PORTS, f"{proto} . {sp.node_port}")] = REJECT
         return frag
 
+    # Hairpin: a pod reaching itself through its service is masqueraded on the way out (one
+    # set of (endpoint, endpoint) pairs, shared by all services; the proxier counts users).
+    for ep in sp.endpoints:
+        frag.elements[(HAIRPIN, f"{ep.ip} . {ep.ip}")] = ""
     ep_chains: dict[Endpoint, str] = {}
     aff_sets: dict[Endpoint, str] = {}
-    for ep in sp.endpoints:
-        ep_tag = _hash(f"{key}/{ep.ip}/{ep.port}/{sp.affinity_seconds}")
-        ep_chains[ep] = f"svc-e-{ep_tag}-{key}__{ep.ip}/{ep.port}"
-        rules = [f"ip saddr {ep.ip} jump svc-mark-for-masquerade"]
-        if sp.affinity_seconds:
+    if sp.affinity_seconds:
+        # ClientIP affinity needs a chain per endpoint (its set of recent clients).
+        for ep in sp.endpoints:
+            ep_tag = _hash(f"{key}/{ep.ip}/{ep.port}/{sp.affinity_seconds}")
+            ep_chains[ep] = f"svc-e-{ep_tag}-{key}__{ep.ip}/{ep.port}"
             aff_sets[ep] = f"svc-affinity-{ep_tag}"
             frag.sets[aff_sets[ep]] = (
                 f"{{ type ipv4_addr; flags dynamic,timeout; timeout {sp.affinity_seconds}s; }}"
             )
-            rules.append(f"update @{aff_sets[ep]} {{ ip saddr }}")
-        rules.append(f"meta l4proto {proto} dnat ip to {ep.ip}:{ep.port}")
-        frag.chains[ep_chains[ep]] = tuple(rules)
+            frag.chains[ep_chains[ep]] = (
+                f"update @{aff_sets[ep]} {{ ip saddr }}",
+                f"meta l4proto {proto} dnat ip to {ep.ip}:{ep.port}",
+            )
 
     def pick(endpoints: Iterable[Endpoint]) -> list[str]:
         chosen = list(endpoints)
-        rules = [f"ip saddr @{aff_sets[ep]} goto {ep_chains[ep]}" for ep in chosen if aff_sets]
-        rules.append(_dispatch([ep_chains[ep] for ep in chosen]))
-        return rules
+        if aff_sets:
+            rules = [f"ip saddr @{aff_sets[ep]} goto {ep_chains[ep]}" for ep in chosen]
+            return [*rules, _dispatch([ep_chains[ep] for ep in chosen])]
+        # Without affinity the endpoint is picked and written in one rule (a map of
+        # addresses), so a service costs one chain whatever its number of endpoints.
+        if len(chosen) == 1:
+            return [f"meta l4proto {proto} dnat ip to {chosen[0].ip}:{chosen[0].port}"]
+        entries = ", ".join(f"{i} : {ep.ip} . {ep.port}" for i, ep in enumerate(chosen))
+        return [
+            f"meta l4proto {proto} dnat ip addr . port to numgen random mod {len(chosen)}"
+            f" map {{ {entries} }}"
+        ]
 
     svc_rules = []
     if config.cluster_cidr:
@@ -217,7 +233,10 @@ MARK = f"0x{MASQUERADE_MARK:x}"
 SKELETON_RULES = {
     "svc-nat-prerouting": ["jump svc-services", f"jump {HOST_PORTS_CHAIN}"],
     "svc-nat-output": ["jump svc-services", f"jump {HOST_PORTS_CHAIN}"],
-    "svc-nat-postrouting": ["jump svc-masquerading"],
+    "svc-nat-postrouting": [
+        f"ct status dnat ip saddr . ip daddr @{HAIRPIN} masquerade fully-random",
+        "jump svc-masquerading",
+    ],
     "svc-filter-input": ["ct state new jump svc-endpoints-check", f"jump {DNS_GUARD_CHAIN}"],
     "svc-filter-forward": ["ct state new jump svc-endpoints-check"],
     "svc-filter-output": ["ct state new jump svc-endpoints-check"],
@@ -242,6 +261,7 @@ SKELETON_RULES = {
 
 def _skeleton(t: str) -> list[str]:
     lines = [f"add map {t} {name} {{ type {key} : verdict; }}" for name, key in MAPS.items()]
+    lines.append(f"add set {t} {HAIRPIN} {{ type ipv4_addr . ipv4_addr; }}")
     lines += [f"add chain {t} {name} {{ {spec} }}" for name, spec in BASE_CHAINS.items()]
     lines += [f"add chain {t} {name}" for name in SKELETON_RULES if name not in BASE_CHAINS]
     lines += [f"add chain {t} {name}" for name in FIXED_CHAINS]
@@ -289,12 +309,21 @@ def full_ruleset(config: ProxyConfig, fragments: Iterable[Fragment], existing: E
     return "\n".join(lines) + "\n"
 
 
+def set_element_users(fragments: Iterable[Fragment]) -> Counter[MapKey]:
+    """How many fragments want each set element (elements several services share)."""
+    return Counter(item for f in fragments for item, value in f.elements.items() if not value)
+
+
 def diff(
-    config: ProxyConfig, changes: Mapping[str, tuple[Fragment | None, Fragment | None]]
+    config: ProxyConfig,
+    changes: Mapping[str, tuple[Fragment | None, Fragment | None]],
+    users: Counter[MapKey] | None = None,
 ) -> str:
     """The statements that turn each old fragment into its new one (None: absent), in an
     order the kernel accepts within one transaction: new objects first, rewritten chains,
-    map elements, and only then the chains and sets nothing refers to any more."""
+    map elements, and only then the chains and sets nothing refers to any more. ``users``
+    (updated in place) counts the fragments holding each set element: a shared element is
+    added by its first user and deleted with its last."""
     t = config.table
     empty = Fragment()
     add_objects: list[str] = []
@@ -318,9 +347,18 @@ def diff(
             rewrite += [f"add rule {t} {name} {rule}" for rule in rules]
         for item, value in old.elements.items():
             if new.elements.get(item) != value:
+                if not value and users is not None:
+                    users[item] -= 1
+                    if users[item] > 0:
+                        continue
+                    del users[item]
                 removed_elements.append((item, ""))
         for item, value in new.elements.items():
             if old.elements.get(item) != value:
+                if not value and users is not None:
+                    users[item] += 1
+                    if users[item] > 1:
+                        continue
                 added_elements.append((item, value))
         for name in old.chains:
             if name not in new.chains:
