@@ -196,3 +196,18 @@ async def test_an_unreachable_database_is_one_line(postgres: PostgresInstance) -
     with pytest.raises(StoreError, match="cannot connect to the datastore postgres://k3py@"):
         await store.start()
     await store.close()
+
+
+async def test_a_user_that_may_not_create_tables_is_told_so(postgres: PostgresInstance) -> None:
+    endpoint = postgres.new_database()
+    postgres.psql(
+        "DO $$ BEGIN CREATE ROLE guest LOGIN PASSWORD 'guest-pw'; EXCEPTION"
+        " WHEN duplicate_object THEN NULL; END $$"
+    )
+    guest = endpoint.replace("k3py:k3py-test-secret@", "guest:guest-pw@")
+    store = PostgresDatastore(guest)
+    with pytest.raises(
+        StoreError, match="refused k3py: permission denied .* must own the database"
+    ):
+        await store.start()
+    await store.close()

@@ -138,9 +138,14 @@ class PostgresDatastore:
             # Listen before reading the state: nothing committed after it goes unnoticed.
             await self._ensure_listener()
             cur, comp = await conn.fetchrow(sql.STATE)
-        except BaseException:
+        except BaseException as error:
             await conn.close()
             await self._drop_listener()
+            if isinstance(error, asyncpg.PostgresError):
+                raise StoreError(
+                    f"the datastore {self.endpoint} refused k3py: {error}; the endpoint's user"
+                    " must own the database (CREATE DATABASE k3py OWNER <user>)"
+                ) from None
             raise
         self._writer_conn = conn
         self._hub.published_revision = cur
