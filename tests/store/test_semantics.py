@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from k3py.cluster.server.store import (
@@ -176,3 +178,26 @@ async def test_reads_older_than_the_compact_revision_are_refused(store: Store) -
         await store.get(POD, revision=1)
     # The compact revision itself is still readable.
     assert (await store.list("/registry/pods/", revision=3)).items[0].value == b"3"
+
+
+async def test_concurrent_writers_get_distinct_revisions_and_one_wins_a_race(
+    store: Store,
+) -> None:
+    created = await asyncio.gather(
+        *(store.create(f"/registry/configmaps/c/k{i:03}", b"x") for i in range(64))
+    )
+    assert sorted(kv.mod_revision for kv in created) == list(range(1, 65))
+    # Sixteen writers update one key, each expecting the revision they read: one wins.
+    base = created[0]
+    outcomes = await asyncio.gather(
+        *(
+            store.update(base.key, f"{n}".encode(), expected_revision=base.mod_revision)
+            for n in range(16)
+        ),
+        return_exceptions=True,
+    )
+    winners = [o for o in outcomes if isinstance(o, KeyValue)]
+    assert len(winners) == 1
+    assert all(isinstance(o, Conflict) for o in outcomes if o is not winners[0])
+    assert await store.get(base.key) == winners[0]
+    assert store.current_revision == 65
