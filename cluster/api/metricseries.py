@@ -33,8 +33,7 @@ class Counter:
         from prometheus_client.core import CounterMetricFamily
 
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, value in self.values.items():
-            family.add_metric(labels, value)
+        _add(family, family.name + "_total", self.labels, self.values)
         yield family
 
 
@@ -53,8 +52,7 @@ class Gauge:
         from prometheus_client.core import GaugeMetricFamily
 
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, value in self.values.items():
-            family.add_metric(labels, value)
+        _add(family, family.name, self.labels, self.values)
         yield family
 
 
@@ -84,16 +82,34 @@ class Histogram:
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import HistogramMetricFamily
+        from prometheus_client.samples import Sample
 
-        names = [str(float(b)) for b in self.bounds] + ["+Inf"]
+        bounds = [str(float(b)) for b in self.bounds] + ["+Inf"]
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
-        for labels, series in self.series.items():
-            cumulative, buckets = 0.0, []
-            for name, count in zip(names, series[:-1], strict=True):
-                cumulative += count
-                buckets.append((name, cumulative))
-            family.add_metric(labels, buckets, series[-1])
+        bucket, count, total = (f"{self.name}_{s}" for s in ("bucket", "count", "sum"))
+        append = family.samples.append
+        for values, series in self.series.items():
+            labels = _present(self.labels, values)
+            cumulative = 0.0
+            for bound, number in zip(bounds, series[:-1], strict=True):
+                cumulative += number
+                append(Sample(bucket, {**labels, "le": bound}, cumulative))
+            append(Sample(count, labels, cumulative))
+            append(Sample(total, labels, series[-1]))
         yield family
+
+
+def _present(names: Labels, values: Labels) -> dict[str, str]:
+    """The labels that have a value: Prometheus reads an empty label as an absent one, and
+    leaving them out saves the scrape most of its escaping work."""
+    return {name: value for name, value in zip(names, values, strict=True) if value}
+
+
+def _add(family: Any, name: str, names: Labels, values: dict[Labels, float]) -> None:
+    from prometheus_client.samples import Sample
+
+    for labels, value in values.items():
+        family.samples.append(Sample(name, _present(names, labels), value))
 
 
 class MetricsUnavailable(Exception):

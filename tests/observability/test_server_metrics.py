@@ -27,7 +27,8 @@ def _samples(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
 
 
 def _value(samples: list[tuple[dict[str, str], float]], **labels: str) -> float:
-    return sum(v for found, v in samples if all(found.get(k) == w for k, w in labels.items()))
+    # An absent label is an empty one, as Prometheus reads them.
+    return sum(v for found, v in samples if all(found.get(k, "") == w for k, w in labels.items()))
 
 
 def _configmap(name: str) -> dict[str, Any]:
