@@ -12,12 +12,11 @@ from k3py.cluster.server.store import (
     FutureRevision,
     KeyExists,
     KeyValue,
-    MemoryDatastore,
     NotFound,
-    SQLiteDatastore,
 )
+from tests.store.conftest import Backend
 
-Store = SQLiteDatastore | MemoryDatastore
+Store = Backend
 POD = "/registry/pods/default/web"
 
 
