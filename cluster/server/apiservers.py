@@ -5,8 +5,9 @@ Several servers that share one datastore each hold a Lease ``kube-system/apiserv
 period, as kube-apiserver's lease endpoint reconciler does. After each renewal a server rewrites
 the ``kubernetes`` Endpoints to list every server whose Lease was renewed within its duration,
 so a server that dies drops out within about one lease duration and agents (which learn the
-servers from these Endpoints) stop trying it. A server that stops cleanly removes its Lease and
-its entry at once. Servers on one address with different ports get one subset per port.
+servers from these Endpoints) stop trying it; a Lease left unrenewed for an hour is deleted. A
+server that stops cleanly removes its Lease and its entry at once. Servers on one address with
+different ports get one subset per port.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from k3py.cluster.api import status
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
 from k3py.cluster.server.rest.context import RestContext
+from k3py.cluster.server.rest.delete import DeleteOptions, delete_with_retries
 from k3py.cluster.server.store import StoreError
 from k3py.shutdown import cancel_and_wait
 
@@ -32,6 +34,7 @@ LABEL = "k3py.io/apiserver"
 NAMESPACE = "kube-system"
 PERIOD = 5.0
 LEASE_SECONDS = 15
+STALE_AFTER = datetime.timedelta(hours=1)
 
 Object = dict[str, Any]
 WallClock = Callable[[], datetime.datetime]
@@ -92,6 +95,16 @@ def live_endpoints(leases: list[Object], now: datetime.datetime) -> list[str]:
     return sorted(live)
 
 
+def stale_leases(leases: list[Object], now: datetime.datetime) -> list[Object]:
+    """Leases not renewed for :data:`STALE_AFTER`: their servers are gone for good."""
+    stale = []
+    for lease in leases:
+        renewed = _parse(str((lease.get("spec") or {}).get("renewTime", "")))
+        if renewed is not None and now - renewed > STALE_AFTER:
+            stale.append(lease)
+    return stale
+
+
 class ApiServerLease:
     """This server's Lease and its share of the ``kubernetes`` Endpoints."""
 
@@ -150,6 +163,12 @@ class ApiServerLease:
         ]
         live = sorted(set(live_endpoints(leases, now)) | {self.endpoint})
         await self._write_endpoints(live)
+        for lease in stale_leases(leases, now):
+            # A server gone for good (moved address, removed): nobody else removes its Lease.
+            with contextlib.suppress(status.ApiError):
+                await delete_with_retries(
+                    self.ctx, self.leases, NAMESPACE, lease["metadata"]["name"], DeleteOptions()
+                )
         return live
 
     async def _write_endpoints(self, live: list[str]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
-from k3py.cluster.server.apiservers import lease_name, live_endpoints, subsets
+from k3py.cluster.server.apiservers import lease_name, live_endpoints, stale_leases, subsets
 
 NOW = datetime.datetime(2026, 1, 1, 12, 0, 0, tzinfo=datetime.UTC)
 
@@ -49,3 +49,8 @@ def test_servers_sharing_a_port_share_a_subset() -> None:
 def test_each_server_has_its_own_lease_name() -> None:
     assert lease_name("192.0.2.1:6443") != lease_name("192.0.2.1:6444")
     assert lease_name("192.0.2.1:6443").startswith("apiserver-")
+
+
+def test_leases_left_for_an_hour_are_stale() -> None:
+    recent, old = _lease("192.0.2.1:6443", 3599), _lease("192.0.2.2:6443", 3601)
+    assert stale_leases([recent, old], NOW) == [old]
