@@ -58,10 +58,15 @@ async def _forward(params: dict[str, Any], channel: StreamChannel) -> None:
             asyncio.open_connection(address, port), CONNECT_TIMEOUT
         )
     except (OSError, TimeoutError) as err:
-        why = err.strerror if isinstance(err, OSError) and err.strerror else "timed out"
+        if isinstance(err, ConnectionRefusedError):
+            why = "connect: connection refused"
+        elif isinstance(err, TimeoutError):
+            why = "i/o timeout"
+        else:
+            why = err.strerror or str(err)
         raise PortForwardRefused(
             f"error forwarding port {port} to pod {params.get('pod', '')}, uid"
-            f" {params.get('uid', '')}: failed to connect to {address}:{port}: {why.lower()}"
+            f" {params.get('uid', '')}: failed to connect to {address}:{port}: {why}"
         ) from None
     await channel.control("opened")
     pump = asyncio.create_task(_to_pod(channel, writer))
