@@ -365,6 +365,7 @@ def test_kill_9_of_the_leader_during_writes_loses_nothing_and_moves_everything(
             f"exec through the server on port {server.port}",
         )
     print(f"exec through every live server after {time.monotonic() - started:.1f} s")
+    print("agent RSS after failover: " + ", ".join(f"{a.rss_kb() // 1024} MB" for a in ha.agents))
 
 
 def _exec_says_hello(server: Server, pod: str) -> bool:
