@@ -202,13 +202,19 @@ async def test_cluster_dns_address_is_redirected_not_proxied() -> None:
     cache = ServiceCache()
     dns = service("kube-dns", "10.43.0.10")
     dns["metadata"]["namespace"] = "kube-system"
+    dns["spec"]["ports"] = [
+        {"name": "dns", "port": 53, "protocol": "UDP"},
+        {"name": "metrics", "port": 9153, "protocol": "TCP"},
+    ]
     cache.set_service(dns)
     nft = FakeNftables()
     proxier = Proxier(cache, nft, CONFIG, redirect=Redirect("10.43.0.10", 53, "192.0.2.11", 53))
     await proxier.full_sync()
     (batch,) = nft.batches
     assert "10.43.0.10 . udp . 53 : goto svc-cluster-dns" in batch
-    assert "svc-reject" not in batch.split("add element")[-1]
+    assert "10.43.0.10 . udp . 53 : goto svc-reject" not in batch
+    # The Service's other ports have no endpoints: refused, as any such service.
+    assert "10.43.0.10 . tcp . 9153 : goto svc-reject" in batch
 
 
 async def test_service_cache_survives_a_restart(tmp_path: Any) -> None:

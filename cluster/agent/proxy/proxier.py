@@ -86,7 +86,10 @@ class Proxier:
         ports = service_ports(service, self.cache.endpoints_of(namespace, name))
         if self.redirect is not None:
             # The cluster DNS address is answered on this node, not by endpoints.
-            ports = [p for p in ports if p.cluster_ip != self.redirect.address]
+            redirect = self.redirect
+            ports = [
+                p for p in ports if (p.cluster_ip, p.port) != (redirect.address, redirect.port)
+            ]
         return {sp.key: rules.service_fragment(sp, self.config) for sp in ports}
 
     def _fixed_fragments(self) -> list[Fragment]:
