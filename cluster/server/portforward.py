@@ -1,11 +1,13 @@
 """``pods/portforward``: TCP connections to a pod's ports, carried through its node's tunnel.
 
-Two wire protocols end here, both over a websocket (so they pass the same proxies as exec):
+Three wire protocols end here:
 
-- ``SPDY/3.1+portforward.k8s.io``, what kubectl 1.30+ tries first: the websocket carries a
+- ``SPDY/3.1+portforward.k8s.io``, what kubectl 1.30+ tries first: a websocket carries a
   SPDY session (:mod:`.spdy`); each local connection kubectl accepts becomes a pair of SPDY
   streams (``streamType`` ``error`` and ``data``, one ``requestID``, a ``port``), and each
   pair becomes one ``portforward`` tunnel stream to the node.
+- The same SPDY session on the connection itself after an HTTP ``Upgrade: SPDY/3.1`` (older
+  kubectl, or ``KUBECTL_PORT_FORWARD_WEBSOCKETS=false``).
 - The channel protocol (``v4.channel.k8s.io``/``v5``) of the Python client's
   ``portforward``: the ports come in the query (``ports=80,8080``), port *i* uses channel
   2i for data and 2i+1 for errors, each channel starts with the port number (2 bytes,
@@ -18,8 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
@@ -34,6 +37,9 @@ PODS = by_kind("v1", "Pod")
 SPDY_TUNNEL = "SPDY/3.1+portforward.k8s.io"
 CHANNEL_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
 _CHUNK = 32 * 1024
+PORTFORWARD_PROTOCOL = "portforward.k8s.io"
+_QUEUED_CHUNKS = 64
+_WRITE_BUFFER = 1024 * 1024
 
 
 async def pod_target(
@@ -90,6 +96,8 @@ def _ports(request: web.Request) -> list[int]:
 
 async def pod_portforward(request: web.Request, target: RequestTarget) -> web.StreamResponse:
     pod, node_tunnel = await pod_target(request, target)
+    if request.headers.get("Upgrade", "").lower().startswith("spdy/"):
+        return await _spdy_upgrade(request, node_tunnel, pod)
     ws = web.WebSocketResponse(
         protocols=(SPDY_TUNNEL, *CHANNEL_PROTOCOLS), max_msg_size=16 * 1024 * 1024
     )
@@ -102,7 +110,7 @@ async def pod_portforward(request: web.Request, target: RequestTarget) -> web.St
     await ws.prepare(request)
     try:
         if ws.ws_protocol == SPDY_TUNNEL:
-            await SpdyPortForward(ws, node_tunnel, pod).run()
+            await SpdyPortForward(WebSocketBytes(ws), node_tunnel, pod).run()
         else:
             await _channel_portforward(ws, node_tunnel, pod, ports)
     except (ConnectionError, RuntimeError):
@@ -187,13 +195,104 @@ class _Pair:
     task: asyncio.Task[None] | None = None
 
 
-class SpdyPortForward:
-    """A SPDY session on a websocket, each stream pair forwarded through the node's tunnel."""
+class SessionBytes(Protocol):
+    """Where a SPDY session's bytes come from and go to: a websocket or a hijacked socket."""
 
-    def __init__(
-        self, ws: web.WebSocketResponse, node_tunnel: NodeTunnel, pod: dict[str, Any]
-    ) -> None:
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+    async def send(self, data: bytes) -> None: ...
+
+
+class WebSocketBytes:
+    """The SPDY byte stream in a websocket's binary messages (kubectl's tunnel)."""
+
+    def __init__(self, ws: web.WebSocketResponse) -> None:
         self._ws = ws
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async for message in self._ws:
+            if message.type == WSMsgType.BINARY:
+                yield message.data
+
+    async def send(self, data: bytes) -> None:
+        await self._ws.send_bytes(data)
+
+
+class HijackedBytes:
+    """The connection of an HTTP ``Upgrade: SPDY/3.1`` (kubectl before 1.30, or with
+    KUBECTL_PORT_FORWARD_WEBSOCKETS=false), taken over from aiohttp, whose parser hands over
+    only websocket and tcp upgrades: its protocol's byte callbacks are replaced for the rest
+    of the connection, which the session closes when it ends."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: asyncio.Protocol) -> None:
+        self._transport = transport
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+        lost = protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            self._queue.put_nowait(b"")
+            lost(exc)
+
+        protocol.data_received = self._received  # type: ignore[method-assign]
+        protocol.connection_lost = connection_lost  # type: ignore[method-assign]
+
+    def _received(self, data: bytes) -> None:
+        self._queue.put_nowait(data)
+        if self._queue.qsize() > _QUEUED_CHUNKS:
+            self._transport.pause_reading()  # resumed as the session catches up
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        while data := await self._queue.get():
+            if self._queue.qsize() < _QUEUED_CHUNKS // 2:
+                self._transport.resume_reading()
+            yield data
+
+    async def send(self, data: bytes) -> None:
+        if self._transport.is_closing():
+            raise ConnectionError("the client closed the connection")
+        self._transport.write(data)
+        # A bare transport has no awaitable drain: wait while its buffer is over the mark.
+        while self._transport.get_write_buffer_size() > _WRITE_BUFFER:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+async def _spdy_upgrade(
+    request: web.Request, node_tunnel: NodeTunnel, pod: dict[str, Any]
+) -> web.StreamResponse:
+    offered = {
+        version.strip()
+        for header in request.headers.getall("X-Stream-Protocol-Version", [])
+        for version in header.split(",")
+    }
+    if PORTFORWARD_PROTOCOL not in offered:
+        raise status.ApiError(
+            403,
+            "Forbidden",
+            f"unable to upgrade: unable to negotiate protocol: client supports {sorted(offered)},"
+            f" server supports [{PORTFORWARD_PROTOCOL}]",
+        )
+    transport, protocol = request.transport, request.protocol
+    if not isinstance(transport, asyncio.Transport):
+        raise ConnectionError("the client went away")
+    conn = HijackedBytes(transport, protocol)
+    transport.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n"
+        b"X-Stream-Protocol-Version: " + PORTFORWARD_PROTOCOL.encode() + b"\r\n\r\n"
+    )
+    try:
+        await SpdyPortForward(conn, node_tunnel, pod).run()
+    except (ConnectionError, RuntimeError):
+        pass
+    finally:
+        transport.close()
+    return web.Response(status=101)  # not sent: the connection is closed
+
+
+class SpdyPortForward:
+    """A SPDY session, each stream pair forwarded through the node's tunnel."""
+
+    def __init__(self, conn: SessionBytes, node_tunnel: NodeTunnel, pod: dict[str, Any]) -> None:
+        self._conn = conn
         self._tunnel = node_tunnel
         self._pod = pod
         self._reader = SpdyReader()
@@ -204,14 +303,12 @@ class SpdyPortForward:
 
     async def _send(self, frame: bytes) -> None:
         async with self._send_lock:  # header compression state: one frame at a time, in order
-            await self._ws.send_bytes(frame)
+            await self._conn.send(frame)
 
     async def run(self) -> None:
         try:
-            async for message in self._ws:
-                if message.type != WSMsgType.BINARY:
-                    continue
-                for frame in self._reader.feed(message.data):
+            async for data in self._conn.chunks():
+                for frame in self._reader.feed(data):
                     await self._handle(frame)
         except SpdyError:
             await self._send(self._writer.goaway())
@@ -239,7 +336,7 @@ class SpdyPortForward:
     async def _new_stream(self, frame: Any) -> None:
         async with self._send_lock:
             # A SYN_REPLY answers every stream, as the kubelet's server connection does.
-            await self._ws.send_bytes(self._writer.syn_reply(frame.stream_id))
+            await self._conn.send(self._writer.syn_reply(frame.stream_id))
         kind = (frame.headers.get("streamtype") or [""])[0]
         request_id = (frame.headers.get("requestid") or [str(frame.stream_id)])[0]
         try:

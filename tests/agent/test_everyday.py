@@ -117,7 +117,9 @@ def _env(server: Server) -> dict[str, str]:
 
 
 @contextmanager
-def background(server: Server, *args: str, ready: str, count: int = 1) -> Iterator[list[str]]:
+def background(
+    server: Server, *args: str, ready: str, count: int = 1, env: dict[str, str] | None = None
+) -> Iterator[list[str]]:
     """``kubectl ARGS`` running until the block ends; yields its first ``count`` lines that
     match ``ready`` (kubectl prints them once it listens)."""
     process = subprocess.Popen(
@@ -125,7 +127,7 @@ def background(server: Server, *args: str, ready: str, count: int = 1) -> Iterat
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env=_env(server),
+        env={**_env(server), **(env or {})},
     )
     found: list[str] = []
     try:
@@ -192,6 +194,20 @@ def test_port_forward_a_pod_two_ports_ten_megabytes_each_way(server: Server) -> 
         assert hashlib.sha256(downloaded).hexdigest() == remote_sum.stdout.split()[0]
         upload = os.urandom(BIG)
         assert _echo(ports[9000], upload) == upload
+
+
+def test_port_forward_over_plain_spdy(server: Server) -> None:
+    # kubectl before 1.30, or told not to use websockets: an HTTP upgrade to SPDY/3.1.
+    with background(
+        server,
+        "port-forward",
+        "pod/web",
+        ":8080",
+        ready=r"Forwarding from 127",
+        env={"KUBECTL_PORT_FORWARD_WEBSOCKETS": "false"},
+    ) as lines:
+        ports = _local_ports(lines)
+        assert len(_get(f"http://127.0.0.1:{ports[8080]}/big")) == BIG
 
 
 def test_port_forward_a_service(server: Server) -> None:
