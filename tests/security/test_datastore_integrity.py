@@ -111,6 +111,7 @@ def _server(data_dir: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
+@pytest.mark.integration
 def test_server_refuses_an_emptied_database_of_its_cluster(tmp_path: Path) -> None:
     """The CLI: a 0-byte state.db where a cluster ran stops the server with one line."""
     first = _server(tmp_path)
