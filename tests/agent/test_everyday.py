@@ -58,7 +58,13 @@ SERVICE = {
     "apiVersion": "v1",
     "kind": "Service",
     "metadata": {"name": "websvc", "namespace": "default"},
-    "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    "spec": {
+        "selector": {"app": "web"},
+        "ports": [
+            {"name": "http", "port": 80, "targetPort": 8080},
+            {"name": "echo", "port": 9000, "targetPort": 9000},
+        ],
+    },
 }
 SHELL = {
     "apiVersion": "v1",
@@ -210,13 +216,21 @@ def test_port_forward_over_plain_spdy(server: Server) -> None:
         assert len(_get(f"http://127.0.0.1:{ports[8080]}/big")) == BIG
 
 
-def test_port_forward_a_service(server: Server) -> None:
+def test_port_forward_a_service_ten_megabytes_each_way(server: Server) -> None:
     with background(
-        server, "port-forward", "service/websvc", ":80", ready=r"Forwarding from 127"
+        server,
+        "port-forward",
+        "service/websvc",
+        ":80",
+        ":9000",
+        ready=r"Forwarding from 127",
+        count=2,
     ) as lines:
         ports = _local_ports(lines)
-        # kubectl resolves the Service to a pod and forwards to its target port.
-        assert _get(f"http://127.0.0.1:{ports[8080]}/index.html") == b"hello\n"
+        # kubectl resolves the Service to a pod and forwards to its target ports.
+        assert len(_get(f"http://127.0.0.1:{ports[8080]}/big")) == BIG
+        upload = os.urandom(BIG)
+        assert _echo(ports[9000], upload) == upload
 
 
 def test_kubectl_proxy_reaches_a_pod_and_a_service(server: Server) -> None:
@@ -225,7 +239,7 @@ def test_kubectl_proxy_reaches_a_pod_and_a_service(server: Server) -> None:
         base = f"http://127.0.0.1:{port}/api/v1/namespaces/default"
         assert _get(f"{base}/services/websvc:80/proxy/index.html") == b"hello\n"
         assert _get(f"{base}/pods/web:8080/proxy/index.html") == b"hello\n"
-        assert len(_get(f"{base}/services/websvc/proxy/big")) == BIG
+        assert len(_get(f"{base}/services/websvc:http/proxy/big")) == BIG
 
 
 def test_client37_text_exec_with_stdin_and_port_forward(server: Server) -> None:
