@@ -55,9 +55,9 @@ def _client(prefix: list[str], address: str, *args: str, timeout: float) -> dict
 
 
 def _compare(
-    paths: dict[str, tuple[list[str], list[str], str]], seconds: float, log: Path
+    paths: dict[str, tuple[list[str], list[str], str]], seconds: float, log: Path, runs: int
 ) -> dict[str, dict[str, float]]:
-    """Throughput (median of 3) and round trips for each path, the paths' runs interleaved.
+    """Throughput (median of ``runs``) and round trips for each path, the runs interleaved.
 
     ``paths`` maps a name to (server prefix, client prefix, server address). Interleaving
     makes a ratio between paths robust against the machine's load changing during the run.
@@ -72,7 +72,7 @@ def _compare(
     ]
     try:
         rates: dict[str, list[float]] = {name: [] for name in paths}
-        for _ in range(3):
+        for _ in range(runs):
             for name, (_, client, address) in paths.items():
                 result = _client(
                     client, address, "--mode", "stream", "--seconds", str(seconds),
@@ -161,7 +161,7 @@ def _route_times(cluster: NetnsCluster, watcher: Host, rounds: int) -> list[floa
     return times
 
 
-def _backend(backend: str, root: Path, seconds: float, rounds: int) -> dict[str, Any]:
+def _backend(backend: str, root: Path, seconds: float, rounds: int, runs: int) -> dict[str, Any]:
     with Topology(3) as topology:
         h1, h3 = topology.hosts[0], topology.hosts[2]
         with NetnsCluster(topology, root / backend, backend=backend) as cluster:
@@ -177,9 +177,9 @@ def _backend(backend: str, root: Path, seconds: float, rounds: int) -> dict[str,
                 "pods": (enter_b, enter_a, address),
             }
             log = root / f"{backend}-netperf.log"
-            result: dict[str, Any] = _compare(paths, seconds, log)
+            result: dict[str, Any] = _compare(paths, seconds, log, runs)
             _shape(topology.hosts, LINK_RATE)
-            shaped = _compare(paths, seconds, log)
+            shaped = _compare(paths, seconds, log, runs)
             result["lan_1gbit"], result["pods_1gbit"] = shaped["lan"], shaped["pods"]
             if backend == "vxlan":
                 result["node_to_route_ms"] = _route_times(cluster, topology.hosts[1], rounds)
@@ -224,7 +224,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     rounds = 5 if quick else 10
     root = Path(tempfile.mkdtemp(prefix="k3py-network-bench-"))
     try:
-        backends = {b: _backend(b, root, seconds, rounds) for b in ("vxlan", "host-gw")}
+        runs = 3 if quick else 5
+        backends = {b: _backend(b, root, seconds, rounds, runs) for b in ("vxlan", "host-gw")}
         without = _rss_without_network(root)
         churn = _sandboxes(30 if quick else 100)
     except Exception as err:
