@@ -239,3 +239,20 @@ async def test_no_upstream_answers_servfail(cache: ServiceCache) -> None:
         assert reply.header.rcode == RCODE.SERVFAIL
     finally:
         await server.stop()
+
+
+def test_packed_answers_are_reused_until_the_cache_changes(cache: ServiceCache) -> None:
+    zone = ClusterZone(cache)
+    first = DNSRecord.question("web.default.svc.cluster.local")
+    again = DNSRecord.question("web.default.svc.cluster.local")
+    packed = zone.answer_packed(first, 512)
+    assert packed is not None
+    reused = zone.answer_packed(again, 512)
+    assert reused is not None
+    assert DNSRecord.parse(reused).header.id == again.header.id
+    assert rdatas(DNSRecord.parse(reused)) == ["10.43.0.20"]
+    cache.set_service(_service("web", "10.43.0.99"))
+    changed = zone.answer_packed(DNSRecord.question("web.default.svc.cluster.local"), 512)
+    assert changed is not None
+    assert rdatas(DNSRecord.parse(changed)) == ["10.43.0.99"]
+    assert zone.answer_packed(DNSRecord.question("example.org"), 512) is None

@@ -22,6 +22,7 @@ from k3py.cluster.agent.dns.zone import ClusterZone
 logger = logging.getLogger("k3py.agent.dns")
 
 UDP_PAYLOAD = 512  # without EDNS0, the most a UDP answer may carry
+TCP_PAYLOAD = 65535
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -39,26 +40,21 @@ class _Udp(asyncio.DatagramProtocol):
             request = DNSRecord.parse(data)
         except Exception:  # dnslib raises several types on garbage; drop it as servers do
             return
-        local = self.server.zone.answer(request)
+        local = self.server.zone.answer_packed(request, self._limit(request))
         if local is not None:
-            self._send(self._fit(request, local), addr)
+            self._send(local, addr)
             return
         task = asyncio.create_task(self._forward(request, data, addr))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
     @staticmethod
-    def _fit(request: DNSRecord, reply: DNSRecord) -> bytes:
+    def _limit(request: DNSRecord) -> int:
         limit = UDP_PAYLOAD
         for option in request.ar:
             if option.rtype == 41:  # OPT: the client's UDP payload size
                 limit = max(UDP_PAYLOAD, int(option.rclass))
-        packed: bytes = reply.pack()
-        if len(packed) > limit:
-            reply = request.reply()
-            reply.header.tc = 1
-            packed = reply.pack()
-        return packed
+        return limit
 
     async def _forward(
         self, request: DNSRecord, data: bytes, addr: tuple[str | object, int]
@@ -106,9 +102,9 @@ class DnsServer:
                     request = DNSRecord.parse(data)
                 except Exception:  # malformed: end this connection
                     return
-                local = self.zone.answer(request)
+                local = self.zone.answer_packed(request, TCP_PAYLOAD)
                 if local is not None:
-                    answer: bytes = local.pack()
+                    answer = local
                 else:
                     answer = await self.forwarder.resolve(request, data, tcp=True)
                 writer.write(struct.pack("!H", len(answer)) + answer)
