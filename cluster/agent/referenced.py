@@ -91,6 +91,9 @@ class ReferencedObjects:
                 timeout = max(0.0, refresh_due - loop.time())
             else:
                 timeout = RETRY_SECONDS
+            if not self._wanted:
+                await self._wake.wait()  # nothing to keep fresh: sleep until a pod needs one
+                continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
