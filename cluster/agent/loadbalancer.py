@@ -169,6 +169,10 @@ class ServerLoadBalancer:
                 await _pipe_both(reader, writer, up_reader, up_writer)
             finally:
                 up_writer.close()
+        except asyncio.CancelledError:
+            # Only this balancer cancels a pipe (a silent server, or stop); asyncio's server
+            # callback would report a cancelled connection task as an error.
+            pass
         finally:
             writer.close()
             self._pipes.discard(task)

@@ -70,7 +70,8 @@ def subsets(endpoints: list[str]) -> list[Object]:
     by_port: dict[int, set[str]] = {}
     for endpoint in endpoints:
         address, _, port = endpoint.rpartition(":")
-        by_port.setdefault(int(port), set()).add(address.strip("[]"))
+        if address and port.isdigit():
+            by_port.setdefault(int(port), set()).add(address.strip("[]"))
     return [
         {
             "addresses": [{"ip": ip} for ip in sorted(by_port[port])],
@@ -156,11 +157,7 @@ class ApiServerLease:
             )
             with contextlib.suppress(status.ApiError):  # created meanwhile: renewed next time
                 await engine.create_object(self.ctx, self.leases, body)
-        leases = [
-            lease
-            for lease in await self.ctx.objects.list_all(self.leases, NAMESPACE)
-            if (lease["metadata"].get("labels") or {}).get(LABEL) == "true"
-        ]
+        leases = await self._server_leases()
         live = sorted(set(live_endpoints(leases, now)) | {self.endpoint})
         await self._write_endpoints(live)
         for lease in stale_leases(leases, now):
@@ -170,6 +167,14 @@ class ApiServerLease:
                     self.ctx, self.leases, NAMESPACE, lease["metadata"]["name"], DeleteOptions()
                 )
         return live
+
+    async def _server_leases(self) -> list[Object]:
+        """The API servers' Leases (kube-system holds others, the control plane's among them)."""
+        return [
+            lease
+            for lease in await self.ctx.objects.list_all(self.leases, NAMESPACE)
+            if (lease["metadata"].get("labels") or {}).get(LABEL) == "true"
+        ]
 
     async def _write_endpoints(self, live: list[str]) -> None:
         wanted = subsets(live)
@@ -186,7 +191,7 @@ class ApiServerLease:
         """A clean stop: remove this server's Lease and its entry from the Endpoints."""
         with contextlib.suppress(status.ApiError):
             await engine.mutate(self.ctx, self.leases, NAMESPACE, self.name, _expired)
-        leases = await self.ctx.objects.list_all(self.leases, NAMESPACE)
+        leases = await self._server_leases()
         live = [e for e in live_endpoints(leases, self.clock()) if e != self.endpoint]
         if live:
             await self._write_endpoints(live)
@@ -200,7 +205,7 @@ def _expired(lease: Object) -> Object:
 async def renew_quietly(lease: ApiServerLease) -> None:
     try:
         await lease.renew()
-    except (StoreError, status.ApiError) as error:
+    except (StoreError, status.ApiError, ValueError) as error:
         logger.warning(
             "cannot renew the API server lease; retrying", extra={"fields": {"error": str(error)}}
         )
@@ -213,8 +218,12 @@ async def run_apiserver_lease(lease: ApiServerLease, stopping: asyncio.Event) ->
             await asyncio.wait_for(stopping.wait(), PERIOD)
         if not stopping.is_set():
             await renew_quietly(lease)
-    with contextlib.suppress(StoreError, status.ApiError):
+    try:
         await lease.withdraw()
+    except Exception as error:  # stopping anyway: the Lease then expires by itself
+        logger.warning(
+            "cannot withdraw the API server lease", extra={"fields": {"error": str(error)}}
+        )
 
 
 async def stop(task: asyncio.Task[None] | None) -> None:
@@ -223,4 +232,4 @@ async def stop(task: asyncio.Task[None] | None) -> None:
         return
     with contextlib.suppress(asyncio.TimeoutError, Exception):
         await asyncio.wait_for(asyncio.shield(task), 2.0)
-    await cancel_and_wait(task)
+    await cancel_and_wait(task, log=logger)

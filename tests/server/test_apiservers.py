@@ -31,6 +31,10 @@ def test_only_servers_that_renewed_within_their_lease_are_live() -> None:
     assert live_endpoints(leases, NOW) == ["192.0.2.1:6443", "192.0.2.2:6443"]
 
 
+def test_holders_that_are_not_addresses_are_ignored() -> None:
+    assert subsets(["vm_32075", "192.0.2.1:6443"]) == subsets(["192.0.2.1:6443"])
+
+
 def test_servers_sharing_a_port_share_a_subset() -> None:
     assert subsets(
         ["192.0.2.2:6443", "127.0.0.1:7443", "192.0.2.1:6443", "[2001:db8::1]:6443"]
