@@ -199,7 +199,7 @@ def test_a_server_with_a_wrong_token_is_refused_and_changes_nothing(ha: HaCluste
     before = ha.postgres.psql("SELECT value FROM k3py_log WHERE name = '/bootstrap/k3py'", _db(ha))
     intruder = _server(ha.root, "intruder", ha.endpoint, "not-the-cluster-token")
     with pytest.raises(RuntimeError, match="exited early"):
-        intruder.start(timeout=20)
+        intruder.start(timeout=60)
     errors = [line for line in intruder.log().splitlines() if line.startswith("k3py: error")]
     assert errors == [
         "k3py: error: --token does not match the cluster in this datastore; pass the token of"
