@@ -33,7 +33,10 @@ DIAL_TIMEOUT = 2.0
 REFRESH_PERIOD = 5.0
 HEALTH_PERIOD = 2.0
 FAILED_BACKOFF = 5.0
-_CHUNK = 64 * 1024
+# A TLS record is at most 16 KiB: reading that much at a time keeps each pipe's buffers small
+# (the agent's memory budget is tight) without splitting records further.
+_CHUNK = 16 * 1024
+_BUFFER = 2 * _CHUNK
 
 
 def address_of(url: str) -> str:
@@ -100,7 +103,7 @@ class ServerLoadBalancer:
         return [str(s) for s in saved] if isinstance(saved, list) else []
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(self._accept, sock=self._sock)
+        self._server = await asyncio.start_server(self._accept, sock=self._sock, limit=_BUFFER)
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -134,7 +137,7 @@ class ServerLoadBalancer:
             host, port = _split(address)
             try:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(host, port), DIAL_TIMEOUT
+                    asyncio.open_connection(host, port, limit=_BUFFER), DIAL_TIMEOUT
                 )
             except (OSError, TimeoutError) as error:
                 self._failed[address] = self._clock()
