@@ -22,6 +22,7 @@ from aiohttp import WSMsgType, web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import by_kind
+from k3py.cluster.server import spdyexec
 from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.http import RequestTarget
 from k3py.cluster.server.tunnel import TUNNELS, NodeStream, NodeTunnel
@@ -196,12 +197,6 @@ async def _session(
     request: web.Request, target: RequestTarget, kind: str, command: list[str]
 ) -> web.StreamResponse:
     pod, container, node_tunnel = await _pod_and_tunnel(request, target)
-    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
-    if not ws.can_prepare(request).ok:
-        raise status.bad_request(
-            f"Upgrade request required: {kind} speaks the websocket channel protocol"
-            " (v5.channel.k8s.io or v4.channel.k8s.io)"
-        )
     params = {
         **_pod_params(pod, container),
         "command": command,
@@ -210,6 +205,16 @@ async def _session(
         "stderr": _flag(request, "stderr") or "stderr" not in request.query,
         "tty": _flag(request, "tty"),
     }
+    if spdyexec.wants_spdy(request):
+        return await spdyexec.serve(
+            request, node_tunnel, kind, params, lambda done: _exit_status(done, command)
+        )
+    ws = web.WebSocketResponse(protocols=EXEC_PROTOCOLS, max_msg_size=16 * 1024 * 1024)
+    if not ws.can_prepare(request).ok:
+        raise status.bad_request(
+            f"Upgrade request required: {kind} speaks the websocket channel protocol"
+            " (v5.channel.k8s.io or v4.channel.k8s.io) or SPDY/3.1"
+        )
     stream = await node_tunnel.open(kind, params)
     try:
         await ws.prepare(request)

@@ -262,3 +262,34 @@ def test_kubectl_attach_it_to_a_shell(server: Server) -> None:
         child.terminate(force=True)
     # Detaching leaves the process running.
     assert server.pod_running("talker")
+
+
+def test_exec_and_attach_over_plain_spdy(server: Server) -> None:
+    # kubectl before 1.30, or told not to use websockets: an HTTP upgrade to SPDY/3.1.
+    env = {**_env(server), "KUBECTL_REMOTE_COMMAND_WEBSOCKETS": "false"}
+
+    def kubectl(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBECTL, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    piped = kubectl("exec", "-i", "shell", "--", "sh", stdin="echo $((6 * 7))\n")
+    assert piped.stdout.strip() == "42", piped.stderr
+    failed = kubectl("exec", "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+    assert (failed.returncode, failed.stdout) == (7, "out\n")
+    assert "err" in failed.stderr
+    child = pexpect.spawn(KUBECTL, ["attach", "-it", "talker", "-c", "sh"], env=env, timeout=30)
+    try:
+        child.expect("try pressing enter")
+        child.sendline("")
+        child.expect("#")
+        child.sendline("echo spdy-$((6 * 7))")
+        child.expect("spdy-42")
+    finally:
+        child.terminate(force=True)
