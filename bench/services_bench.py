@@ -278,6 +278,7 @@ def run(*, quick: bool = False) -> dict[str, Any]:
     if os.geteuid() != 0 or shutil.which("nft") is None:
         return {"skipped": "needs root and nft"}
     root = Path(tempfile.mkdtemp(prefix="k3py-services-bench-"))
+    load_before = os.getloadavg()[0]
     try:
         rules = _rules(quick)
         dns = _dns(quick, root)
@@ -311,6 +312,8 @@ def run(*, quick: bool = False) -> dict[str, Any]:
         },
         "rules": rules,
         "dns": dns,
+        # The machine may be shared: nft's cost follows the CPU it gets.
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
 
 
