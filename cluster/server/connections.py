@@ -39,7 +39,11 @@ MAX_FIELD_BYTES = 16 * 1024
 HANDLER_ARGS: dict[str, Any] = {
     "max_line_size": MAX_LINE_BYTES,
     "max_field_size": MAX_FIELD_BYTES,
+    # An idle kept-alive connection, or one trickling its next request head, is closed after
+    # this long (aiohttp closes it only while no request head is complete).
     "keepalive_timeout": 75.0,
+    # The server logs requests itself (the access_log middleware, with --debug).
+    "access_log": None,
 }
 FIRST_REQUEST_SECONDS = 10.0
 TLS_HANDSHAKE_SECONDS = 10.0
