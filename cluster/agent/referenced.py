@@ -4,7 +4,8 @@ The server's Node authorizer lets a node read only the objects its pods refer to
 time, so the agent cannot watch them all with one list and watch. A watch per object would
 hold a connection each (a board keeps only a few), so :class:`ReferencedObjects` does what the
 kubelet's ``Cache`` strategy does: it GETs an object as soon as a pod needs it and re-reads
-every object in use each :attr:`refresh_seconds`, telling its owner about every change.
+every object in use each :attr:`refresh_seconds` (longer when a node uses many, so that it
+sends at most two reads a second), telling its owner about every change.
 Objects no pod uses any more are forgotten. While the server is unreachable it waits and
 retries; the pods keep running from the local store meanwhile.
 """
@@ -27,6 +28,7 @@ Object = dict[str, Any]
 Reference = tuple[str, str, str]  # (kind plural, namespace, name)
 KINDS = {"configmaps": by_kind("v1", "ConfigMap"), "secrets": by_kind("v1", "Secret")}
 REFRESH_SECONDS = 10.0
+SECONDS_PER_OBJECT = 0.5
 RETRY_SECONDS = 5.0
 
 
@@ -87,7 +89,9 @@ class ReferencedObjects:
             keys = self._wanted if everything else self._wanted - self._objects.keys()
             if await self._read(sorted(keys)):
                 if everything:
-                    refresh_due = started + self.refresh_seconds
+                    # At most two reads a second from a node however many objects it uses.
+                    period = max(self.refresh_seconds, len(self._wanted) * SECONDS_PER_OBJECT)
+                    refresh_due = started + period
                 timeout = max(0.0, refresh_due - loop.time())
             else:
                 timeout = RETRY_SECONDS
