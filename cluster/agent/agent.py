@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -297,6 +298,11 @@ async def run_agent(settings: AgentSettings) -> None:
     identity = await ensure_identity(settings)
     agent = Agent(settings, identity, clock)
     await agent.start()
+    from k3py.cluster import sdnotify
+
+    # The server's own agent is its child: the unit's readiness is the server's to report.
+    if not os.environ.get("K3PY_PARENT_PID"):
+        sdnotify.ready(f"node {identity.node_name} is running")
     try:
         await until_signalled()
         logger.info("k3py agent is stopping; containers keep running")

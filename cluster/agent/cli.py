@@ -41,6 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Docker engine's socket (default %(default)s)",
     )
     add("--pause-image", default="k3py/pause:1", help="the pod sandbox image (built when absent)")
+    # K3s's switch from containerd to Docker: Docker is the engine k3py always runs on.
+    add("--docker", action="store_true", help="use Docker (k3py's engine; accepted as K3s's flag)")
     add(
         "--flannel-backend",
         choices=FLANNEL_BACKENDS,

@@ -93,7 +93,9 @@ class _Static:
             name = request.match_info.get("name", "k3py.whl")
             if name not in ("k3py.whl", wheel_name()):
                 raise ApiError(
-                    404, "NotFound", f"this server runs k3py {__version__}: it serves {wheel_name()}"
+                    404,
+                    "NotFound",
+                    f"this server runs k3py {__version__}: it serves {wheel_name()}",
                 )
             async with self._lock:
                 if self._wheel is None or not self._wheel.is_file():

@@ -71,6 +71,8 @@ def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
         help="the Docker engine's socket (default: the agent's, unix:///var/run/docker.sock)",
     )
     add("--pause-image", default="", help="the pod sandbox image (default: the agent's)")
+    # K3s's switch from containerd to Docker: Docker is the engine k3py always runs on.
+    add("--docker", action="store_true", help="use Docker (k3py's engine; accepted as K3s's flag)")
     add(
         "--flannel-backend",
         choices=FLANNEL_BACKENDS,

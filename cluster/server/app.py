@@ -450,8 +450,12 @@ async def serve(settings: ServerSettings) -> None:
         health.add_check(app, "poststarthook/start-controllers", _running(control))
         health.add_check(app, "informer-sync", observer.informer_sync_check)
         control.add_done_callback(_report_crash)
+        from k3py.cluster import sdnotify
+
+        sdnotify.ready(f"serving on {settings.bind_address}:{port}")  # Type=notify units
         await until_signalled()
         logger.info("k3py server is stopping")
+        sdnotify.stopping()
         stop_control.set()
         with contextlib.suppress(asyncio.TimeoutError, Exception):
             await asyncio.wait_for(control, 5.0)

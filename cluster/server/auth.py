@@ -127,7 +127,8 @@ def is_anonymous_path(path: str) -> bool:
     """True for URLs anyone may reach: the ``ANONYMOUS_PATHS`` and their health sub-checks."""
     if path in ANONYMOUS_PATHS or path == "/version/":
         return True
-    return path.startswith(("/healthz/", "/livez/", "/readyz/"))
+    # /static/: the installer (anonymous) and the wheel (checks the join token itself).
+    return path.startswith(("/healthz/", "/livez/", "/readyz/", "/static/"))
 
 
 def _token_digest(token: str) -> bytes:

@@ -281,6 +281,10 @@ def add_routes(app: web.Application, pki: ClusterPKI, token: str) -> None:
     app.router.add_get("/ping", supervisor.ping)
     app.router.add_post(NODE_CERTIFICATE_PATH, supervisor.node_certificate)
     app.router.add_get(CONNECT_PATH, supervisor.connect)
+    from k3py.cluster import install
+
+    # The installer and the wheel a joining machine installs (the wheel needs the join token).
+    install.add_routes(app, supervisor.join_token_valid, pki.tls_dir.parent / "static")
     from k3py.cluster.server.tunnel import TUNNELS, TunnelHub
 
     hub = app[TUNNELS] = TunnelHub()

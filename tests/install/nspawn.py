@@ -47,6 +47,8 @@ def tree() -> Path:
     argv = ["mmdebstrap", "--variant=minbase", "--include=" + ",".join(PACKAGES), SUITE,
             str(partial), MIRROR]  # fmt: skip
     subprocess.run(argv, check=True, capture_output=True)
+    # mmdebstrap copies the build host's name; each machine takes the one nspawn gives it.
+    (partial / "etc" / "hostname").unlink(missing_ok=True)
     partial.rename(root)
     return root
 
@@ -71,9 +73,10 @@ class Machine:
                 "HOME=/root", "sh", "-c", script]  # fmt: skip
         result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
         if check and result.returncode != 0:
+            journal = self.run("journalctl --no-pager -n 30 -o cat -u 'k3py*'", check=False)
             raise AssertionError(
                 f"{self.name}: {script!r} exited {result.returncode}:\n"
-                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+                f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}\n{journal.stdout}"
             )
         return result
 
