@@ -82,6 +82,21 @@ def test_seed_lines_make_a_two_node_cluster_and_uninstall_leaves_nothing(
     token = server.run("cat /var/lib/k3py/server/token").stdout.strip()
     ca = server.run("cat /var/lib/k3py/server/tls/server-ca.crt").stdout
     agent.run(f"cat > /run/server-ca.crt <<'EOF'\n{ca}EOF")
+    # The wheel needs the join token; a token of another cluster's CA is refused before the
+    # installer downloads anything (the final file comparison shows nothing was written).
+    code = agent.run(
+        "curl -s -o /dev/null -w '%{http_code}' --cacert /run/server-ca.crt"
+        f" https://{SERVER_IP}:6443/static/k3py.whl"
+    ).stdout
+    assert code == "401"
+    forged = "K10" + "0" * 64 + token[token.index("::") :]
+    refused = agent.run(
+        f"curl -sfL --cacert /run/server-ca.crt https://{SERVER_IP}:6443/static/install.sh"
+        f" | K3PY_URL=https://{SERVER_IP}:6443 K3PY_TOKEN={forged} sh -",
+        check=False,
+    )
+    assert refused.returncode == 1
+    assert "does not match the token's hash" in refused.stderr
     started = time.monotonic()
     agent.run(
         f"curl -sfL --cacert /run/server-ca.crt https://{SERVER_IP}:6443/static/install.sh"
