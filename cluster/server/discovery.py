@@ -15,6 +15,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import ResourceInfo, group_versions, resources_in
+from k3py.cluster.server import componentstatus
 from k3py.cluster.server.metrics import resource_api
 from k3py.cluster.server.rest.http import json_response
 
@@ -116,6 +117,8 @@ async def core_resources(request: web.Request) -> web.Response:
     document = resource_list("", request.match_info["version"])
     if document is None:
         raise status.path_not_found(request.path)
+    if document["groupVersion"] == "v1":  # computed on each request, outside the registry
+        document["resources"].append(componentstatus.discovery_entry())
     return json_response(document)
 
 
@@ -141,6 +144,7 @@ async def group_resources(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
+    componentstatus.add_routes(app)
     app.router.add_get("/api", core_versions)
     app.router.add_get("/api/", core_versions)
     app.router.add_get("/api/{version}", core_resources)

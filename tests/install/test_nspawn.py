@@ -120,6 +120,9 @@ def test_seed_lines_make_a_two_node_cluster_and_uninstall_leaves_nothing(
         time.sleep(1)
     assert rows["k3pyinst-server"][2] == "control-plane,master"
     assert rows["k3pyinst-agent"][2] == "<none>"
+    statuses = _kubectl(server, kubeconfig, "get", "componentstatuses", "--no-headers")
+    health = {line.split()[0]: line.split()[1] for line in statuses.splitlines()}
+    assert health == {"scheduler": "Healthy", "controller-manager": "Healthy", "etcd-0": "Healthy"}
     print(f"install: server {server_seconds:.1f} s, agent {agent_seconds:.1f} s")
     print("server files:", server.run("cat /usr/lib/k3py/files").stdout)
 

@@ -20,6 +20,7 @@ from aiohttp.typedefs import Handler
 
 from k3py.cluster.api import status
 from k3py.cluster.api.resources import by_kind
+from k3py.cluster.server import componentstatus
 from k3py.cluster.server.auth import (
     RequestAttributes,
     UserInfo,
@@ -105,8 +106,10 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         raise status.unauthorized()
     request[USER_KEY] = user
     if is_resource_path(request.path):
-        attrs = metrics_paths.request_attributes(request.path, request.method) or attributes(
-            parse_target(request), request.query
+        attrs = (
+            metrics_paths.request_attributes(request.path, request.method)
+            or componentstatus.request_attributes(request.path, request.method)
+            or attributes(parse_target(request), request.query)
         )
     else:
         attrs = RequestAttributes(
