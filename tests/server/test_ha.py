@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import http.client
 import json
 import threading
 import time
@@ -159,8 +160,8 @@ class Writers:
             for server in servers:
                 try:
                     status, _ = _request(server, "POST", CONFIGMAPS, _configmap(name))
-                except OSError:
-                    continue  # that server is gone: the next one
+                except (OSError, http.client.HTTPException):
+                    continue  # that server is gone (perhaps mid-answer): the next one
                 if status == 201:
                     with self._lock:
                         self.acknowledged.append(name)
