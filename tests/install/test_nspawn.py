@@ -10,6 +10,7 @@ board that keeps its OS runs. The uninstall scripts must leave each machine's fi
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import time
@@ -38,7 +39,9 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("systemd-nspawn") is None or shutil.which("mmdebstrap") is None:
         pytest.fail("systemd-nspawn and mmdebstrap are needed (make apt installs them)")
     out = tmp_path_factory.mktemp("bundle")
-    wheel = firmware.build_wheel(REPO, nspawn.cache_dir())
+    # K3PY_TEST_WHEEL: a wheel built elsewhere (a clean export) instead of this tree's.
+    given = os.environ.get("K3PY_TEST_WHEEL")
+    wheel = Path(given) if given else firmware.build_wheel(REPO, nspawn.cache_dir())
     shutil.copy(wheel, out / "k3py.whl")
     shutil.copy(REPO / "cluster" / "install" / "install.sh", out / "install.sh")
     return out
