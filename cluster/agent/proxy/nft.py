@@ -35,14 +35,17 @@ class NftCommand:
         self._prefix = ("ip", "netns", "exec", netns) if netns else ()
 
     async def _run(self, *args: str, stdin: str = "") -> tuple[int, str, str]:
-        process = await asyncio.create_subprocess_exec(
-            *self._prefix,
-            "nft",
-            *args,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                *self._prefix,
+                "nft",
+                *args,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        except FileNotFoundError:
+            raise NftError("the nft command is missing (Debian package nftables)") from None
         out, err = await process.communicate(stdin.encode())
         return process.returncode or 0, out.decode(), err.decode()
 
