@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,10 +108,28 @@ class NodeServices:
     def start(self) -> None:
         self.source.start()
         if self.config.enabled:
-            self._tasks.append(asyncio.create_task(self.proxier.run(), name="service-proxy"))
-            self._tasks.append(asyncio.create_task(self._serve_dns(), name="cluster-dns"))
+            for name, work in (
+                ("service-proxy", self.proxier.run),
+                ("cluster-dns", self._serve_dns),
+            ):
+                self._tasks.append(asyncio.create_task(self._keep(name, work), name=name))
         else:
             self._tasks.append(asyncio.create_task(self._remove_rules(), name="service-cleanup"))
+
+    async def _keep(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        """Run ``work`` until cancelled; a failure is logged with its traceback and retried."""
+        while True:
+            try:
+                await work()
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "service task failed; restarting it", extra={"fields": {"task": name}}
+                )
+                self.proxier.mark_all()
+                await self.clock.sleep(RESTART_SECONDS)
 
     async def _serve_dns(self) -> None:
         while True:

@@ -67,6 +67,11 @@ class Proxier:
         self._dirty.setdefault(key, time.monotonic())
         self._wake.set()
 
+    def mark_all(self) -> None:
+        """Replace everything at the next pass (after an unexpected failure)."""
+        self._full_needed = True
+        self._wake.set()
+
     def set_host_ports(self, ports: Iterable[HostPort]) -> None:
         fragment = rules.host_ports_fragment(ports)
         if fragment != self._host_ports:
