@@ -2,12 +2,13 @@
 
 Built from the same export the images' firmware is built from (in a git checkout, its tracked
 files only), so an untracked file of the working tree never reaches a shipped artefact either.
-Run: ``python -m tools.dist [--outdir dist]``.
+``install.sh`` is copied beside them. Run: ``python -m tools.dist [--outdir dist]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="k3py-dist-") as scratch:
         export = export_tree(REPO, Path(scratch, "src"))
         argv_build = [sys.executable, "-m", "build", "--outdir", str(args.outdir.resolve()), "."]
-        return subprocess.run(argv_build, cwd=export, check=False).returncode
+        code = subprocess.run(argv_build, cwd=export, check=False).returncode
+        if code == 0:
+            # The installer beside the wheel: the first server installs from these two files.
+            shutil.copy(export / "cluster" / "install" / "install.sh", args.outdir / "install.sh")
+        return code
 
 
 if __name__ == "__main__":
