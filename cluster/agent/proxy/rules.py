@@ -2,11 +2,14 @@
 
 The rules live in k3py's table ``inet k3py``, which the agent's parts share by name prefix
 (see :mod:`k3py.cluster.agent.network.nft`): every chain, set and map of the proxy starts with
-``svc-``. There is a fixed skeleton (base chains on the nat and filter hooks, and four verdict
-maps) and one :class:`Fragment` per service port: its chains (``svc-s-…`` picks an endpoint,
-``svc-e-…`` rewrites to it, ``svc-x-…`` handles NodePort and load-balancer traffic), its
-affinity sets and its entries in the maps. A packet to a service costs one map lookup however many
-services exist, and a change to one service touches only that service's fragment:
+``svc-``. There is a fixed skeleton (base chains on the nat and filter hooks, four verdict maps
+and the hairpin set) and one :class:`Fragment` per service port: its chains (``svc-s-…`` picks
+an endpoint with ``numgen random`` from a map of addresses and rewrites to it in one rule;
+``svc-e-…``, one per endpoint, only with ClientIP affinity, whose timed sets remember clients;
+``svc-x-…`` handles NodePort and load-balancer traffic, ``svc-l-…`` the node's own endpoints
+for ``externalTrafficPolicy: Local``) and its entries in the maps and the hairpin set. A packet
+to a service costs one map lookup however many services exist, and a change to one service
+touches only that service's fragment:
 :func:`diff` turns two versions of some fragments into the statements of one ``nft -f``
 transaction, and :func:`full_ruleset` replaces all of the proxy's objects in one transaction
 (everything named ``svc-…`` that the table holds is flushed and deleted, then defined anew),
@@ -16,8 +19,12 @@ Maps of the skeleton (keys ``daddr . l4proto . dport`` or ``l4proto . dport``):
 
 - ``svc-service-ips``: cluster IPs, load-balancer ingress and external IPs → the service's chain;
 - ``svc-service-nodeports``: nodePorts on any local address (``fib daddr type local``);
-- ``svc-no-endpoint-services`` / ``svc-no-endpoint-nodeports``: services without a ready endpoint →
-  reject, checked on the filter hooks so that a client is refused at once instead of hanging.
+- ``svc-no-endpoint-services`` / ``svc-no-endpoint-nodeports``: services without a ready
+  endpoint → reject, checked on the filter hooks so that a client is refused at once instead of
+  hanging;
+- ``svc-hairpin`` (a set of ``endpoint . endpoint`` pairs): connections that a service sent
+  back to their own source are masqueraded (several services may share an element; the
+  proxier counts its users).
 
 Masquerading follows kube-proxy: traffic from outside the cluster CIDR to a cluster IP,
 external traffic with ``externalTrafficPolicy: Cluster``, and hairpin traffic (a pod reaching
