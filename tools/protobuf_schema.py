@@ -46,6 +46,7 @@ _KINDS = {
 _EXTRA_KINDS = {
     "autoscaling/v1/Scale": "k8s.io.api.autoscaling.v1.Scale",
     "policy/v1/Eviction": "k8s.io.api.policy.v1.Eviction",
+    "authentication.k8s.io/v1/TokenRequest": "k8s.io.api.authentication.v1.TokenRequest",
     "v1/DeleteOptions": "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
     "meta.k8s.io/v1/DeleteOptions": "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
 }

@@ -91,7 +91,17 @@ RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo("", _CORE, "ConfigMap", "configmaps", "configmap", True, ("cm",)),
     ResourceInfo("", _CORE, "Secret", "secrets", "secret", True),
     ResourceInfo("", _CORE, "Event", "events", "event", True, ("ev",)),
-    ResourceInfo("", _CORE, "ServiceAccount", "serviceaccounts", "serviceaccount", True, ("sa",)),
+    ResourceInfo(
+        "",
+        _CORE,
+        "ServiceAccount",
+        "serviceaccounts",
+        "serviceaccount",
+        True,
+        ("sa",),
+        (),
+        ("token",),
+    ),
     ResourceInfo(
         "apps",
         "v1",

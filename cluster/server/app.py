@@ -397,6 +397,11 @@ async def serve(settings: ServerSettings) -> None:
         settings, datastore, authenticator, advertise_address=advertise_address(settings)
     )
     supervisor.add_routes(app, cluster_pki, join_token)
+    from k3py.cluster.server import satoken
+
+    app[satoken.SA_TOKENS] = satoken.ServiceAccountTokens(
+        satoken.ensure_signing_key(settings.data_dir)
+    )
     hub = app[TUNNELS]
     app[METRICS].scrape_state.tunnels = lambda: len(hub.nodes)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)

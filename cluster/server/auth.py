@@ -281,6 +281,8 @@ def _authorize_node(node: str, attrs: RequestAttributes) -> str | None:
             return None  # admit() checks the pod is bound to this node
         return f'node "{node}" may only update the status of and delete pods bound to it'
     if key in NODE_REFERENCED:
+        if key == ("", "serviceaccounts") and verb == "create" and sub == "token" and name:
+            return None  # check_references(); the handler checks the token's pod is bound here
         if verb in READ_VERBS and not sub and attrs.namespace and name:
             return None  # check_references() decides against the node's pods
         return (

@@ -33,6 +33,7 @@ from k3py.cluster.server.auth import (
 from k3py.cluster.server.metrics import nodeproxy as metrics_paths
 from k3py.cluster.server.rest.context import REST, USER_KEY
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
+from k3py.cluster.server.satoken import SA_TOKENS, looks_like_jwt
 
 Object = dict[str, Any]
 
@@ -54,6 +55,7 @@ def is_resource_path(path: str) -> bool:
 
 
 PODS = by_kind("v1", "Pod")
+SERVICE_ACCOUNTS = by_kind("v1", "ServiceAccount")
 
 
 def single_object_name(field_selector: str) -> str:
@@ -103,6 +105,8 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         return await handler(request)
     user = request.app[AUTHENTICATOR].authenticate(request)
     if user is None:
+        user = await _service_account_user(request)
+    if user is None:
         raise status.unauthorized()
     request[USER_KEY] = user
     if is_resource_path(request.path):
@@ -121,6 +125,25 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
     if reason is not None:
         raise _forbidden(user, attrs, reason)
     return await handler(request)
+
+
+async def _service_account_user(request: web.Request) -> UserInfo | None:
+    """The ServiceAccount a bearer JWT names, while it and its pod still exist."""
+    tokens = request.app.get(SA_TOKENS)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if tokens is None or scheme.lower() != "bearer" or not looks_like_jwt(token.strip()):
+        return None
+    ctx = request.app[REST]
+
+    async def uid_of(resource: str, namespace: str, name: str) -> str | None:
+        info = SERVICE_ACCOUNTS if resource == "serviceaccounts" else PODS
+        assert info is not None
+        found = await ctx.objects.get_or_none(info, namespace, name)
+        if found is None or found["metadata"].get("deletionTimestamp"):
+            return None
+        return str(found["metadata"].get("uid", ""))
+
+    return await tokens.authenticate(token.strip(), uid_of)
 
 
 async def _check_references(

@@ -17,7 +17,7 @@ from k3py.cluster.api import status
 from k3py.cluster.api.defaults import apply_defaults
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.api.validation import validate_create, validate_update
-from k3py.cluster.server.rest import services, strategy
+from k3py.cluster.server.rest import serviceaccounts, services, strategy
 from k3py.cluster.server.rest.context import CollectorWork, RestContext
 
 Object = dict[str, Any]
@@ -49,6 +49,8 @@ async def create_object(
 ) -> Object:
     """Store a new object (metadata and namespace already in place); returns it as stored."""
     strategy.prepare_for_create(info, obj, ctx.now())
+    if info.kind == "Pod":
+        await serviceaccounts.admit_pod(ctx, obj)
     apply_defaults(info, obj)
     _raise_invalid(info, obj, validate_create(info, obj))
     if check is not None:
@@ -70,8 +72,10 @@ async def create_object(
 
 
 async def ensure_service_account(ctx: RestContext, namespace: str) -> None:
-    """The ``default`` ServiceAccount of a namespace, as the service account controller makes."""
+    """The ``default`` ServiceAccount and the ``kube-root-ca.crt`` ConfigMap of a namespace, as
+    the service account controller and the root CA publisher make them."""
     assert SERVICE_ACCOUNTS is not None
+    await serviceaccounts.ensure_root_ca(ctx, namespace)
     if await ctx.objects.get_or_none(SERVICE_ACCOUNTS, namespace, "default") is not None:
         return
     account = {

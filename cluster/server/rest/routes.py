@@ -14,7 +14,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.server import nodeproxy, podproxy, portforward, watch
-from k3py.cluster.server.rest import delete, eviction, read, subresources, write
+from k3py.cluster.server.rest import delete, eviction, read, serviceaccounts, subresources, write
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
 Handler = Callable[[web.Request, RequestTarget], Awaitable[web.StreamResponse]]
@@ -53,6 +53,10 @@ def _pick(target: RequestTarget, request: web.Request) -> Handler:
         return portforward.pod_portforward
     if target.info.plural in ("pods", "services") and sub == "proxy":
         return podproxy.pod_proxy if target.info.plural == "pods" else podproxy.service_proxy
+    if target.info.plural == "serviceaccounts" and sub == "token":
+        if target.verb != "create":
+            raise status.method_not_allowed(request.method, request.path)
+        return serviceaccounts.create_token
     if sub in ("binding", "eviction"):
         if target.verb != "create":
             raise status.method_not_allowed(request.method, request.path)

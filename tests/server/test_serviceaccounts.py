@@ -1,0 +1,150 @@
+"""ServiceAccounts: tokens from ``kubectl create token``, pods' API credentials, root CA."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from k3py.cluster.server.satoken import (
+    Binding,
+    ServiceAccountTokens,
+    TokenError,
+    ensure_signing_key,
+)
+from tests.server.process import ServerProcess
+
+NS = "satest"
+
+
+def _claims(token: str) -> dict[str, object]:
+    payload = token.split(".")[1]
+    decoded: dict[str, object] = json.loads(base64.urlsafe_b64decode(payload + "=" * 4))
+    return decoded
+
+
+def test_token_round_trip_and_refusals(tmp_path: Path) -> None:
+    tokens = ServiceAccountTokens(ensure_signing_key(tmp_path))
+    binding = Binding("ns", "sa", "uid-1", "pod", "uid-2")
+    token, expires = tokens.issue(binding, ["api"], 600, now=1000)
+    assert expires == 1600
+    found, claims = tokens.verify(token, now=1100)
+    assert found == binding
+    assert claims["sub"] == "system:serviceaccount:ns:sa"
+    assert claims["aud"] == ["api"]
+    with pytest.raises(TokenError, match="expired"):
+        tokens.verify(token, now=1601)
+    head, body, sig = token.split(".")
+    forged = body[:-2] + ("AA" if body[-2:] != "AA" else "BB")
+    with pytest.raises(TokenError):
+        tokens.verify(f"{head}.{forged}.{sig}", now=1100)
+    other = ServiceAccountTokens(ensure_signing_key(tmp_path / "other"))
+    with pytest.raises(TokenError, match="signature"):
+        other.verify(token, now=1100)
+    # The key persists: a restarted server verifies the tokens it issued before.
+    again = ServiceAccountTokens(ensure_signing_key(tmp_path))
+    assert again.verify(token, now=1100)[0] == binding
+
+
+def _as_token(cluster: ServerProcess, token: str, path: str) -> int:
+    code, _ = cluster.request(
+        "GET", path, client_cert=False, headers={"Authorization": f"Bearer {token}"}
+    )
+    return code
+
+
+@pytest.mark.integration
+def test_service_account_life_cycle(cluster: ServerProcess) -> None:
+    cluster.kubectl("create", "namespace", NS)
+    root_ca = json.loads(
+        cluster.kubectl("get", "configmap", "kube-root-ca.crt", "-n", NS, "-o", "json").stdout
+    )
+    assert "BEGIN CERTIFICATE" in root_ca["data"]["ca.crt"]
+    cluster.kubectl("create", "serviceaccount", "robot", "-n", NS)
+    token = cluster.kubectl("create", "token", "robot", "-n", NS).stdout.strip()
+    claims = _claims(token)
+    assert claims["sub"] == f"system:serviceaccount:{NS}:robot"
+    assert claims["iss"] == "https://kubernetes.default.svc.cluster.local"
+    lifetime = int(str(claims["exp"])) - int(str(claims["iat"]))
+    assert lifetime == 3600
+    assert _as_token(cluster, token, "/api") == 200  # authenticated: discovery
+    assert _as_token(cluster, "eyJ.bad.token", "/api") == 401
+    cluster.kubectl("delete", "serviceaccount", "robot", "-n", NS)
+    assert _as_token(cluster, token, "/api") == 401  # the account is gone
+    short = cluster.kubectl(
+        "create", "token", "default", "-n", NS, "--duration", "10m", "--audience", "x"
+    ).stdout.strip()
+    assert _claims(short)["aud"] == ["x"]
+
+
+@pytest.mark.integration
+def test_pods_get_their_account_and_credentials(cluster: ServerProcess) -> None:
+    cluster.kubectl("create", "namespace", NS + "-pods")
+    manifest = {
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "namespace": NS + "-pods"},
+                "spec": {
+                    "containers": [{"name": "c", "image": "busybox"}],
+                    **({"automountServiceAccountToken": False} if name == "quiet" else {}),
+                },
+            }
+            for name in ("chatty", "quiet")
+        ],
+    }
+    cluster.kubectl("apply", "-f", "-", stdin=json.dumps(manifest))
+    chatty = json.loads(
+        cluster.kubectl("get", "pod", "chatty", "-n", NS + "-pods", "-o", "json").stdout
+    )
+    assert chatty["spec"]["serviceAccountName"] == "default"
+    volume = chatty["spec"]["volumes"][0]
+    assert volume["name"].startswith("kube-api-access-")
+    sources = volume["projected"]["sources"]
+    assert sources[0]["serviceAccountToken"]["path"] == "token"
+    assert sources[1]["configMap"]["name"] == "kube-root-ca.crt"
+    mount = chatty["spec"]["containers"][0]["volumeMounts"][0]
+    assert mount == {
+        "name": volume["name"],
+        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+        "readOnly": True,
+    }
+    quiet = json.loads(
+        cluster.kubectl("get", "pod", "quiet", "-n", NS + "-pods", "-o", "json").stdout
+    )
+    assert quiet["spec"]["serviceAccountName"] == "default"
+    assert not quiet["spec"].get("volumes")
+    # A token bound to the pod stops working once the pod is gone.
+    code, answer = cluster.request(
+        "POST",
+        f"/api/v1/namespaces/{NS}-pods/serviceaccounts/default/token",
+        {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": "chatty",
+                    "uid": chatty["metadata"]["uid"],
+                }
+            },
+        },
+    )
+    assert code == 201, answer
+    bound = answer["status"]["token"]
+    assert _claims(bound)["kubernetes.io"]["pod"]["name"] == "chatty"  # type: ignore[index]
+    assert _as_token(cluster, bound, "/api") == 200
+    cluster.kubectl(
+        "delete", "pod", "chatty", "-n", NS + "-pods", "--grace-period=0", "--force", "--wait=false"
+    )
+    deadline = time.monotonic() + 10
+    while _as_token(cluster, bound, "/api") != 401:
+        assert time.monotonic() < deadline, "the pod's token still works after its deletion"
+        time.sleep(0.2)
