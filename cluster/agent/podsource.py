@@ -23,6 +23,7 @@ from k3py.cluster.agent.autonomy.store import LocalStore, references
 from k3py.cluster.agent.podsync.loop import PodSync
 from k3py.cluster.agent.podsync.spec import Pod, meta
 from k3py.cluster.agent.referenced import Reference, ReferencedObjects
+from k3py.cluster.agent.satokens import PodTokens
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, EventRecorder, Informer, KubeApi
@@ -54,6 +55,9 @@ class StoreObjects:
         found: dict[str, Any] | None = self._get("secrets", namespace, name)
         return found
 
+    def service_account_token(self, pod: dict[str, Any], source: dict[str, Any]) -> str | None:
+        return self._pods.tokens.token(pod, source)
+
 
 class ClusterPods:
     def __init__(
@@ -67,6 +71,7 @@ class ClusterPods:
         self.sync: PodSync | None = None
         self.pods: Informer | None = None
         self.objects_followed = ReferencedObjects(api, self._object_changed)
+        self.tokens = PodTokens(api, self._token_changed)
         self._objects = StoreObjects(self)
         self._pending: dict[str, tuple[Pod, dict[str, Any]]] = {}
         self._tasks: list[asyncio.Task[Any]] = []
@@ -157,6 +162,7 @@ class ClusterPods:
         )
         self._tasks.append(self.pods.start())
         self.objects_followed.start()
+        self.tokens.start()
         self._tasks.append(asyncio.create_task(self._after_first_list(), name="pods-synced"))
         self._tasks.append(asyncio.create_task(self._flush_statuses(), name="pod-statuses"))
 
@@ -164,6 +170,7 @@ class ClusterPods:
         if self.pods is not None:
             await self.pods.stop()
         await self.objects_followed.stop()
+        await self.tokens.stop()
         await cancel_and_wait(*self._tasks, log=logger)
 
     async def _after_first_list(self) -> None:
@@ -223,6 +230,12 @@ class ClusterPods:
         for pod in self.sync.pods.values():
             wanted |= references(pod)
         self.objects_followed.follow(wanted)
+        self.tokens.follow(self.sync.pods.values())
+
+    def _token_changed(self, uid: str) -> None:
+        worker = self.sync.worker(uid) if self.sync is not None else None
+        if worker is not None:
+            worker.wake()
 
     def _object_changed(self, kind: str, obj: dict[str, Any]) -> None:
         if self.sync is None:

@@ -25,6 +25,7 @@ from typing import Any
 
 from k3py.cluster.agent.podsync.spec import ObjectSource, Pod, meta, spec
 from k3py.cluster.agent.runtime import Mount
+from k3py.cluster.agent.satokens import TokenSource
 from k3py.errors import K3pyError
 
 DATA_LINK = "..data"
@@ -184,7 +185,13 @@ class PodVolumes:
             mode = int(source.get("defaultMode") or _DEFAULT_MODE)
             files: dict[str, tuple[bytes, int]] = {}
             for part in source.get("sources") or []:
-                # Service account tokens need the TokenRequest API; the other sources project.
+                # Service account tokens come from the TokenRequest API (the agent's tokens).
+                token_source = part.get("serviceAccountToken")
+                if isinstance(token_source, dict) and isinstance(objects, TokenSource):
+                    token = objects.service_account_token(pod, token_source)
+                    if token is not None:
+                        path = str(token_source.get("path") or "token")
+                        files[path] = (token.encode(), mode)
                 sub = {k: v for k, v in part.items() if k != "serviceAccountToken"}
                 if "configMap" in sub:
                     sub["configMap"] = {"defaultMode": mode, **(sub["configMap"] or {})}
