@@ -84,7 +84,10 @@ def test_a_root_password_hash_turns_the_console_shell_into_a_login(
     card = tmp_path / "card.img"
     subprocess.run(["cp", "--sparse=always", str(built.image), str(card)], check=True)
     settings = tmp_path / "k3py.yaml"
-    settings.write_text(f'role: server\nroot-password-hash: "{PASSWORD_HASH}"\n')
+    # Also a server-only board: disable-agent parks the container runtime.
+    settings.write_text(
+        f'role: server\nroot-password-hash: "{PASSWORD_HASH}"\ndisable-agent: true\n'
+    )
     subprocess.run(
         ["mcopy", "-o", "-i", f"{card}@@{BOOT_PARTITION_OFFSET}", str(settings), "::k3py.yaml"],
         check=True,
@@ -94,3 +97,5 @@ def test_a_root_password_hash_turns_the_console_shell_into_a_login(
     with QemuBoard(board, card, tmp_path / "vm", root_password="k3py-test") as qemu:
         qemu.wait_for_ready()  # only after logging in with the password
         assert qemu.run("id -u").output.strip() == "0"
+        assert qemu.run("test -e /run/k3py/dockerd.disabled").exit_code == 0
+        assert qemu.run("pidof dockerd").exit_code != 0
