@@ -129,8 +129,18 @@ def test_seed_lines_make_a_two_node_cluster_and_uninstall_leaves_nothing(
     print(f"install: server {server_seconds:.1f} s, agent {agent_seconds:.1f} s")
     print("server files:", server.run("cat /usr/lib/k3py/files").stdout)
 
+    # What a pod network leaves goes with k3py (made by hand here: the nodes run without one,
+    # and veth pairs because the host may have no bridge or dummy module loaded).
+    server.run(
+        "ip link add cni0 type veth peer name k3pyx0"
+        " && ip link add flannel.1 type veth peer name k3pyx1"
+        " && nft add table inet k3py"
+    )
     agent.run("k3py-agent-uninstall.sh")
     server.run("k3py-uninstall.sh")
+    assert server.run("ip link show cni0", check=False).returncode != 0
+    assert server.run("ip link show flannel.1", check=False).returncode != 0
+    assert server.run("nft list table inet k3py", check=False).returncode != 0
     for machine in pair:
         after = machine.files()
         assert after == before[machine.name], (
