@@ -11,7 +11,8 @@
 #   K3PY_TOKEN, K3PY_TOKEN_FILE  the join token; its CA hash pins the server before anything
 #                             downloaded from it is trusted
 #   INSTALL_K3PY_EXEC         flags for `k3py server` / `k3py agent` (may start with the command)
-#   INSTALL_K3PY_ARTIFACT     a local k3py wheel (air-gapped hosts, or the first server)
+#   INSTALL_K3PY_ARTIFACT     a k3py wheel, a local file or an https:// URL (the first server,
+#                             air-gapped hosts)
 #   INSTALL_K3PY_VERSION      the version to fetch from the server (refused if it runs another)
 #   INSTALL_K3PY_SKIP_START   true: write and enable the unit, do not start it
 #   INSTALL_K3PY_SKIP_ENABLE  true: neither enable nor start the unit
@@ -96,8 +97,19 @@ TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
 
 if [ -n "${INSTALL_K3PY_ARTIFACT:-}" ]; then
-    [ -f "$INSTALL_K3PY_ARTIFACT" ] || fatal "INSTALL_K3PY_ARTIFACT $INSTALL_K3PY_ARTIFACT is not a file"
-    cp "$INSTALL_K3PY_ARTIFACT" "$TMP/k3py.whl"
+    case "$INSTALL_K3PY_ARTIFACT" in
+        https://*)
+            # Verified by the system's CA certificates, as K3s's downloads are.
+            command -v curl >/dev/null 2>&1 || fatal "no curl to download $INSTALL_K3PY_ARTIFACT"
+            curl -sfL "$INSTALL_K3PY_ARTIFACT" -o "$TMP/k3py.whl" ||
+                fatal "cannot download $INSTALL_K3PY_ARTIFACT"
+            ;;
+        *)
+            [ -f "$INSTALL_K3PY_ARTIFACT" ] ||
+                fatal "INSTALL_K3PY_ARTIFACT $INSTALL_K3PY_ARTIFACT is not a file (or an https:// URL)"
+            cp "$INSTALL_K3PY_ARTIFACT" "$TMP/k3py.whl"
+            ;;
+    esac
 elif [ -n "${K3PY_URL:-}" ]; then
     command -v curl >/dev/null 2>&1 || fatal "no curl: install curl, or set INSTALL_K3PY_ARTIFACT"
     [ -n "$TOKEN" ] || fatal "K3PY_TOKEN is needed to download k3py from $K3PY_URL"

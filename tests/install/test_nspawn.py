@@ -127,6 +127,10 @@ def test_seed_lines_make_a_two_node_cluster_and_uninstall_leaves_nothing(
     health = {line.split()[0]: line.split()[1] for line in statuses.splitlines()}
     assert health == {"scheduler": "Healthy", "controller-manager": "Healthy", "etcd-0": "Healthy"}
     print(f"install: server {server_seconds:.1f} s, agent {agent_seconds:.1f} s")
+    # A restart returns once the server serves again (Type=notify), and kubectl answers at once.
+    server.run("systemctl restart k3py")
+    assert server.run("systemctl is-active k3py").stdout.strip() == "active"
+    assert "k3pyinst-agent" in _kubectl(server, kubeconfig, "get", "nodes", "--no-headers")
     print("server files:", server.run("cat /usr/lib/k3py/files").stdout)
 
     # What a pod network leaves goes with k3py (made by hand here: the nodes run without one,
