@@ -25,7 +25,7 @@ APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iprout
 	systemd-container
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
-	docker-engine test-docker test-netns \
+	docker-engine test-docker test-netns test-nspawn \
 	check-config image qemu-cluster dist \
 	format bench fuzz clean
 
@@ -34,6 +34,7 @@ help:
 	@echo "make test              every test tier (unit, integration, image, qemu, ...)"
 	@echo "make test-unit         hermetic unit tests only"
 	@echo "make test-integration  real server on loopback, real kubectl"
+	@echo "make test-nspawn       install.sh on Debian 13 trees under systemd-nspawn"
 	@echo "make check             ruff lint + format check, mypy strict (as CI runs them)"
 	@echo "make dist              the sdist and the wheel into dist/"
 	@echo "make check-config      check this machine's kernel and system for k3py"
@@ -73,7 +74,7 @@ test: setup docker-engine
 	$(PYTEST)
 
 test-unit: venv
-	$(PYTEST) -m "not (integration or docker or netns or image or qemu)"
+	$(PYTEST) -m "not (integration or docker or netns or image or qemu or nspawn)"
 
 test-integration: setup
 	$(PYTEST) -m integration
@@ -94,6 +95,10 @@ test-netns: setup docker-engine
 
 test-qemu: setup
 	$(PYTEST) -m qemu
+
+# install.sh on a real systemd: Debian 13 trees (mmdebstrap, cached) under systemd-nspawn.
+test-nspawn: setup
+	$(PYTEST) -m nspawn
 
 # Exits with the number of required failures (0 = this kernel suits k3py).
 check-config: venv
