@@ -61,7 +61,7 @@ COMMANDS: tuple[Command, ...] = (
         extra=("image", ("jinja2", "elftools", "zstandard", "debian")),
     ),
     Command("flash", "write an image to an SD card, verified", "k3py.image.flash.cli"),
-    Command("ota", "over-the-air update bundles (not built yet)", "k3py.image.ota.cli"),
+    Command("ota", "over-the-air update bundles: keygen, bundle, inspect", "k3py.image.ota.cli"),
 )
 
 
