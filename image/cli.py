@@ -69,6 +69,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the k3py wheel to install, or a source tree to build it from (default: the tree "
         "this k3py is installed from in editable mode, else this k3py's own files)",
     )
+    build.add_argument(
+        "--ota-key",
+        metavar="PUB",
+        help="the public key (k3py ota keygen) whose bundles the image accepts; without it "
+        "every update bundle is refused",
+    )
     actions.add_parser("boards", help="list the known boards")
 
 
@@ -86,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     if not epoch_text.isdigit():
         raise UsageError(f"SOURCE_DATE_EPOCH must be seconds since 1970, got {epoch_text!r}")
     checked = [("--config", args.k3py_yaml), ("--lock", args.lock), ("--overlay", args.overlay),
-               ("--firmware", args.firmware)]  # fmt: skip
+               ("--firmware", args.firmware), ("--ota-key", args.ota_key)]  # fmt: skip
     checked += [("--container-image", path) for path in args.container_image]
     for flag, value in checked:
         if value is not None and not Path(value).exists():
@@ -120,8 +126,21 @@ def run(args: argparse.Namespace) -> int:
         extra_prune=tuple(args.prune),
         container_images=tuple(Path(p) for p in args.container_image),
         firmware=Path(args.firmware) if args.firmware else None,
+        ota_key=_ota_key(Path(args.ota_key)) if args.ota_key else None,
     )
     context = build(settings, sys.stdout)
     image = context.facts["image"]
     print(f"k3py image build: wrote {image} and its .img.zst, .bmap, .sha256, manifest.json")
     return 0
+
+
+def _ota_key(path: Path) -> Path:
+    """The key, once it reads as the Ed25519 public key boards expect (a wrong file fails now,
+    not on the board at its first update)."""
+    from k3py.cluster.ota.bundle import BundleError, load_public_key
+
+    try:
+        load_public_key(path)
+    except BundleError as err:
+        raise UsageError(f"--ota-key {path}: {err}") from None
+    return path

@@ -34,6 +34,8 @@ class BuildSettings:
     # The k3py wheel to install as firmware, or a source tree to build it from; None: the wheel
     # of the tree this k3py is installed from (editable), else of the installed k3py itself.
     firmware: Path | None = None
+    # The OTA public key baked into the root slot; None: the image refuses every bundle.
+    ota_key: Path | None = None
 
     @property
     def name(self) -> str:

@@ -93,6 +93,11 @@ def configure_rootfs(ctx: BuildContext) -> None:
         version=__version__,
         architecture=settings.board.architecture,
     )
+    if settings.ota_key is not None:
+        # In the root slot (not /etc/k3py on the data partition): a system update can rotate it.
+        key = ctx.rootfs / "usr/lib/k3py/ota-key.pub"
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.write_bytes(settings.ota_key.read_bytes())
     if settings.overlay is not None:
         shutil.copytree(settings.overlay, ctx.rootfs, symlinks=True, dirs_exist_ok=True)
 
