@@ -9,7 +9,7 @@ import pytest
 
 from k3py.cli import main
 from k3py.cluster.ota import bundle
-from k3py.image import pipeline
+from k3py.image import pipeline, rootfs
 from k3py.image.ota import bundler
 
 
@@ -28,7 +28,7 @@ def test_the_key_is_baked_into_the_root_slot(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bundler.keygen(tmp_path / "k.pem", tmp_path / "k.pub")
-    monkeypatch.setattr(pipeline.rootfs, "configure", lambda *a, **k: None)
+    monkeypatch.setattr(rootfs, "configure", lambda *a, **k: None)
     root = tmp_path / "root"
     board = SimpleNamespace(console="ttyAMA0", architecture="arm64")
     content = SimpleNamespace(applets=(), alternatives={}, boot_modules=())
