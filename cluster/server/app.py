@@ -449,7 +449,9 @@ async def serve(settings: ServerSettings) -> None:
         stop_control = asyncio.Event()
         observer = ControlPlaneMetrics(app[METRICS].registry)
         control = asyncio.create_task(
-            run_in_server(settings, cluster_pki, port, stop_control, observer=observer),
+            run_in_server(
+                settings, cluster_pki, port, stop_control, observer=observer, rest=app[REST]
+            ),
             name="k3py-control-plane",
         )
         health.add_check(app, "poststarthook/start-controllers", _running(control))

@@ -1,8 +1,11 @@
-"""The control plane inside ``k3py server``: settings from the server's, a loopback client.
+"""The control plane inside ``k3py server``: settings from the server's, an in-process client.
 
 K3s runs its scheduler and controller manager in the server process and so does k3py: once the
-API server listens, :func:`run_in_server` connects to it over loopback with the admin client
-certificate and runs :func:`run_control_plane` until the server stops.
+API server listens, :func:`run_in_server` runs :func:`run_control_plane` until the server stops,
+over :class:`~k3py.cluster.server.rest.inprocess.InProcessApi` (the REST engine's own functions
+as the admin, no TLS, HTTP or JSON). Without the server's context (tests, tools), or with
+``K3PY_CONTROL_PLANE_OVER_HTTP=1`` in the environment (the benchmark's comparison of the two), it
+connects over loopback with the admin client certificate instead.
 """
 
 from __future__ import annotations
@@ -10,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from typing import TYPE_CHECKING
 
-from k3py.cluster.client import KubeClient
+from k3py.cluster.client import KubeApi, KubeClient
 from k3py.cluster.server.controllers.base import ControlPlaneSettings
 from k3py.cluster.server.controllers.manager import run_control_plane
 
 if TYPE_CHECKING:
     from k3py.cluster.server.metrics.observer import ControlPlaneObserver
     from k3py.cluster.server.pki import ClusterPKI
+    from k3py.cluster.server.rest.context import RestContext
     from k3py.cluster.server.settings import ServerSettings
 
 logger = logging.getLogger("k3py.controllers")
+OVER_HTTP = "K3PY_CONTROL_PLANE_OVER_HTTP"
 
 
 def control_plane_settings(settings: ServerSettings) -> ControlPlaneSettings:
@@ -52,13 +58,20 @@ async def run_in_server(
     stop: asyncio.Event,
     *,
     observer: ControlPlaneObserver | None = None,
+    rest: RestContext | None = None,
 ) -> None:
     """Run the scheduler and controllers against this server until ``stop`` is set."""
-    client = KubeClient(
-        loopback_url(settings.bind_address, port),
-        ssl_context=pki.client_ssl_context(),
-        user_agent="k3py-controller-manager",
-    )
+    client: KubeApi
+    if rest is not None and os.environ.get(OVER_HTTP) != "1":
+        from k3py.cluster.server.rest.inprocess import InProcessApi
+
+        client = InProcessApi(rest)
+    else:
+        client = KubeClient(
+            loopback_url(settings.bind_address, port),
+            ssl_context=pki.client_ssl_context(),
+            user_agent="k3py-controller-manager",
+        )
     labels = None
     if not settings.disable_agent:
         from k3py.cluster.server.embedded_agent import label_own_node
@@ -71,4 +84,6 @@ async def run_in_server(
             labels.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await labels
-        await client.close()
+        close = getattr(client, "close", None)
+        if close is not None:
+            await close()
