@@ -131,6 +131,13 @@ def is_dns1123_subdomain(value: str) -> list[str]:
     return errs
 
 
+def is_path_segment_name(value: str) -> list[str]:
+    """RBAC object names: anything usable as one URL path segment (``system:node``...)."""
+    if value in (".", ".."):
+        return [f"may not be '{value}'"]
+    return [f"may not contain '{c}'" for c in ("/", "%") if c in value]
+
+
 def is_dns1035_label(value: str) -> list[str]:
     errs: list[str] = []
     if len(value) > DNS1123_LABEL_MAX:

@@ -49,6 +49,9 @@ class ResourceInfo:
 
 
 _CORE = "v1"
+_RBAC = "rbac.authorization.k8s.io"
+# The review kinds are created only: the server answers them and stores nothing.
+REVIEW_GROUPS = frozenset({"authorization.k8s.io", "authentication.k8s.io"})
 RESOURCES: tuple[ResourceInfo, ...] = (
     ResourceInfo(
         "",
@@ -135,6 +138,21 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         "batch", "v1", "CronJob", "cronjobs", "cronjob", True, ("cj",), ("all",), ("status",)
     ),
     ResourceInfo("coordination.k8s.io", "v1", "Lease", "leases", "lease", True),
+    ResourceInfo(_RBAC, "v1", "Role", "roles", "role", True),
+    ResourceInfo(_RBAC, "v1", "ClusterRole", "clusterroles", "clusterrole", False),
+    ResourceInfo(_RBAC, "v1", "RoleBinding", "rolebindings", "rolebinding", True),
+    ResourceInfo(
+        _RBAC, "v1", "ClusterRoleBinding", "clusterrolebindings", "clusterrolebinding", False
+    ),
+    *(
+        ResourceInfo(group, "v1", kind, kind.lower() + "s", kind.lower(), False, verbs=("create",))
+        for group, kind in (
+            ("authorization.k8s.io", "SelfSubjectAccessReview"),
+            ("authorization.k8s.io", "SelfSubjectRulesReview"),
+            ("authorization.k8s.io", "SubjectAccessReview"),
+            ("authentication.k8s.io", "SelfSubjectReview"),
+        )
+    ),
     ResourceInfo(
         "policy",
         "v1",

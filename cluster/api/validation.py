@@ -83,6 +83,9 @@ NameCheck = Callable[[str], list[str]]
 NAME_CHECKS: dict[str, NameCheck] = {
     "Namespace": names.is_dns1123_label,
     "Service": names.is_dns1035_label,
+    **dict.fromkeys(
+        ("Role", "ClusterRole", "RoleBinding", "ClusterRoleBinding"), names.is_path_segment_name
+    ),
 }
 
 

@@ -30,7 +30,16 @@ async def test_groups_and_versions(api: Api) -> None:
     assert core.body["versions"] == ["v1"]
     groups = (await api.get("/apis")).body["groups"]
     names = [g["name"] for g in groups]
-    assert names == ["apps", "batch", "coordination.k8s.io", "policy", "metrics.k8s.io"]
+    assert names == [
+        "apps",
+        "batch",
+        "coordination.k8s.io",
+        "rbac.authorization.k8s.io",
+        "authorization.k8s.io",
+        "authentication.k8s.io",
+        "policy",
+        "metrics.k8s.io",
+    ]
     assert groups[0]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}
     assert (await api.get("/apis/batch")).body["name"] == "batch"
     assert (await api.get("/apis/nope/v1")).status == 404

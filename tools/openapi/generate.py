@@ -47,7 +47,7 @@ def package_of(group: str, version: str) -> str:
 
 
 def _short_name(class_name: str) -> str:
-    for prefix in ("CoreV1", "V1"):
+    for prefix in ("CoreV1", "RbacV1", "V1"):
         if class_name.startswith(prefix):
             return class_name[len(prefix) :]
     raise GeneratorError(f"model {class_name} is not a v1 type; extend the generator's naming")
@@ -138,6 +138,8 @@ class Generator:
         }
         if type_text in scalars:
             return dict(scalars[type_text])
+        if type_text == "list[str]":  # UserInfo.extra: map of string lists
+            return {"type": "array", "items": {"type": "string"}}
         if type_text.startswith(("list[", "dict(")):
             raise GeneratorError(f"nested container type {type_text} is not supported")
         return {"$ref": self.definition_name(type_text)}
@@ -198,7 +200,7 @@ def _gvk(group: str, version: str, kind: str) -> dict[str, str]:
 def build(models: Any, docs: LightkubeDocs) -> dict[str, Any]:
     """The data file's content: every definition the served kinds need, Kubernetes-named."""
     gen = Generator(models, docs)
-    served = [(r.group, r.version, r.kind, r.kind != "Binding") for r in RESOURCES]
+    served = [(r.group, r.version, r.kind, "list" in r.verbs) for r in RESOURCES]
     served += [(g, v, k, False) for g, v, k in curation.SUBRESOURCE_KINDS]
     kind_classes = {(g, v, k): gen.kind_class(g, k) for g, v, k, _ in served}
     list_classes = {(g, v, k): kind_classes[(g, v, k)] + "List" for g, v, k, has in served if has}

@@ -13,6 +13,7 @@ stored.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -31,7 +32,9 @@ from k3py.cluster.server.auth import (
     needs_reference_check,
 )
 from k3py.cluster.server.metrics import nodeproxy as metrics_paths
-from k3py.cluster.server.rest.context import REST, USER_KEY
+from k3py.cluster.server.rbac import GROUP as RBAC_GROUP
+from k3py.cluster.server.rbac import escalation_refusal
+from k3py.cluster.server.rest.context import REST, USER_KEY, RestContext
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 from k3py.cluster.server.satoken import SA_TOKENS, looks_like_jwt
 
@@ -56,6 +59,7 @@ def is_resource_path(path: str) -> bool:
 
 PODS = by_kind("v1", "Pod")
 SERVICE_ACCOUNTS = by_kind("v1", "ServiceAccount")
+NO_RBAC_MATCH = "no RBAC policy matched"
 
 
 def single_object_name(field_selector: str) -> str:
@@ -119,12 +123,24 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         attrs = RequestAttributes(
             verb=request.method.lower(), group="", resource="", path=request.path
         )
-    reason = authorize(user, attrs)
+    reason = await decide(request.app[REST], user, attrs)
     if reason is None and needs_reference_check(user, attrs):
         reason = await _check_references(request, user, attrs)
     if reason is not None:
         raise _forbidden(user, attrs, reason)
     return await handler(request)
+
+
+async def decide(ctx: RestContext, user: UserInfo, attrs: RequestAttributes) -> str | None:
+    """The authorizer chain: system:masters and the Node authorizer, then RBAC."""
+    reason = authorize(user, attrs)
+    if reason is None:
+        return None
+    if await ctx.rbac.ready(ctx) and ctx.rbac.allows(user, attrs):
+        return None
+    if user.node_name is not None:
+        return reason
+    return NO_RBAC_MATCH
 
 
 async def _service_account_user(request: web.Request) -> UserInfo | None:
@@ -171,14 +187,21 @@ async def _check_references(
 
 
 class Admission:
-    """NodeRestriction for one request: refuses a node's write to what is not its own."""
+    """NodeRestriction and RBAC escalation prevention for one request's write."""
 
-    def __init__(self, user: UserInfo, attrs: RequestAttributes) -> None:
+    def __init__(self, user: UserInfo, attrs: RequestAttributes, ctx: RestContext) -> None:
         self.user = user
         self.attrs = attrs
+        self.ctx = ctx
 
     async def __call__(self, obj: Object | None, old: Object | None) -> None:
         reason = admit(self.user, self.attrs, obj, old)
+        if reason is None and obj is not None and self.attrs.group == RBAC_GROUP:
+            await self.ctx.rbac.ready(self.ctx)
+            reason = escalation_refusal(self.ctx.rbac, self.user, obj, self.attrs.namespace)
+            if reason is not None:
+                name = str((obj.get("metadata") or {}).get("name", ""))
+                raise _forbidden(self.user, replace(self.attrs, name=name), reason)
         if reason is not None:
             raise _forbidden(self.user, self.attrs, reason)
 
@@ -186,6 +209,8 @@ class Admission:
 def admission(request: web.Request, target: RequestTarget) -> Admission | None:
     """The admission check for a write, or None when the user is not restricted."""
     user = user_of(request)
-    if user is None or user.node_name is None or user.is_admin:
+    if user is None or user.is_admin:
         return None
-    return Admission(user, attributes(target))
+    if user.node_name is None and target.info.group != RBAC_GROUP:
+        return None
+    return Admission(user, attributes(target), request.app[REST])

@@ -92,7 +92,19 @@ async def ensure_defaults(ctx: RestContext, advertise_address: str, port: int) -
             },
         )
     await _ensure_cluster_dns(ctx)
+    await _ensure_rbac(ctx)
     logger.debug("default objects in place")
+
+
+async def _ensure_rbac(ctx: RestContext) -> None:
+    """The default ClusterRoles and ClusterRoleBindings (:mod:`..rbacdefaults`)."""
+    from k3py.cluster.server import rbacdefaults
+
+    for role in rbacdefaults.cluster_roles():
+        await _create_missing(ctx, _info(by_kind(rbacdefaults.API_VERSION, "ClusterRole")), role)
+    for binding in rbacdefaults.cluster_role_bindings():
+        info = _info(by_kind(rbacdefaults.API_VERSION, "ClusterRoleBinding"))
+        await _create_missing(ctx, info, binding)
 
 
 async def _ensure_cluster_dns(ctx: RestContext) -> None:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from k3py.cluster.server.rbac import RBACAuthorizer
 from k3py.cluster.server.rest.nodegraph import NodeGraph
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.settings import ServerSettings
@@ -55,6 +56,8 @@ class RestContext:
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     # The Node authorizer's view of which objects each node's pods use.
     node_graph: NodeGraph = field(default_factory=NodeGraph)
+    # Roles and bindings, followed from the datastore (the RBAC authorizer).
+    rbac: RBACAuthorizer = field(default_factory=RBACAuthorizer)
 
     def now(self) -> str:
         return timestamp(self.clock())

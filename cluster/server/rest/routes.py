@@ -13,8 +13,17 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.resources import REVIEW_GROUPS
 from k3py.cluster.server import nodeproxy, podproxy, portforward, watch
-from k3py.cluster.server.rest import delete, eviction, read, serviceaccounts, subresources, write
+from k3py.cluster.server.rest import (
+    delete,
+    eviction,
+    read,
+    reviews,
+    serviceaccounts,
+    subresources,
+    write,
+)
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 
 Handler = Callable[[web.Request, RequestTarget], Awaitable[web.StreamResponse]]
@@ -39,6 +48,10 @@ def _pick(target: RequestTarget, request: web.Request) -> Handler:
         if target.verb != "create":
             raise status.method_not_allowed(request.method, request.path)
         return subresources.binding
+    if target.info.group in REVIEW_GROUPS:
+        if target.verb != "create" or sub:
+            raise status.method_not_allowed(request.method, request.path)
+        return reviews.review
     if not sub:
         return _VERBS[target.verb]
     if sub in _OBJECT_LIKE:

@@ -1,0 +1,128 @@
+"""Access reviews: asking the authorizer instead of trying (``kubectl auth can-i``, ``whoami``).
+
+``SelfSubjectAccessReview`` asks for the requesting user, ``SubjectAccessReview`` for the user
+and groups in its spec (which RBAC lets only privileged users create),
+``SelfSubjectRulesReview`` lists the rules RBAC grants the requester in a namespace
+(``kubectl auth can-i --list``) and ``SelfSubjectReview`` tells who the requester is
+(``kubectl auth whoami``). The answers come from the same authorizer chain the requests pass
+through (:func:`~k3py.cluster.server.rest.access.decide`); nothing is stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from k3py.cluster.api import status
+from k3py.cluster.server.auth import RequestAttributes, UserInfo
+from k3py.cluster.server.pki import ADMIN_GROUP
+from k3py.cluster.server.rest.access import NO_RBAC_MATCH, decide, user_of
+from k3py.cluster.server.rest.context import REST
+from k3py.cluster.server.rest.http import (
+    RequestTarget,
+    decode_object,
+    json_response,
+    media_type,
+    read_body,
+)
+
+Object = dict[str, Any]
+_ALL_RULES: list[Object] = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
+
+
+def _attributes(spec: Object) -> RequestAttributes:
+    resource = spec.get("resourceAttributes")
+    if isinstance(resource, dict):
+        return RequestAttributes(
+            verb=str(resource.get("verb", "")),
+            group=str(resource.get("group", "")),
+            resource=str(resource.get("resource", "")) or "*",
+            subresource=str(resource.get("subresource", "")),
+            namespace=str(resource.get("namespace", "")),
+            name=str(resource.get("name", "")),
+        )
+    other = spec.get("nonResourceAttributes")
+    if isinstance(other, dict):
+        return RequestAttributes(
+            verb=str(other.get("verb", "")), group="", resource="", path=str(other.get("path", ""))
+        )
+    raise status.invalid(
+        "authorization.k8s.io",
+        "SelfSubjectAccessReview",
+        "",
+        [
+            status.Cause(
+                "FieldValueRequired",
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                "spec",
+            )
+        ],
+    )
+
+
+def _answer(body: Object, spec: Object, result: Object) -> web.Response:
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    return json_response(
+        {
+            "apiVersion": str(body.get("apiVersion") or ""),
+            "kind": str(body.get("kind") or ""),
+            "metadata": {**(meta or {}), "creationTimestamp": None},
+            "spec": spec,
+            "status": result,
+        },
+        code=201,
+    )
+
+
+async def review(request: web.Request, target: RequestTarget) -> web.Response:
+    ctx = request.app[REST]
+    user = user_of(request)
+    if user is None:
+        raise status.unauthorized()
+    raw = await read_body(request, ctx.settings.max_request_body_bytes)
+    body = decode_object(raw, media_type(request)) if raw.strip() else {}
+    body.setdefault("apiVersion", target.info.api_version)
+    body.setdefault("kind", target.info.kind)
+    spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
+    assert spec is not None
+    kind = target.info.kind
+    if kind == "SelfSubjectReview":
+        info = {"username": user.name, "groups": list(user.groups)}
+        return _answer(body, spec, {"userInfo": info})
+    if kind == "SelfSubjectRulesReview":
+        return _answer(body, spec, await _rules(request, user, str(spec.get("namespace", ""))))
+    subject = user
+    if kind == "SubjectAccessReview":
+        groups = spec.get("groups") if isinstance(spec.get("groups"), list) else []
+        subject = UserInfo(str(spec.get("user", "")), tuple(str(g) for g in groups or []))
+    reason = await decide(ctx, subject, _attributes(spec))
+    result: Object = {"allowed": reason is None}
+    if reason is not None and reason != NO_RBAC_MATCH:  # RBAC's "no opinion" says nothing
+        result["reason"] = reason
+    return _answer(body, spec, result)
+
+
+async def _rules(request: web.Request, user: UserInfo, namespace: str) -> Object:
+    ctx = request.app[REST]
+    if ADMIN_GROUP in user.groups:
+        return {
+            "resourceRules": _ALL_RULES,
+            "nonResourceRules": [{"verbs": ["*"], "nonResourceURLs": ["*"]}],
+            "incomplete": False,
+        }
+    await ctx.rbac.ready(ctx)
+    resource_rules, other_rules = [], []
+    for rule in ctx.rbac.rules_for(user, namespace):
+        if rule.get("nonResourceURLs"):
+            other_rules.append(
+                {"verbs": rule.get("verbs", []), "nonResourceURLs": rule["nonResourceURLs"]}
+            )
+        else:
+            resource_rules.append({k: v for k, v in rule.items() if k != "nonResourceURLs"})
+    return {
+        "resourceRules": resource_rules,
+        "nonResourceRules": other_rules,
+        # Nodes are also authorized by the Node authorizer, which lists no rules.
+        "incomplete": user.node_name is not None,
+    }
