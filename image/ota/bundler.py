@@ -170,11 +170,15 @@ def system_bundle(
     if slot is None:
         raise BundleError(f"the build manifest of {image} records no rootA partition")
     source = Source(SLOT_PAYLOAD, "slot", image, int(slot["start"]), int(slot["size"]), block_size)
+    # The slot's version is its firmware's (the wheel installed), not the building k3py's.
+    wheel = facts.get("firmware")
+    version = (wheel_version(Path(str(wheel["wheel"]))) if isinstance(wheel, dict)
+               and "wheel" in wheel else str(facts["k3py_version"]))  # fmt: skip
     with source.open() as file:
         window = _Window(file, source.size)
         index = b"".join(hashlib.sha256(b).digest() for b in blocks.blocks_of(window, block_size))
     return write_bundle(
-        out, key, kind="system", version=str(facts["k3py_version"]),
+        out, key, kind="system", version=version,
         architecture=str(facts["architecture"]), compatible=[str(facts["board"])],
         minimum_version=minimum_version, sources=[source],
         extra_payloads=[(INDEX_PAYLOAD, "index", index)],
