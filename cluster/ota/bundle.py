@@ -195,6 +195,20 @@ def _read(path: Path, member: Member) -> bytes:
         return file.read(member.size)
 
 
+def unverified_manifest(path: Path) -> Manifest:
+    """The manifest without its signature checked: only to name or list a bundle (the server
+    stores bundles without the key; boards verify)."""
+    found = members(path)
+    if MANIFEST not in found:
+        raise BundleError(f"{path.name} is not a k3py bundle (no manifest.json)")
+    return Manifest.decode(_read(path, found[MANIFEST]))
+
+
+def bundle_name(manifest: Manifest) -> str:
+    """The name a bundle is stored and downloaded under."""
+    return f"{manifest.kind}-{manifest.version}.k3pyb"
+
+
 def read_manifest(path: Path, public_key: Ed25519PublicKey) -> tuple[Manifest, dict[str, Member]]:
     """The manifest, once its signature holds (nothing else in the bundle is trusted before)."""
     found = members(path)

@@ -324,6 +324,9 @@ def create_app(
     from k3py.cluster.server import openapi
 
     openapi.add_routes(app)
+    from k3py.cluster.server import otabundles
+
+    otabundles.add_routes(app, settings)
     app.cleanup_ctx.append(_lifecycle)
     # aiohttp's Signal annotation disagrees with aiosignal's generics; the call is correct.
     app.on_shutdown.append(_stop_watches)  # type: ignore[arg-type]

@@ -310,11 +310,22 @@ def authorize(user: UserInfo, attrs: RequestAttributes) -> str | None:
             return None
         if attrs.verb in {"get", "head"} and attrs.path.startswith(DISCOVERY_PREFIXES):
             return None
+        # OTA bundles (k3py.cluster.server.otabundles): nodes download them.
+        if node_may_read_bundle(user, attrs):
+            return None
         return f"access to {attrs.path or 'this URL'} is not granted to {user.name}"
     node = user.node_name
     if node is not None:
         return _authorize_node(node, attrs)
     return "no policy grants this access (k3py grants it to system:masters and to nodes)"
+
+
+def node_may_read_bundle(user: UserInfo, attrs: RequestAttributes) -> bool:
+    return (
+        user.node_name is not None
+        and attrs.verb in {"get", "head"}
+        and attrs.path.startswith("/ota/v1/bundles")
+    )
 
 
 def needs_reference_check(user: UserInfo, attrs: RequestAttributes) -> bool:

@@ -19,7 +19,7 @@ DEFAULT_CACHE = "/var/cache/k3py/packages"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Over-the-air update bundles: keys, bundles, inspection."
+    parser.description = "Over-the-air update bundles: keys, bundles, inspection, upload."
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     keygen = actions.add_parser("keygen", help="make an Ed25519 signing key pair")
     keygen.add_argument("--key", default=DEFAULT_KEY, help=f"private key (default {DEFAULT_KEY})")
@@ -38,6 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     bundle.add_argument("--board", action="append", default=[],
                         help="firmware: a compatible board (repeatable; default any)")  # fmt: skip
     bundle.add_argument("--cache-dir", default=DEFAULT_CACHE, help="wheel build cache")
+
+    push = actions.add_parser("push", help="store a bundle on the server (admin credential)")
+    push.add_argument("bundle")
+    push.add_argument(
+        "--kubeconfig", help="admin kubeconfig (default: $KUBECONFIG, else /etc/k3py/k3py.yaml)"
+    )
 
     inspect = actions.add_parser("inspect", help="print a bundle's manifest, check its signature")
     inspect.add_argument("bundle")
@@ -62,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"signature: good (key {format_.key_id(format_.load_public_key(Path(args.pub)))});"
               f" payloads: {len(manifest.payloads)} verified")  # fmt: skip
         return 0
+    if args.action == "push":
+        return _push(Path(args.bundle), args.kubeconfig)
     key = bundler.load_private_key(Path(args.key))
     if args.image is not None:
         image = Path(args.image)
@@ -86,4 +94,47 @@ def run(args: argparse.Namespace) -> int:
     size = target.stat().st_size
     print(f"k3py ota bundle: wrote {target} ({manifest.kind} {manifest.version}, "
           f"{manifest.architecture}, {size} bytes)")  # fmt: skip
+    return 0
+
+
+def _push(path: Path, kubeconfig: str | None) -> int:
+    """PUT the bundle to the server's store, under the name its manifest gives it."""
+    import asyncio
+    import os
+
+    import aiohttp
+
+    from k3py.cli import DEFAULT_KUBECONFIG
+    from k3py.cluster.client.kubeconfig import read_kubeconfig
+    from k3py.cluster.ota.bundle import bundle_name, unverified_manifest
+    from k3py.errors import K3pyError
+
+    if not path.exists():
+        raise UsageError(f"bundle {path} does not exist")
+    name = bundle_name(unverified_manifest(path))
+    config = kubeconfig or os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG
+    creds = read_kubeconfig(Path(config))
+    headers = {"Content-Type": "application/x-tar"}
+    if creds.token:
+        headers["Authorization"] = f"Bearer {creds.token}"
+
+    async def upload() -> tuple[int, str]:
+        connector = aiohttp.TCPConnector(ssl=creds.ssl_context or False)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            with path.open("rb") as body:
+                url = f"{creds.server_url.rstrip('/')}/ota/v1/bundles/{name}"
+                async with session.put(url, data=body, headers=headers) as response:
+                    return response.status, await response.text()
+
+    try:
+        code, text = asyncio.run(upload())
+    except (aiohttp.ClientError, OSError) as err:
+        raise K3pyError(f"cannot reach the server at {creds.server_url}: {err}") from None
+    if code != 201:
+        try:
+            message = json.loads(text).get("message", text)
+        except ValueError:
+            message = text
+        raise K3pyError(f"the server refused {name}: HTTP {code} {message}")
+    print(f"k3py ota push: stored {name} ({path.stat().st_size} bytes) on {creds.server_url}")
     return 0
