@@ -1,7 +1,11 @@
 """The real container runtime: a Docker engine, driven through the ``docker`` package.
 
 The ``docker`` package is synchronous, so its calls run on a small thread pool owned by the
-runtime; everything else in the agent stays on the event loop. Endpoints that stream for a long
+runtime; everything else in the agent stays on the event loop. The package (with ``requests``
+and ``urllib3``, about 4 MB of resident memory) and the pool are only brought in by the first
+call that changes something (create, start, pull, load, exec): the reads an idle agent makes
+all the time (version, listings, inspections, statistics) are short JSON GETs spoken over the
+socket with asyncio (:func:`.dockerstream.get_json`). Endpoints that stream for a long
 time, hijack the connection or answer late (logs, events, exec, stop) are spoken directly over
 the engine's unix socket with asyncio (:mod:`.dockerstream`): a blocked thread per ``kubectl
 logs -f``, per probe that hangs past its timeout or per container stopping for its grace
@@ -160,8 +164,8 @@ class DockerRuntime:
     def __init__(self, endpoint: str = DEFAULT_ENDPOINT, workers: int = 4) -> None:
         self._endpoint = endpoint
         self._socket = socket_path(endpoint)
-        import_docker()
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="docker")
+        self._workers = workers
+        self._pool: ThreadPoolExecutor | None = None
         self._client: docker.APIClient | None = None
         self._inspected: dict[str, tuple[str, ContainerInfo]] = {}
 
@@ -176,10 +180,22 @@ class DockerRuntime:
                 ) from None
         return self._client
 
+    async def _get(self, path: str) -> Any:
+        """A read over the socket: the decoded JSON, or None when the engine says 404."""
+        status, data = await dockerstream.get_json(self._socket, path)
+        if status == 404:
+            return None
+        if not 200 <= status < 300:
+            raise RuntimeUnavailable(f"Docker engine: GET {path.split('?')[0]}: {status} {data}")
+        return data
+
     async def _call(self, fn: Callable[[docker.APIClient], _T]) -> _T:
         def run() -> _T:
             return fn(self._api())
 
+        if self._pool is None:
+            import_docker()
+            self._pool = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="docker")
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, run)
         except (OSError, _errors().DockerException) as err:
@@ -190,12 +206,13 @@ class DockerRuntime:
             ) from None
 
     async def version(self) -> str:
-        data = await self._call(lambda api: api.version())
+        data = await self._get("/version") or {}
         return f"docker://{data.get('Version', 'unknown')}"
 
     async def list_containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        summaries = await self._call(lambda api: api.containers(all=True, filters=filters))
+        query = urllib.parse.urlencode({"all": "1", "filters": json.dumps(filters)})
+        summaries = await self._get(f"/containers/json?{query}") or []
         infos = []
         for summary in summaries:
             # What inspect reports only changes with the container's state, so an idle agent
@@ -211,11 +228,8 @@ class DockerRuntime:
         return infos
 
     async def inspect_container(self, container_id: str) -> ContainerInfo | None:
-        try:
-            data = await self._call(lambda api: api.inspect_container(container_id))
-        except _errors().NotFound:
-            return None
-        return info_from_inspect(data)
+        data = await self._get(f"/containers/{_quote(container_id)}/json")
+        return None if data is None else info_from_inspect(data)
 
     async def create_container(self, config: ContainerConfig) -> str:
         def create(api: docker.APIClient) -> str:
@@ -297,15 +311,8 @@ class DockerRuntime:
         raise RuntimeUnavailable(f"cannot remove container {container_id[:12]}: {message}")
 
     async def image_id(self, reference: str) -> str | None:
-        try:
-            data = await self._call(lambda api: api.inspect_image(reference))
-        except _errors().ImageNotFound:
-            return None
-        except _errors().APIError as err:
-            if err.status_code == 404:
-                return None
-            raise
-        return str(data.get("Id", ""))
+        data = await self._get(f"/images/{_quote(reference)}/json")
+        return None if data is None else str(data.get("Id", ""))
 
     async def pull_image(self, reference: str) -> str:
         repository, tag = _split_reference(reference)
@@ -368,7 +375,7 @@ class DockerRuntime:
         return str(created["Id"])
 
     async def _exec_exit_code(self, exec_id: str) -> int:
-        data = await self._call(lambda api: api.exec_inspect(exec_id))
+        data = await self._get(f"/exec/{_quote(exec_id)}/json") or {}
         code = data.get("ExitCode")
         return int(code) if code is not None else -1
 
@@ -396,7 +403,9 @@ class DockerRuntime:
 
     async def attach_session(self, container_id: str, *, stdin: bool) -> ExecSession:
         """The container's main process's stdio, for ``kubectl attach``."""
-        data = await self._call(lambda api: api.inspect_container(container_id))
+        data = await self._get(f"/containers/{_quote(container_id)}/json")
+        if data is None:
+            raise RuntimeUnavailable(f"no container {container_id[:12]} to attach to")
         tty = bool((data.get("Config") or {}).get("Tty"))
         stream = await dockerstream.attach(self._socket, container_id, stdin=stdin, tty=tty)
         return _DockerAttach(self, container_id, stream)
@@ -411,9 +420,8 @@ class DockerRuntime:
         }
         if options.since is not None:
             query["since"] = f"{options.since.timestamp():.9f}"
-        try:
-            data = await self._call(lambda api: api.inspect_container(container_id))
-        except _errors().NotFound:
+        data = await self._get(f"/containers/{_quote(container_id)}/json")
+        if data is None:
             return
         # A TTY's output is one raw stream; otherwise the engine frames stdout and stderr.
         tty = bool((data.get("Config") or {}).get("Tty"))
@@ -440,17 +448,16 @@ class DockerRuntime:
         # one_shot: the engine answers at once instead of waiting a second for a CPU delta;
         # the agent computes rates between its own samples.
         try:
-            data = await self._call(
-                lambda api: api.stats(container_id, stream=False, one_shot=True)
-            )
-        except (_errors().NotFound, _errors().APIError):
+            data = await self._get(f"/containers/{_quote(container_id)}/stats?stream=0&one-shot=1")
+        except RuntimeUnavailable:
             return None
-        return stats_from_docker(data)
+        return None if data is None else stats_from_docker(data)
 
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class _DockerExec:
@@ -476,7 +483,7 @@ class _DockerExec:
     async def exit_code(self) -> int:
         # The engine records the exit code a moment after the output stream ends.
         for _ in range(50):
-            data = await self._runtime._call(lambda api: api.exec_inspect(self._exec_id))
+            data = await self._runtime._get(f"/exec/{_quote(self._exec_id)}/json") or {}
             if not data.get("Running"):
                 code = data.get("ExitCode")
                 return int(code) if code is not None else -1
@@ -519,6 +526,11 @@ class _DockerAttach:
 
     async def close(self) -> None:
         await self._stream.close()
+
+
+def _quote(part: str) -> str:
+    """A name in a URL path, as the ``docker`` package quotes it (``/`` and ``:`` kept)."""
+    return urllib.parse.quote(part, safe="/:")
 
 
 def _split_reference(reference: str) -> tuple[str, str]:

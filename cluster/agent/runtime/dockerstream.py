@@ -1,6 +1,8 @@
 """Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
 
-Four endpoint shapes: a long GET whose body is framed output (``/containers/{id}/logs``), a
+Five endpoint shapes: short GETs answered with JSON (:func:`get_json`: version, listings,
+inspections, statistics, which an idle agent makes all the time without loading the ``docker``
+package and its HTTP stack), a long GET whose body is framed output (``/containers/{id}/logs``), a
 long GET of JSON lines (``/events``), requests the engine answers only when done (``POST
 /containers/{id}/stop``, ``DELETE /containers/{id}``), and ``POST /exec/{id}/start`` which
 upgrades the connection to a raw bidirectional stream. Requests that stream are sent as
@@ -15,6 +17,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 from k3py.cluster.agent.errors import RuntimeUnavailable
 
@@ -123,6 +126,33 @@ async def call(socket: str, method: str, path: str, *, limit: float) -> tuple[in
     with contextlib.suppress(ValueError, AttributeError):
         message = str(json.loads(body).get("message", message))
     return status, message
+
+
+async def get_json(socket: str, path: str, *, limit: float = 60.0) -> tuple[int, Any]:
+    """``GET path``: the status and the decoded JSON body (the error message, unless 2xx)."""
+    reader, writer = await _connect(socket)
+    try:
+        writer.write(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        await writer.drain()
+        async with asyncio.timeout(limit):
+            status = await _read_head(reader, path)
+            body = await reader.read()
+    except TimeoutError:
+        raise RuntimeUnavailable(
+            f"the Docker engine did not answer GET {path.split('?')[0]} in {limit:g}s"
+        ) from None
+    except OSError as err:
+        raise RuntimeUnavailable(f"the Docker engine does not answer: {err}") from None
+    finally:
+        writer.close()
+    try:
+        data = json.loads(body) if body else None
+    except ValueError:
+        data = None
+    if 200 <= status < 300:
+        return status, data
+    message = data.get("message") if isinstance(data, dict) else None
+    return status, str(message or body.decode(errors="replace").strip())
 
 
 class Hijacked:
