@@ -157,8 +157,6 @@ def unknown_key_error(source: str, key: str, valid: Sequence[str]) -> str:
 def _load_config_files(
     paths: Sequence[str], explicit: bool, valid: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    import yaml
-
     merged: dict[str, Any] = {}
     for path in paths:
         file = Path(path)
@@ -166,6 +164,10 @@ def _load_config_files(
             if explicit:
                 raise UsageError(f"config file {path} does not exist")
             continue
+        # Imported only when a file is there: a long-running agent without one never holds
+        # the parser (about 1 MB of resident memory).
+        import yaml
+
         try:
             data = yaml.safe_load(file.read_text())
         except (OSError, yaml.YAMLError) as err:
