@@ -7,9 +7,40 @@ kernel requirements (``k3py.kernel_config``, from ``kernel-config/``) and the bo
 (``k3py.board``, from ``board/``). ``k3py.cli`` is the one command-line edge.
 """
 
-from importlib import metadata as _metadata
+import os as _os
+import sys as _sys
 
-try:
-    __version__ = _metadata.version("k3py")
-except _metadata.PackageNotFoundError:  # running from a tree that was never installed
-    __version__ = "0.0.0+unknown"
+
+def _installed_version() -> str:
+    """The version in the installed distribution's metadata (``k3py-*.dist-info/METADATA``).
+
+    The file is read directly, in ``sys.path`` order as :mod:`importlib.metadata` searches:
+    importing that module costs a long-running agent about 1 MB of resident memory (zipfile,
+    csv, importlib.resources) for this one line. Layouts other than a ``.dist-info`` folder
+    (an ``.egg-info`` of a distribution package) are left to :mod:`importlib.metadata`.
+    """
+    for entry in _sys.path:
+        try:
+            names = _os.listdir(entry or ".")
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("k3py-") and name.endswith(".dist-info"):
+                try:
+                    with open(_os.path.join(entry or ".", name, "METADATA")) as file:
+                        for line in file:
+                            if line.startswith("Version:"):
+                                return line.partition(":")[2].strip()
+                            if not line.strip():
+                                break  # the headers end at the first blank line
+                except OSError:
+                    pass
+    from importlib import metadata
+
+    try:
+        return metadata.version("k3py")
+    except metadata.PackageNotFoundError:  # running from a tree that was never installed
+        return "0.0.0+unknown"
+
+
+__version__ = _installed_version()
