@@ -1,0 +1,175 @@
+"""Firmware updates on the board: versions side by side on the data partition, one switch.
+
+Layout under the firmware directory (``/var/lib/k3py/firmware`` on a board)::
+
+    versions/<version>-<sha8>/site/k3py/…   one unpacked firmware per directory
+    current  -> versions/…                  what the launcher starts
+    previous -> versions/…                  what it falls back to
+    trial.json                              present while ``current`` is on probation
+
+:func:`install` unpacks a verified wheel into a hidden scratch directory, syncs it, and renames
+it into ``versions/`` (a version directory is whole or absent); then it writes the trial file
+and switches ``current`` by renaming a new symlink over it. Each step is atomic and the order
+makes every intermediate state bootable: a kill at any instant leaves ``current`` naming a
+complete version (the old one, or the new one with its trial file), which
+:mod:`k3py.cluster.ota.launcher` starts or rolls back. The image's own k3py (the root slot's)
+stays the last resort when no version is installed. Boards do not carry ``k3py.image``, so the
+firmware members are picked here rather than by its installer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from k3py.errors import K3pyError
+
+DEFAULT_DIR = Path("/var/lib/k3py/firmware")
+HOST_ONLY = ("k3py/image/", "k3py/board/")  # the build host's packages, never on a board
+MAX_ATTEMPTS = 3
+TRIAL_SECONDS = 120.0
+
+
+class FirmwareError(K3pyError):
+    """A firmware cannot be installed or switched; nothing was changed."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    version: str  # the directory under versions/ on probation
+    attempts: int
+    deadline: float  # wall-clock seconds by which the new version must report Ready
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    scratch = path.with_name(f".{path.name}.{os.getpid()}")
+    with scratch.open("wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    scratch.replace(path)
+    _fsync_dir(path.parent)
+
+
+def _link_atomic(link: Path, target: str) -> None:
+    scratch = link.with_name(f".{link.name}.{os.getpid()}")
+    scratch.unlink(missing_ok=True)
+    scratch.symlink_to(target)
+    scratch.replace(link)
+    _fsync_dir(link.parent)
+
+
+class Firmware:
+    """The firmware directory of one board."""
+
+    def __init__(self, root: Path = DEFAULT_DIR) -> None:
+        self.root = root
+        self.versions = root / "versions"
+        self.current = root / "current"
+        self.previous = root / "previous"
+        self.trial_file = root / "trial.json"
+
+    def site(self, link: Path | None = None) -> Path | None:
+        """The site directory ``current`` (or ``link``) names, when it is whole."""
+        target = (link or self.current).resolve()
+        site = target / "site"
+        return site if (target / "COMPLETE").exists() and site.is_dir() else None
+
+    def current_name(self) -> str | None:
+        return self.current.resolve().name if self.current.is_symlink() else None
+
+    def version_of(self, link: Path) -> str | None:
+        target = link.resolve()
+        marker = target / "COMPLETE"
+        return marker.read_text().strip() if marker.exists() else None
+
+    def trial(self) -> Trial | None:
+        try:
+            data = json.loads(self.trial_file.read_text())
+            return Trial(str(data["version"]), int(data["attempts"]), float(data["deadline"]))
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError):
+            return Trial("?", MAX_ATTEMPTS, 0.0)  # unreadable: treat as used up
+
+    def write_trial(self, trial: Trial) -> None:
+        data = {"version": trial.version, "attempts": trial.attempts, "deadline": trial.deadline}
+        _write_atomic(self.trial_file, json.dumps(data).encode())
+
+    def install(self, wheel: Path, version: str, trial_seconds: float = TRIAL_SECONDS) -> Path:
+        """Unpack ``wheel`` (already verified) beside the running firmware and switch to it."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:8]
+        name = f"{version}-{digest}"
+        final = self.versions / name
+        if self.current.exists() and self.current.resolve() == final.resolve():
+            raise FirmwareError(f"firmware {version} is already the running one")
+        if not (final / "COMPLETE").exists():
+            scratch = self.versions / f".{name}.{os.getpid()}"
+            shutil.rmtree(scratch, ignore_errors=True)
+            self._unpack(wheel, scratch / "site")
+            _write_atomic(scratch / "COMPLETE", version.encode() + b"\n")
+            shutil.rmtree(final, ignore_errors=True)  # a half-removed old copy, if any
+            scratch.rename(final)
+            _fsync_dir(self.versions)
+        if self.current.is_symlink() and self.site() is not None:
+            _link_atomic(self.previous, os.readlink(self.current))
+        # Before the switch: a kill between the two leaves a trial naming a version that is not
+        # current, which the launcher discards.
+        self.write_trial(Trial(name, 0, time.time() + trial_seconds))
+        _link_atomic(self.current, f"versions/{name}")
+        return final
+
+    @staticmethod
+    def _unpack(wheel: Path, site: Path) -> None:
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                for member in archive.infolist():
+                    name = member.filename
+                    if member.is_dir() or name.startswith(HOST_ONLY) or "/__pycache__/" in name:
+                        continue
+                    if not (name.startswith("k3py/") or ".dist-info/" in name):
+                        continue
+                    target = site / name
+                    if site.resolve() not in target.resolve().parents:
+                        raise FirmwareError(f"wheel member {name} escapes the firmware directory")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    with target.open("wb") as out:
+                        out.write(archive.read(member))
+                        out.flush()
+                        os.fsync(out.fileno())
+        except zipfile.BadZipFile as err:
+            raise FirmwareError(f"{wheel.name} is not a wheel ({err})") from None
+        for directory in sorted({p for p in site.rglob("*") if p.is_dir()} | {site}):
+            _fsync_dir(directory)
+
+    def mark_good(self) -> None:
+        """The running firmware reported Ready: it stays (the trial ends)."""
+        with contextlib.suppress(FileNotFoundError):
+            self.trial_file.unlink()
+            _fsync_dir(self.root)
+
+    def roll_back(self) -> str | None:
+        """Switch ``current`` back to ``previous`` (or to the image's own k3py when none)."""
+        if self.previous.is_symlink() and self.site(self.previous) is not None:
+            _link_atomic(self.current, os.readlink(self.previous))
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.current.unlink()
+        self.mark_good()
+        return self.version_of(self.current) if self.current.exists() else None
