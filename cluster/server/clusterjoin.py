@@ -39,7 +39,14 @@ BOOTSTRAP_KEY = "/bootstrap/k3py"
 FORMAT = 1
 # Paths under <data-dir>/server that make up the cluster's identity; every server's own serving
 # and admin certificates are issued locally from the shared CA.
-SHARED_FILES = ("tls/server-ca.crt", "tls/server-ca.key", "token", "cred/tokens")
+SHARED_FILES = (
+    "tls/server-ca.crt",
+    "tls/server-ca.key",
+    "token",
+    "cred/tokens",
+    # Every server verifies the ServiceAccount tokens any server issued.
+    "tls/service-account.key",
+)
 _ITERATIONS = 200_000
 _AAD = b"k3py bootstrap v1"
 
@@ -183,6 +190,9 @@ async def prepare(settings: ServerSettings) -> None:
         from k3py.cluster.server.auth import ensure_token_file
 
         ensure_token_file(settings.data_dir)
+        from k3py.cluster.server.satoken import ensure_signing_key
+
+        ensure_signing_key(settings.data_dir)
 
     await datastore.start()
     try:
