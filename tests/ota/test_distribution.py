@@ -155,3 +155,41 @@ async def test_push_stores_a_bundle_with_the_admin_kubeconfig(
     assert "stored system-0.2.0.k3pyb" in capsys.readouterr().out
     listed = await api.get("/ota/v1/bundles")
     assert json.dumps(listed.body).count("system-0.2.0.k3pyb") == 1
+
+
+async def test_a_node_takes_a_firmware_bundle_and_refuses_a_foreign_one(
+    api: Api, tmp_path: Path
+) -> None:
+    from k3py.cluster.ota.apply import apply_firmware
+    from k3py.cluster.ota.firmware import Firmware
+    from tests.ota.test_firmware_update import _wheel
+
+    bundler.keygen(tmp_path / "k.pem", tmp_path / "k.pub")
+    (tmp_path / "other").mkdir()
+    bundler.keygen(tmp_path / "other/k.pem", tmp_path / "other/k.pub")
+    firmware = Firmware(tmp_path / "firmware")
+    for key, version in ((tmp_path / "other/k.pem", "0.3.0"), (tmp_path / "k.pem", "0.2.0")):
+        out = tmp_path / f"fw-{version}.k3pyb"
+        wheel = _wheel(tmp_path, version, "good")
+        signer = bundler.load_private_key(key)
+        bundler.firmware_bundle(out, signer, wheel, boards=[], minimum_version=None)
+        stored = await api.put(f"/ota/v1/bundles/firmware-{version}.k3pyb", data=out.read_bytes())
+        assert stored.status == 201
+    phases: list[str] = []
+    async with _session(api, "node1") as session:
+        with pytest.raises(bundle.BundleError, match="signed with another key"):
+            await apply_firmware(session, "/ota/v1/bundles/firmware-0.3.0.k3pyb",
+                                 tmp_path / "work", firmware, BOARD, key_path=tmp_path / "k.pub",
+                                 report=phases.append)  # fmt: skip
+        assert phases == ["Downloading", "Verifying"]
+        assert not firmware.root.exists()  # nothing on the board changed
+        phases.clear()
+        manifest = await apply_firmware(
+            session, "/ota/v1/bundles/firmware-0.2.0.k3pyb", tmp_path / "work", firmware, BOARD,
+            key_path=tmp_path / "k.pub", report=phases.append,
+        )  # fmt: skip
+    assert manifest.version == "0.2.0"
+    assert phases == ["Downloading", "Verifying", "Installing"]
+    assert firmware.version_of(firmware.current) == "0.2.0"
+    assert firmware.trial() is not None  # on probation until the new agent is Ready
+    assert list((tmp_path / "work").iterdir()) == []
