@@ -218,6 +218,12 @@ class RBACAuthorizer:
                 own.extend(r for r in inherited if r not in own)
         return own
 
+    def role_rules(self, kind: str, namespace: str, name: str) -> list[Rule]:
+        """The rules of one Role (``namespace``) or ClusterRole, aggregation resolved."""
+        if self._dirty:
+            self._rebuild()
+        return list(self._rules.get((kind, namespace if kind == "Role" else "", name), []))
+
     def rules_for(self, user: UserInfo, namespace: str) -> list[Rule]:
         """Every rule granting ``user`` something in ``namespace`` ("" for cluster scope)."""
         if self._dirty:
@@ -300,9 +306,7 @@ def escalation_refusal(
         bind_ns = namespace if ref_kind == "Role" else ""
         if authorizer.allows(user, RequestAttributes("bind", GROUP, plural, "", bind_ns, ref_name)):
             return None
-        if authorizer._dirty:
-            authorizer._rebuild()
-        wanted = authorizer._rules.get((ref_kind, bind_ns, ref_name), [])
+        wanted = authorizer.role_rules(ref_kind, bind_ns, ref_name)
         held = authorizer.rules_for(user, namespace)
     else:
         return None
