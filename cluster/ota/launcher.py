@@ -9,8 +9,12 @@ own k3py when none is installed, and stays its parent:
   loop) or past the trial's deadline (never reported Ready), the launcher stops it, switches
   ``current`` back to ``previous`` and starts that; it notes the roll-back in
   ``rolled-back.json`` for the agent to report;
-- exit code 75 (``RESTART``) means "restart into the new current" (after an install): the
-  next version starts at once; pods keep running, since the agent adopts healthy containers;
+- k3py's ``READY=1`` (systemd's notify protocol, to a socket the launcher gives it as
+  ``NOTIFY_SOCKET``) ends the trial: the version stays; the launcher passes ``READY=1`` on to
+  its own ``NOTIFY_SOCKET`` (a ``Type=notify`` unit) the first time;
+- exit code 75 (``RESTART``), or ``SIGHUP`` to the launcher, means "restart into the new
+  current" (after an install): the running k3py is stopped and the next starts at once; pods
+  keep running, since the agent adopts healthy containers;
 - outside a trial, k3py's exit ends the launcher with the same code (the supervisor respawns).
 
 It is deliberately small and imports nothing heavy: a bug here is the one an update cannot fix.
@@ -18,14 +22,17 @@ It is deliberately small and imports nothing heavy: a bug here is the one an upd
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from k3py.cluster import sdnotify
 from k3py.cluster.ota.firmware import DEFAULT_DIR, MAX_ATTEMPTS, Firmware, Trial
 
 RESTART = 75
@@ -38,8 +45,9 @@ def _command(argv: list[str]) -> list[str]:
     return [sys.executable, "-P", "-m", "k3py", *argv]
 
 
-def _environment(site: Path | None) -> dict[str, str]:
+def _environment(site: Path | None, notify: str) -> dict[str, str]:
     env = dict(os.environ)
+    env["NOTIFY_SOCKET"] = notify
     if site is not None:
         env["PYTHONPATH"] = str(site)
     else:
@@ -69,49 +77,87 @@ def _trial_of(firmware: Firmware) -> Trial | None:
     return trial
 
 
+def _notify_socket(root: Path) -> socket.socket:
+    """The datagram socket children report READY=1 to (unlinked and bound afresh)."""
+    path = root / f".notify.{os.getpid()}"
+    root.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+    sock.bind(str(path))
+    sock.setblocking(False)
+    return sock
+
+
+def _ready(sock: socket.socket) -> bool:
+    """Whether a READY=1 arrived since the last call."""
+    ready = False
+    while True:
+        try:
+            message = sock.recv(4096)
+        except BlockingIOError:
+            return ready
+        ready = ready or b"READY=1" in message.split(b"\n")
+
+
 def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
     firmware = Firmware(root)
-    stopping: list[int] = []
+    signals: list[int] = []
     child: subprocess.Popen[bytes] | None = None
+    upstream = dict(os.environ)  # the launcher's own NOTIFY_SOCKET, if a unit gave one
 
     def forward(signum: int, _frame: object) -> None:
-        stopping.append(signum)
+        signals.append(signum)
         if child is not None and child.poll() is None:
-            child.send_signal(signum)
+            child.send_signal(signal.SIGTERM if signum == signal.SIGHUP else signum)
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    while True:
-        trial = _trial_of(firmware)
-        if trial is not None:
-            reason = None
-            if trial.attempts >= MAX_ATTEMPTS:
-                reason = f"crashed {trial.attempts} times"
-            elif time.time() > trial.deadline:
-                reason = "not Ready before the deadline"
-            if reason is not None:
-                _note_rollback(firmware, trial, reason)
-                firmware.roll_back()
-                continue
-            firmware.write_trial(Trial(trial.version, trial.attempts + 1, trial.deadline))
-        child = subprocess.Popen(_command(argv), env=_environment(firmware.site()))
-        code = None
-        while code is None:
-            try:
-                code = child.wait(POLL_SECONDS)
-            except subprocess.TimeoutExpired:
-                if trial is not None and not stopping:
-                    current = firmware.trial()
-                    if current is None:
-                        trial = None  # marked good
-                    elif time.time() > current.deadline:
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, forward)
+    sock = _notify_socket(root)
+    told_upstream = False
+    try:
+        while True:
+            trial = _trial_of(firmware)
+            if trial is not None:
+                reason = None
+                if trial.attempts >= MAX_ATTEMPTS:
+                    reason = f"crashed {trial.attempts} times"
+                elif time.time() > trial.deadline:
+                    reason = "not Ready before the deadline"
+                if reason is not None:
+                    _note_rollback(firmware, trial, reason)
+                    firmware.roll_back()
+                    continue
+                firmware.write_trial(Trial(trial.version, trial.attempts + 1, trial.deadline))
+            _ready(sock)  # a late READY=1 of the previous child is not this one's
+            env = _environment(firmware.site(), sock.getsockname())
+            child = subprocess.Popen(_command(argv), env=env)
+            code = None
+            while code is None:
+                try:
+                    code = child.wait(POLL_SECONDS)
+                except subprocess.TimeoutExpired:
+                    if _ready(sock):
+                        firmware.mark_good()
+                        trial = None
+                        if not told_upstream:
+                            told_upstream = sdnotify.notify("READY=1", upstream)
+                    if trial is not None and firmware.trial() is None:
+                        trial = None  # ended by another hand (an operator, a test)
+                    if trial is not None and time.time() > trial.deadline and not signals:
                         code = _stop(child)
-        if stopping:
+            restart = code == RESTART or signal.SIGHUP in signals
+            if signals and not restart:
+                return code
+            signals.clear()
+            if restart or firmware.trial() is not None:
+                time.sleep(0 if restart else 1.0)
+                continue
             return code
-        if code == RESTART or firmware.trial() is not None:
-            time.sleep(0 if code == RESTART else 1.0)
-            continue
-        return code
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(sock.getsockname())
+        sock.close()
 
 
 def main() -> None:

@@ -23,10 +23,10 @@ from k3py.cluster.ota.launcher import _trial_of
 
 MAIN = {
     "good": (
-        "import os, pathlib, signal, sys, time\n"
-        "root = pathlib.Path(os.environ['K3PY_FIRMWARE_DIR'])\n"
+        "import os, signal, socket, sys, time\n"
         "with open(os.environ['K3PY_TEST_LOG'], 'a') as log: log.write('{v}\\n')\n"
-        "(root / 'trial.json').unlink(missing_ok=True)  # Ready: the trial ends\n"
+        "with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:  # Ready: the trial ends\n"
+        "    s.sendto(b'READY=1', os.environ['NOTIFY_SOCKET'])\n"
         "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
         "while True: time.sleep(0.1)\n"
     ),
@@ -89,6 +89,22 @@ def test_a_new_firmware_starts_and_keeps_running(tmp_path: Path) -> None:
         name = firmware.current_name()
         assert name is not None
         assert not (root / "versions" / name / "site/k3py/image").exists()
+    finally:
+        assert _stop(launcher) == 0
+
+
+def test_sighup_restarts_into_the_new_current(tmp_path: Path) -> None:
+    root, log = tmp_path / "firmware", tmp_path / "log"
+    firmware = Firmware(root)
+    firmware.install(_wheel(tmp_path, "0.2.0", "good"), "0.2.0")
+    launcher = _launch(root, log)
+    try:
+        _wait_for(lambda: log.exists() and firmware.trial() is None)
+        firmware.install(_wheel(tmp_path, "0.3.0", "good"), "0.3.0")
+        launcher.send_signal(signal.SIGHUP)
+        _wait_for(lambda: log.read_text().endswith("0.3.0\n") and firmware.trial() is None)
+        assert log.read_text() == "0.2.0\n0.3.0\n"
+        assert launcher.poll() is None
     finally:
         assert _stop(launcher) == 0
 
