@@ -260,7 +260,7 @@ def _agent_rss(quick: bool, root: Path) -> dict[str, Any]:
 
         def programmed() -> bool:
             table = host.run("nft", "list", "table", "inet", "k3py", check=False).stdout
-            return table.count("svc-s-") >= 100
+            return table.count(": goto svc-pick-") >= 100
 
         wait_until(programmed, 60, "100 services in the agent's rules")
         time.sleep(5 if quick else 20)

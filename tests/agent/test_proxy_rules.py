@@ -52,15 +52,36 @@ def test_ready_endpoints_only_are_in_rotation() -> None:
     (sp,) = service_ports(service(), endpoints("web", *THREE, not_ready=("10.42.3.9",)))
     assert [e.ip for e in sp.endpoints] == ["10.42.0.5", "10.42.1.5", "10.42.2.5"]
     frag = rules.service_fragment(sp, CONFIG)
-    (svc_chain,) = frag.chains  # one chain, whatever the number of endpoints
-    assert svc_chain.startswith("svc-s-")
-    assert frag.chains[svc_chain][-1] == (
-        "meta l4proto tcp dnat ip addr . port to numgen random mod 3 map"
-        " { 0 : 10.42.0.5 . 8080, 1 : 10.42.1.5 . 8080, 2 : 10.42.2.5 . 8080 }"
-    )
-    assert "10.42.3.9" not in str(frag.chains)
+    # A plain service owns no chain: map elements lead to the chain shared by all services
+    # with three endpoints, which picks one by its index.
+    assert frag.chains == {}
+    assert frag.picks == {3}
+    assert frag.elements[(rules.SERVICE_IPS, "10.43.0.20 . tcp . 80")] == "goto svc-pick-3"
+    picked = {k: v for (m, k), v in frag.elements.items() if m == "svc-endpoints-3"}
+    assert picked == {
+        "10.43.0.20 . tcp . 80 . 0": "10.42.0.5 . 8080",
+        "10.43.0.20 . tcp . 80 . 1": "10.42.1.5 . 8080",
+        "10.43.0.20 . tcp . 80 . 2": "10.42.2.5 . 8080",
+    }
+    assert "10.42.3.9" not in str(frag.elements)
     assert (rules.HAIRPIN, "10.42.1.5 . 10.42.1.5") in frag.elements
-    assert frag.elements[(rules.SERVICE_IPS, "10.43.0.20 . tcp . 80")] == f"goto {svc_chain}"
+
+
+def test_pick_chain_lives_while_a_service_uses_it() -> None:
+    (one,) = service_ports(service(), endpoints("web", *THREE))
+    (two,) = service_ports(service("api", ip="10.43.0.21"), endpoints("api", *THREE))
+    a, b = rules.service_fragment(one, CONFIG), rules.service_fragment(two, CONFIG)
+    users = rules.set_element_users([a])
+    batch = rules.diff(CONFIG, {"api": (None, b)}, users)
+    assert "svc-pick-3" not in batch.replace("goto svc-pick-3", "")  # exists already
+    batch = rules.diff(CONFIG, {"web": (a, None)}, users)
+    assert "delete chain inet k3py svc-pick-3" not in batch  # api still uses it
+    batch = rules.diff(CONFIG, {"api": (b, None)}, users)
+    assert "delete chain inet k3py svc-pick-3" in batch
+    assert "delete map inet k3py svc-endpoints-3" in batch
+    assert not users
+    batch = rules.diff(CONFIG, {"web": (None, a)}, users)
+    assert batch.index("add chain inet k3py svc-pick-3") < batch.index("goto svc-pick-3")
 
 
 def test_headless_and_external_name_services_are_not_proxied() -> None:

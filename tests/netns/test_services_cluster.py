@@ -270,10 +270,19 @@ def test_agent_restart_and_deleted_service_leave_no_stale_rule(svc: Services) ->
     cluster.restart_agent(2)
     time.sleep(3)
     wait_until(lambda: [r for r in svc.rules(host) if "affinity" not in r] == before, 30, "rules")
+    web_ip = cluster.kubectl(
+        "get", "svc", "web", "-o", "jsonpath={.spec.clusterIP}", check=False
+    ).stdout.strip()
     cluster.kubectl("delete", "svc", "web", "--ignore-not-found")
+
+    def gone(h: Host) -> bool:
+        table = h.run("nft", "list", "table", "inet", "k3py", check=False).stdout
+        named = any("default/web/" in r for r in svc.rules(h))
+        return not named and not (web_ip and f"{web_ip} . " in table)
+
     for each in svc.topology.hosts:
         wait_until(
-            lambda h=each: not any("default/web/" in r for r in svc.rules(h)),  # type: ignore[misc]
+            lambda h=each: gone(h),  # type: ignore[misc]
             10,
             "the deleted service's rules gone",
         )

@@ -3,13 +3,22 @@
 The rules live in k3py's table ``inet k3py``, which the agent's parts share by name prefix
 (see :mod:`k3py.cluster.agent.network.nft`): every chain, set and map of the proxy starts with
 ``svc-``. There is a fixed skeleton (base chains on the nat and filter hooks, four verdict maps
-and the hairpin set) and one :class:`Fragment` per service port: its chains (``svc-s-…`` picks
-an endpoint with ``numgen random`` from a map of addresses and rewrites to it in one rule;
-``svc-e-…``, one per endpoint, only with ClientIP affinity, whose timed sets remember clients;
-``svc-x-…`` handles NodePort and load-balancer traffic, ``svc-l-…`` the node's own endpoints
-for ``externalTrafficPolicy: Local``) and its entries in the maps and the hairpin set. A packet
-to a service costs one map lookup however many services exist, and a change to one service
-touches only that service's fragment:
+and the hairpin set) and one :class:`Fragment` per service port.
+
+A plain service port (a cluster IP only, no ClientIP affinity) owns no chain, only map
+elements: ``svc-service-ips`` sends it to ``svc-pick-N``, shared by every service with N ready
+endpoints, whose one rule rewrites to ``svc-endpoints-N[daddr . l4proto . dport . numgen random
+mod N]`` (keys of the service's address and port and its endpoint's index). The pick chains and
+maps exist while a service uses them (the proxier counts users). Keeping chains per service out
+is what keeps a change cheap: Debian 12's nft 1.0.6 reads every chain of the table before each
+batch, so a chain per service made each transaction's cost grow with the number of services.
+Other service ports keep chains of their own (``svc-s-…`` picks an endpoint with ``numgen
+random`` from an inline map of addresses; ``svc-e-…``, one per endpoint, only with ClientIP
+affinity, whose timed sets remember clients; ``svc-x-…`` handles NodePort and load-balancer
+traffic, ``svc-l-…`` the node's own endpoints for ``externalTrafficPolicy: Local``) beside
+their entries in the maps and the hairpin set. A packet to a service costs one or two map
+lookups however many services exist, and a change to one service touches only that service's
+fragment:
 :func:`diff` turns two versions of some fragments into the statements of one ``nft -f``
 transaction, and :func:`full_ruleset` replaces all of the proxy's objects in one transaction
 (everything named ``svc-…`` that the table holds is flushed and deleted, then defined anew),
@@ -62,6 +71,15 @@ MAPS = {
     NO_ENDPOINT_PORTS: "inet_proto . inet_service",
 }
 MapKey = tuple[str, str]  # (map name, element key)
+PICK_USERS = "@pick"  # users of svc-pick-N are counted under (PICK_USERS, "N")
+
+
+def pick_chain(n: int) -> str:
+    return f"svc-pick-{n}"
+
+
+def pick_map(n: int) -> str:
+    return f"svc-endpoints-{n}"
 
 
 @dataclass(frozen=True)
@@ -89,6 +107,7 @@ class Fragment:
     chains: dict[str, tuple[str, ...]] = field(default_factory=dict)
     sets: dict[str, str] = field(default_factory=dict)
     elements: dict[MapKey, str] = field(default_factory=dict)
+    picks: set[int] = field(default_factory=set)  # svc-pick-N objects it refers to
 
 
 @dataclass(frozen=True)
@@ -161,6 +180,17 @@ def service_fragment(sp: ServicePort, config: ProxyConfig) -> Fragment:
             f"meta l4proto {proto} dnat ip addr . port to numgen random mod {len(chosen)}"
             f" map {{ {entries} }}"
         ]
+
+    if not sp.affinity_seconds and not external:
+        n = len(sp.endpoints)
+        frag.picks.add(n)
+        frag.elements[(SERVICE_IPS, f"{sp.cluster_ip} . {proto} . {sp.port}")] = (
+            f"goto {pick_chain(n)}"
+        )
+        for i, ep in enumerate(sp.endpoints):
+            item = (pick_map(n), f"{sp.cluster_ip} . {proto} . {sp.port} . {i}")
+            frag.elements[item] = f"{ep.ip} . {ep.port}"
+        return frag
 
     svc_rules = []
     if config.cluster_cidr:
@@ -277,6 +307,33 @@ def _skeleton(t: str) -> list[str]:
     return lines
 
 
+def _pick_objects(config: ProxyConfig, n: int) -> list[str]:
+    """The chain and map shared by the plain service ports with ``n`` ready endpoints."""
+    t, chain, name = config.table, pick_chain(n), pick_map(n)
+    key = f"ip daddr . meta l4proto . th dport . numgen random mod {n}"
+    lines = [
+        f"add map {t} {name} {{ typeof {key} : ip daddr . th dport; }}",
+        f"add chain {t} {chain}",
+    ]
+    if config.cluster_cidr:
+        lines.append(
+            f"add rule {t} {chain} ip saddr != {config.cluster_cidr} jump svc-mark-for-masquerade"
+        )
+    lines.append(
+        f"add rule {t} {chain} meta l4proto {{ tcp, udp }} dnat ip addr . port to {key} map @{name}"
+    )
+    return lines
+
+
+def _drop_pick(config: ProxyConfig, n: int) -> list[str]:
+    t = config.table
+    return [
+        f"flush chain {t} {pick_chain(n)}",
+        f"delete chain {t} {pick_chain(n)}",
+        f"delete map {t} {pick_map(n)}",
+    ]
+
+
 def _elements(t: str, verb: str, items: Iterable[tuple[MapKey, str]]) -> list[str]:
     by_map: dict[str, list[str]] = {}
     for (name, key), value in items:
@@ -304,6 +361,8 @@ def full_ruleset(config: ProxyConfig, fragments: Iterable[Fragment], existing: E
     t = config.table
     frags = list(fragments)
     lines = [f"add table {t}", *removal(config, existing), *_skeleton(t)]
+    for n in sorted({n for frag in frags for n in frag.picks}):
+        lines += _pick_objects(config, n)
     for frag in frags:
         lines += [f"add set {t} {name} {spec}" for name, spec in frag.sets.items()]
         lines += [f"add chain {t} {name}" for name in frag.chains if name not in FIXED_CHAINS]
@@ -317,8 +376,13 @@ def full_ruleset(config: ProxyConfig, fragments: Iterable[Fragment], existing: E
 
 
 def set_element_users(fragments: Iterable[Fragment]) -> Counter[MapKey]:
-    """How many fragments want each set element (elements several services share)."""
-    return Counter(item for f in fragments for item, value in f.elements.items() if not value)
+    """How many fragments want each set element (elements several services share) and each
+    pick chain (counted under ``(PICK_USERS, "N")``)."""
+    users: Counter[MapKey] = Counter()
+    for frag in fragments:
+        users.update(item for item, value in frag.elements.items() if not value)
+        users.update((PICK_USERS, str(n)) for n in frag.picks)
+    return users
 
 
 def diff(
@@ -330,7 +394,7 @@ def diff(
     order the kernel accepts within one transaction: new objects first, rewritten chains,
     map elements, and only then the chains and sets nothing refers to any more. ``users``
     (updated in place) counts the fragments holding each set element: a shared element is
-    added by its first user and deleted with its last."""
+    added by its first user and deleted with its last, and so is a pick chain with its map."""
     t = config.table
     empty = Fragment()
     add_objects: list[str] = []
@@ -339,8 +403,11 @@ def diff(
     added_elements: list[tuple[MapKey, str]] = []
     drop_chains: list[str] = []
     drop_sets: list[str] = []
+    pick_delta: Counter[int] = Counter()
     for old_frag, new_frag in changes.values():
         old, new = old_frag or empty, new_frag or empty
+        pick_delta.update(new.picks)
+        pick_delta.subtract(old.picks)
         for name, spec in new.sets.items():
             if name not in old.sets:
                 add_objects.append(f"add set {t} {name} {spec}")
@@ -374,9 +441,28 @@ def diff(
                 else:
                     drop_chains.append(name)
         drop_sets += [name for name in old.sets if name not in new.sets]
+    # A pick chain is created by the batch that gives it its first user and deleted by the
+    # one that takes its last (without ``users``, the changed fragments are all its users).
+    drop_picks: list[int] = []
+    for n, delta in sorted(pick_delta.items()):
+        item = (PICK_USERS, str(n))
+        if users is not None:
+            before = users[item]
+            users[item] += delta
+            if users[item] <= 0:
+                del users[item]
+        else:
+            before = sum(n in (o or empty).picks for o, _ in changes.values())
+        after = before + delta
+        if before <= 0 < after:
+            add_objects += _pick_objects(config, n)
+        elif after <= 0 < before:
+            drop_picks.append(n)
     lines = [*add_objects, *rewrite]
     lines += _elements(t, "delete", removed_elements)
     lines += _elements(t, "add", added_elements)
+    for n in drop_picks:
+        lines += _drop_pick(config, n)
     lines += [f"flush chain {t} {name}" for name in drop_chains]
     lines += [f"delete chain {t} {name}" for name in drop_chains]
     lines += [f"delete set {t} {name}" for name in drop_sets]
