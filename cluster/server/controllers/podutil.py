@@ -66,13 +66,22 @@ def condition(obj: Object, kind: str) -> Object | None:
     return None
 
 
+def _stored_condition(obj: Object, kind: str) -> Object | None:
+    # Read-only look-up: the controllers' status sums ask this of every pod on every change,
+    # so it does not copy as ``condition`` does.
+    for cond in (obj.get("status") or {}).get("conditions") or ():
+        if cond.get("type") == kind:
+            return cond  # type: ignore[no-any-return]
+    return None
+
+
 def is_ready(pod: Object) -> bool:
-    cond = condition(pod, "Ready")
+    cond = _stored_condition(pod, "Ready")
     return cond is not None and cond.get("status") == "True"
 
 
 def ready_since(pod: Object) -> datetime.datetime | None:
-    cond = condition(pod, "Ready")
+    cond = _stored_condition(pod, "Ready")
     if cond is None or cond.get("status") != "True":
         return None
     return parse_time(cond.get("lastTransitionTime"))

@@ -107,11 +107,18 @@ class Counts:
 
 def counts(rs: Object, pods: list[Object], now: datetime.datetime) -> Counts:
     min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-    active = [p for p in pods if podutil.is_active(p)]
-    available = sum(1 for p in active if podutil.is_available(p, min_ready, now))
-    ready = sum(1 for p in active if podutil.is_ready(p))
+    # One pass over the pods: this runs on every change of every pod a Deployment owns.
+    active = available = ready = 0
+    for pod in pods:
+        if not podutil.is_active(pod):
+            continue
+        active += 1
+        if podutil.is_ready(pod):
+            ready += 1
+            if min_ready <= 0 or podutil.is_available(pod, min_ready, now):
+                available += 1
     replicas = spec_replicas(rs)
-    return Counts(rs, replicas, min(available, replicas), len(active), ready)
+    return Counts(rs, replicas, min(available, replicas), active, ready)
 
 
 def new_replicas_for_rolling(deployment: Object, all_rs: list[Counts], new: Counts) -> int:
