@@ -132,11 +132,12 @@ def test_a_firmware_never_ready_rolls_back_at_the_deadline(tmp_path: Path) -> No
     firmware = Firmware(root)
     firmware.install(_wheel(tmp_path, "0.2.0", "good"), "0.2.0")
     firmware.mark_good()
-    firmware.install(_wheel(tmp_path, "0.3.0", "hang"), "0.3.0", trial_seconds=1.5)
+    firmware.install(_wheel(tmp_path, "0.3.0", "hang"), "0.3.0", trial_seconds=3.0)
     launcher = _launch(root, log)
     try:
         _wait_for(lambda: log.exists() and log.read_text().endswith("0.2.0\n"))
-        assert log.read_text() == "0.3.0\n0.2.0\n"
+        # 0.3.0 ran once (unless a loaded machine let the deadline pass before it started).
+        assert log.read_text() in ("0.3.0\n0.2.0\n", "0.2.0\n")
         reason = json.loads((root / "rolled-back.json").read_text())["reason"]
         assert reason == "not Ready before the deadline"
     finally:
