@@ -197,9 +197,11 @@ def _exit_with_parent(env: Mapping[str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     import asyncio
 
+    from k3py.cluster.agent import memory
     from k3py.cluster.agent.agent import run_agent
 
     _exit_with_parent(os.environ)
     settings = settings_from(args)
+    memory.tune()
     asyncio.run(run_agent(settings))
     return 0

@@ -1,0 +1,37 @@
+"""Process-wide memory settings of the long-running agent, applied once before it starts.
+
+The agent's budget (45 MB resident, idle) leaves no room for defaults sized for servers:
+
+- asyncio gives every TLS connection a 256 KiB read buffer (``SSLProtocol.max_size``), written
+  through at creation, and the agent holds one connection per watch of the API server (seven
+  or more): about 1.8 MB for buffers that never hold more than a few TLS records (16 KiB
+  each) at a time. 32 KiB keeps two records per read.
+- glibc's malloc gives every thread that allocates its own arena (up to eight per core), each
+  keeping its freed memory; the Docker runtime's thread pool would add four. Two arenas (the
+  main one and one shared by the threads) is what ``MALLOC_ARENA_MAX=2`` would set, applied
+  with ``mallopt`` because the variable must be in the environment before the process
+  starts.
+"""
+
+from __future__ import annotations
+
+import asyncio.sslproto
+import ctypes
+import logging
+
+logger = logging.getLogger("k3py.agent")
+
+TLS_READ_BUFFER = 32 * 1024
+MALLOC_ARENAS = 2
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def tune() -> None:
+    """Apply the settings above (a no-op for what the platform does not have)."""
+    asyncio.sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+    try:
+        mallopt = ctypes.CDLL(None).mallopt  # the C library the interpreter runs on
+    except (OSError, AttributeError, TypeError):
+        return  # not glibc (musl has one arena anyway)
+    if not mallopt(_M_ARENA_MAX, MALLOC_ARENAS):
+        logger.debug("mallopt(M_ARENA_MAX) refused")
