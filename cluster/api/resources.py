@@ -164,6 +164,10 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         (),
         ("status",),
     ),
+    # Over-the-air updates (k3py.cluster.api.updateplan): rollouts of a bundle to nodes.
+    ResourceInfo(
+        "ota.k3py.io", "v1", "UpdatePlan", "updateplans", "updateplan", False, (), (), ("status",)
+    ),
 )
 
 

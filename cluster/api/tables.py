@@ -51,6 +51,8 @@ from k3py.cluster.api.printing import (
 )
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import bad_request
+from k3py.cluster.api.updateplan import COLUMNS as UPDATE_PLAN_COLUMNS
+from k3py.cluster.api.updateplan import print_update_plan
 
 __all__ = ["PRINTERS", "human_duration", "to_table"]
 
@@ -102,6 +104,7 @@ PRINTERS: dict[str, tuple[Sequence[Column], Printer]] = {
     "ReplicaSet": (REPLICA_SET_COLUMNS, print_replica_set),
     "DaemonSet": (DAEMON_SET_COLUMNS, print_daemon_set),
     "Job": (JOB_COLUMNS, print_job),
+    "UpdatePlan": (UPDATE_PLAN_COLUMNS, print_update_plan),
     "CronJob": (CRON_JOB_COLUMNS, print_cron_job),
     "PodDisruptionBudget": (PDB_COLUMNS, print_pdb),
     "Service": (SERVICE_COLUMNS, print_service),

@@ -23,6 +23,7 @@ from k3py.cluster.api.cronjob import validate_cron_job
 from k3py.cluster.api.disruption import validate_pod_disruption_budget
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import Cause
+from k3py.cluster.api.updateplan import validate_update_plan
 from k3py.cluster.api.validation_base import (
     IMMUTABLE,
     MAX_SECRET_SIZE,
@@ -357,6 +358,7 @@ def _validate_binding(errs: Errors, obj: Obj, old: Obj | None) -> None:
 
 
 _KIND_VALIDATORS: dict[str, KindValidator] = {
+    "UpdatePlan": validate_update_plan,
     "CronJob": validate_cron_job,
     "PodDisruptionBudget": validate_pod_disruption_budget,
     "ConfigMap": _validate_config_map,

@@ -41,6 +41,8 @@ def _gv_path(info: ResourceInfo) -> str:
 
 
 def _definition(info: ResourceInfo) -> str:
+    if info.group == "ota.k3py.io":  # k3py's own kinds are named under io.k3py
+        return f"io.k3py.ota.{info.version}.{info.kind}"
     return f"io.k8s.api.{GROUP_PACKAGES[info.group]}.{info.version}.{info.kind}"
 
 

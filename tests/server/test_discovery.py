@@ -38,6 +38,7 @@ async def test_groups_and_versions(api: Api) -> None:
         "authorization.k8s.io",
         "authentication.k8s.io",
         "policy",
+        "ota.k3py.io",
         "metrics.k8s.io",
     ]
     assert groups[0]["preferredVersion"] == {"groupVersion": "apps/v1", "version": "v1"}

@@ -10,6 +10,8 @@ kubernetes/kubernetes) and the Go types' struct tags. Only the generator reads i
 
 from __future__ import annotations
 
+from k3py.cluster.api import updateplan
+
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 TIME = f"{META}.Time"
 MICRO_TIME = f"{META}.MicroTime"
@@ -49,6 +51,10 @@ META_CLASSES = frozenset(
 EXTRA_CORE_ROOTS = ("V1PodTemplateSpec",)
 
 # Kinds served as subresource bodies, with the group that owns their schema.
+# k3py's own kinds: (group, version, kind, the function returning their definitions).
+HANDWRITTEN_KINDS = (
+    (updateplan.GROUP, updateplan.VERSION, updateplan.KIND, updateplan.definitions),
+)
 SUBRESOURCE_KINDS = (
     ("autoscaling", "v1", "Scale"),  # deployments/scale, replicasets/scale
     ("policy", "v1", "Eviction"),  # pods/eviction

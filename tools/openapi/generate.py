@@ -200,7 +200,9 @@ def _gvk(group: str, version: str, kind: str) -> dict[str, str]:
 def build(models: Any, docs: LightkubeDocs) -> dict[str, Any]:
     """The data file's content: every definition the served kinds need, Kubernetes-named."""
     gen = Generator(models, docs)
-    served = [(r.group, r.version, r.kind, "list" in r.verbs) for r in RESOURCES]
+    handwritten = {(g, v, k) for g, v, k, _ in curation.HANDWRITTEN_KINDS}
+    served = [(r.group, r.version, r.kind, "list" in r.verbs) for r in RESOURCES
+              if (r.group, r.version, r.kind) not in handwritten]  # fmt: skip
     served += [(g, v, k, False) for g, v, k in curation.SUBRESOURCE_KINDS]
     kind_classes = {(g, v, k): gen.kind_class(g, k) for g, v, k, _ in served}
     list_classes = {(g, v, k): kind_classes[(g, v, k)] + "List" for g, v, k, has in served if has}
@@ -236,6 +238,9 @@ def build(models: Any, docs: LightkubeDocs) -> dict[str, Any]:
             definitions[name]["x-kubernetes-group-version-kind"] = [_gvk("", "v1", kind)]
     for name, definition in curation.HANDWRITTEN.items():
         definitions[name] = json.loads(json.dumps(definition))
+    # Kinds Kubernetes has no model for (k3py's own) bring their definitions along.
+    for *_, make in curation.HANDWRITTEN_KINDS:
+        definitions.update(json.loads(json.dumps(make())))
 
     _check_references(definitions)
     import kubernetes  # the generator runs only where the client is installed
@@ -245,7 +250,10 @@ def build(models: Any, docs: LightkubeDocs) -> dict[str, Any]:
         "source": f"kubernetes Python client {kubernetes.__version__}",
         # The client's major version follows the Kubernetes minor release it was built from.
         "kubernetes_version": f"v1.{kubernetes.__version__.split('.')[0]}",
-        "kinds": sorted(f"{g}/{v}/{k}".lstrip("/") for g, v, k, _ in served),
+        "kinds": sorted(
+            [f"{g}/{v}/{k}".lstrip("/") for g, v, k, _ in served]
+            + [f"{g}/{v}/{k}" for g, v, k in handwritten]
+        ),
         "definitions": definitions,
     }
 
