@@ -17,7 +17,7 @@ from k3py.cluster.api import status
 from k3py.cluster.api.defaults import apply_defaults
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.api.validation import validate_create, validate_update
-from k3py.cluster.server.rest import serviceaccounts, services, strategy
+from k3py.cluster.server.rest import managedfields, serviceaccounts, services, strategy
 from k3py.cluster.server.rest.context import CollectorWork, RestContext
 
 Object = dict[str, Any]
@@ -46,9 +46,15 @@ async def create_object(
     *,
     dry_run: bool = False,
     check: Check | None = None,
+    manager: managedfields.Manager | None = None,
 ) -> Object:
     """Store a new object (metadata and namespace already in place); returns it as stored."""
     strategy.prepare_for_create(info, obj, ctx.now())
+    if manager is not None and manager.operation == "Apply":
+        fields = managedfields.record_apply(info, None, obj, manager, ctx.now())
+        obj["metadata"]["managedFields"] = fields
+    elif manager is not None:
+        managedfields.record_update(info, None, obj, manager, ctx.now())
     if info.kind == "Pod":
         await serviceaccounts.admit_pod(ctx, obj)
     apply_defaults(info, obj)
@@ -121,6 +127,7 @@ async def update_object(
     subresource: str = "",
     dry_run: bool = False,
     check: Check | None = None,
+    manager: managedfields.Manager | None = None,
 ) -> Object:
     """Store ``obj`` over ``old`` (as read, with its resourceVersion) through ``subresource``.
 
@@ -130,6 +137,7 @@ async def update_object(
     new = strategy.prepare_for_update(info, obj, old, subresource)
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
     apply_defaults(info, new)
+    _managed_fields(ctx, info, new, old, manager)
     strategy.bump_generation(new, old)
     _raise_invalid(info, new, validate_update(info, new, old))
     if check is not None:
@@ -147,6 +155,28 @@ async def update_object(
     async with ctx.allocation_lock:
         await services.allocate(ctx, new, old)
         return await ctx.objects.update(info, new, expected)
+
+
+def _managed_fields(
+    ctx: RestContext,
+    info: ResourceInfo,
+    new: Object,
+    old: Object,
+    manager: managedfields.Manager | None,
+) -> None:
+    """Field ownership after an update: kept for internal writes, recorded for the API's."""
+    previous = old["metadata"].get("managedFields")
+    if manager is None:
+        if previous:
+            new["metadata"]["managedFields"] = copy.deepcopy(previous)
+        else:
+            new["metadata"].pop("managedFields", None)
+    elif manager.entries is not None:
+        new["metadata"]["managedFields"] = manager.entries
+    else:
+        managedfields.record_update(info, old, new, manager, ctx.now())
+    if not new["metadata"].get("managedFields"):
+        new["metadata"].pop("managedFields", None)
 
 
 def dependents_work(info: ResourceInfo, owner: Object, policy: str = "Background") -> CollectorWork:

@@ -45,7 +45,7 @@ def prepare_for_create(info: ResourceInfo, obj: Object, now: str) -> None:
     meta["generation"] = 1
     for key in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
         meta.pop(key, None)
-    meta.pop("managedFields", None)  # field ownership is not tracked
+    meta.pop("managedFields", None)  # the engine records them from the request's manager
     if info.kind in _STATUS_RESET:
         obj["status"] = copy.deepcopy(_STATUS_RESET[info.kind])
     elif info.kind == "Pod":

@@ -16,7 +16,7 @@ import copy
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +26,7 @@ from k3py.cluster.api.bounded import WorkBudget
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.openapi import unknown_fields
-from k3py.cluster.server.rest import engine, typecheck
+from k3py.cluster.server.rest import engine, managedfields, typecheck
 from k3py.cluster.server.rest.access import admission
 from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import (
@@ -44,8 +44,8 @@ NAMESPACES = by_kind("v1", "Namespace")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as apiserver's generateName (no vowels)
 _STRATEGIC = "application/strategic-merge-patch+json"
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", _STRATEGIC)
-# Server-side apply, simplified: the configuration creates the object or is merged into it as
-# a strategic merge patch; field ownership (managedFields) is not tracked.
+# Server-side apply: the configuration creates the object or is merged into it as a strategic
+# merge patch, after :mod:`.managedfields` checked it against the other managers' fields.
 APPLY = "application/apply-patch+yaml"
 # unknown_fields paths: ``.spec.template`` keys, ``[0]`` list indexes, ``[name]`` map keys.
 _PATH_TOKEN = re.compile(r"\.([^.\[\]]+)|\[([^\]]*)\]")
@@ -58,6 +58,12 @@ THREAD_DECODE_BYTES = 64 * 1024
 class WriteOptions:
     dry_run: bool
     field_validation: str  # Strict | Warn | Ignore
+
+
+def _manager(request: web.Request, operation: str) -> managedfields.Manager:
+    force = request.query.get("force", "").lower() == "true"
+    user_agent = request.headers.get("User-Agent", "")
+    return managedfields.manager_of(request.query, user_agent, operation, force)
 
 
 def write_options(request: web.Request) -> WriteOptions:
@@ -251,7 +257,12 @@ async def create(request: web.Request, target: RequestTarget) -> web.Response:
             candidate["metadata"]["name"] = generate[:58] + suffix
         try:
             stored = await engine.create_object(
-                ctx, info, candidate, dry_run=opts.dry_run, check=admission(request, target)
+                ctx,
+                info,
+                candidate,
+                dry_run=opts.dry_run,
+                check=admission(request, target),
+                manager=_manager(request, "Update"),
             )
         except status.ApiError as err:
             if err.reason == "AlreadyExists" and generate and attempt < _RETRIES - 1:
@@ -300,6 +311,7 @@ async def update(request: web.Request, target: RequestTarget) -> web.Response:
                 subresource=target.subresource,
                 dry_run=opts.dry_run,
                 check=admission(request, target),
+                manager=_manager(request, "Update"),
             )
         except status.ApiError as err:
             if err.reason == "Conflict" and not wanted:
@@ -373,7 +385,12 @@ async def _create_applied(
         await namespace_accepts(ctx, obj["metadata"]["namespace"])
     try:
         stored = await engine.create_object(
-            ctx, target.info, obj, dry_run=opts.dry_run, check=admission(request, target)
+            ctx,
+            target.info,
+            obj,
+            dry_run=opts.dry_run,
+            check=admission(request, target),
+            manager=_manager(request, "Apply"),
         )
     except status.ApiError as err:
         if err.reason == "AlreadyExists":
@@ -425,6 +442,10 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
         wanted = _precondition(patched)
         if wanted and wanted != int(old["metadata"]["resourceVersion"]):
             raise _stale(info, target.name)
+        manager = _manager(request, "Apply" if patch_type == APPLY else "Update")
+        if patch_type == APPLY:
+            entries = managedfields.record_apply(info, old, body, manager, ctx.now())
+            manager = replace(manager, entries=entries)
         try:
             stored = await engine.update_object(
                 ctx,
@@ -434,6 +455,7 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
                 subresource=target.subresource,
                 dry_run=opts.dry_run,
                 check=admission(request, target),
+                manager=manager,
             )
         except status.ApiError as err:
             if err.reason == "Conflict":
