@@ -69,6 +69,7 @@ ALL_CONTROLLERS = (
     "nodelifecycle",
     "garbagecollector",
     "servicelb",
+    "updateplan",
 )
 
 

@@ -35,6 +35,7 @@ from k3py.cluster.server.controllers.leader import ElectionConfig, LeaderElector
 from k3py.cluster.server.controllers.nodelifecycle import NodeLifecycleController
 from k3py.cluster.server.controllers.replicaset import ReplicaSetController
 from k3py.cluster.server.controllers.servicelb import ServiceLBController
+from k3py.cluster.server.controllers.updateplan import UpdatePlanController
 from k3py.cluster.server.metrics.observer import ControlPlaneObserver, NullObserver
 from k3py.cluster.server.scheduler import Scheduler
 from k3py.shutdown import cancel_and_wait
@@ -52,6 +53,7 @@ CONTROLLERS: dict[str, type[QueueController]] = {
     "nodelifecycle": NodeLifecycleController,
     "garbagecollector": GarbageCollector,
     "servicelb": ServiceLBController,
+    "updateplan": UpdatePlanController,
 }
 RESTART_PAUSE = 2.0
 

@@ -1,0 +1,96 @@
+"""The UpdatePlan controller: rolls a bundle out to the nodes a plan selects.
+
+For each plan it reads the nodes its ``nodeSelector`` picks and the per-node phases in its
+status (agents move their own entry from ``Downloading`` on), asks
+:func:`k3py.cluster.ota.rollout.step` what to do, and writes the answer: nodes to start get
+``Downloading`` (the agent's signal to act), cordoned first when the plan says ``drain``;
+Healthy nodes it drained are uncordoned; the plan's phase and message follow. A paused plan is
+re-checked when its pause ends. Node changes re-check every plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from k3py.cluster.api.resources import by_kind
+from k3py.cluster.client.events import timestamp
+from k3py.cluster.ota.rollout import DOWNLOADING, PENDING, NodeState, PlanSpec, step
+from k3py.cluster.server.controllers import podutil
+from k3py.cluster.server.controllers.base import NODES, ControllerContext, QueueController
+
+logger = logging.getLogger("k3py.controllers.updateplan")
+
+Object = dict[str, Any]
+UPDATE_PLANS = by_kind("ota.k3py.io/v1", "UpdatePlan")
+DRAINED_ANNOTATION = "ota.k3py.io/drained-by"
+
+
+class UpdatePlanController(QueueController):
+    name = "updateplan"
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        super().__init__(ctx)
+        assert UPDATE_PLANS is not None
+        self.plans = ctx.informers.get(UPDATE_PLANS)
+        self.nodes = ctx.informers.get(NODES)
+        self.plans.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
+        self.nodes.add_handler(self._node_event, lambda _o, n: self._node_event(n),
+                               self._node_event)  # fmt: skip
+
+    def _node_event(self, _node: Object) -> None:
+        for plan in self.plans.list():
+            self.enqueue(plan)
+
+    def _selected(self, plan: Object) -> list[Object]:
+        selector = (plan.get("spec") or {}).get("nodeSelector") or {}
+        return [
+            n for n in self.nodes.list()
+            if all((podutil.meta(n).get("labels") or {}).get(k) == v for k, v in selector.items())
+        ]  # fmt: skip
+
+    async def reconcile(self, key: str) -> float | None:
+        assert UPDATE_PLANS is not None
+        plan = self.plans.get_by_key(key)
+        if plan is None or podutil.is_terminating(plan):
+            return None
+        name = podutil.name_of(plan)
+        nodes = {podutil.name_of(n): n for n in self._selected(plan)}
+        spec = PlanSpec.from_spec(plan.get("spec") or {}, len(nodes))
+        old = plan.get("status") or {}
+        entries = {str(e.get("name")): dict(e) for e in old.get("nodes") or [] if e.get("name")}
+        now_text = timestamp(self.clock)
+        states = {}
+        for node in nodes:
+            entry = entries.setdefault(node, {"name": node, "phase": PENDING,
+                                              "lastTransitionTime": now_text})  # fmt: skip
+            since = podutil.parse_time(entry.get("lastTransitionTime")) or self.clock.now()
+            states[node] = NodeState(str(entry.get("phase", PENDING)), since.timestamp())
+        decision = step(spec, list(nodes), states, self.clock.now().timestamp())
+        for node in decision.start:
+            if spec.drain:
+                await self._cordon(nodes[node], name, True)
+            entries[node] = {"name": node, "phase": DOWNLOADING, "lastTransitionTime": now_text}
+        for node in decision.uncordon:
+            if (podutil.meta(nodes[node]).get("annotations") or {}).get(DRAINED_ANNOTATION) == name:
+                await self._cordon(nodes[node], name, False)
+        counts = decision.counts
+        message = (f"{counts.get('Healthy', 0)}/{len(nodes)} healthy, batch {decision.batch}, "
+                   f"{counts.get('Failed', 0) + counts.get('RolledBack', 0)} failed")  # fmt: skip
+        if decision.wait_seconds is not None:
+            message += f", next batch in {decision.wait_seconds:.0f}s"
+        status = {
+            "phase": decision.phase,
+            "message": message,
+            "nodes": [entries[n] for n in sorted(entries) if n in nodes],
+        }
+        if status != {k: old.get(k) for k in status}:
+            if old.get("phase") != decision.phase:
+                self.event(plan, "Normal", decision.phase, message)
+            await self.api.update(UPDATE_PLANS, {**plan, "status": status}, subresource="status")
+        return decision.wait_seconds
+
+    async def _cordon(self, node: Object, plan: str, cordon: bool) -> None:
+        annotations = {DRAINED_ANNOTATION: plan if cordon else None}
+        patch = {"metadata": {"annotations": annotations}, "spec": {"unschedulable": cordon}}
+        await self.api.patch(NODES, podutil.name_of(node), patch)

@@ -1,0 +1,83 @@
+"""The UpdatePlan controller over hollow nodes: agents advance their own entries, the
+controller starts nodes by the plan's rules and writes progress."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from k3py.cluster.ota.rollout import IN_FLIGHT
+from k3py.cluster.server.controllers.base import NODES
+from k3py.cluster.server.controllers.updateplan import UPDATE_PLANS, UpdatePlanController
+from tests.controllers.harness import Cluster, node
+
+Object = dict[str, Any]
+PATH = ["Downloading", "Verifying", "Installing", "Rebooting", "Healthy"]
+
+
+def plan(**spec: Any) -> Object:
+    return {"apiVersion": "ota.k3py.io/v1", "kind": "UpdatePlan",
+            "metadata": {"name": "fw"}, "spec": {"version": "0.2.0", **spec}}  # fmt: skip
+
+
+def entries(cluster: Cluster) -> dict[str, str]:
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    return {e["name"]: e["phase"] for e in (got.get("status") or {}).get("nodes") or []}
+
+
+async def agents_step(cluster: Cluster, rng: random.Random, fail: set[str]) -> None:
+    """One agent moves its entry one phase on (as a node would patch its own entry)."""
+    assert UPDATE_PLANS is not None
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    nodes = list((got.get("status") or {}).get("nodes") or [])
+    moving = [e for e in nodes if e["phase"] in IN_FLIGHT]
+    if not moving:
+        return
+    entry = rng.choice(moving)
+    following = PATH[PATH.index(entry["phase"]) + 1]
+    if entry["name"] in fail and following == "Installing":
+        following = "RolledBack"
+    entry.update(phase=following, lastTransitionTime="2026-01-01T00:00:00Z")
+    await cluster.api.update(UPDATE_PLANS, got, subresource="status")
+
+
+async def test_five_nodes_max_unavailable_one_never_two_at_once(cluster: Cluster) -> None:
+    cluster.add(UpdatePlanController)
+    for number in range(5):
+        await cluster.create(node(f"n{number}", labels={"ring": "field"}))
+    await cluster.create(node("lab"))  # not selected
+    await cluster.create(plan(nodeSelector={"ring": "field"}, maxUnavailable=1))
+    await cluster.start()
+    rng = random.Random(5)
+    most = 0
+    for _ in range(60):
+        await agents_step(cluster, rng, set())
+        await cluster.settle(0.3)
+        phases = entries(cluster)
+        assert "lab" not in phases
+        most = max(most, sum(p in IN_FLIGHT for p in phases.values()))
+    assert most == 1
+    assert set(entries(cluster).values()) == {"Healthy"}
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    assert got["status"]["phase"] == "Complete"
+    assert got["status"]["message"].startswith("5/5 healthy")
+
+
+async def test_a_rolled_back_canary_halts_the_plan(cluster: Cluster) -> None:
+    cluster.add(UpdatePlanController)
+    for number in range(4):
+        await cluster.create(node(f"n{number}"))
+    await cluster.create(plan(maxUnavailable=2, canary=1, drain=True))
+    await cluster.start()
+    assert entries(cluster) == {"n0": "Downloading", "n1": "Pending", "n2": "Pending",
+                                "n3": "Pending"}  # fmt: skip
+    (n0,) = [n for n in cluster.api.objects(NODES) if n["metadata"]["name"] == "n0"]
+    assert n0["spec"]["unschedulable"] is True  # drained before its update
+    rng = random.Random(1)
+    for _ in range(6):
+        await agents_step(cluster, rng, {"n0"})
+        await cluster.settle(0.3)
+    assert entries(cluster)["n0"] == "RolledBack"
+    assert set(list(entries(cluster).values())[1:]) == {"Pending"}
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    assert got["status"]["phase"] == "Halted"
