@@ -93,6 +93,8 @@ def step(
     in_flight = sum(counts[p] for p in IN_FLIGHT)
     # Nodes drained for the update are uncordoned once Healthy (the controller does it once).
     uncordon = [n for n in sorted(nodes) if spec.drain and state[n].phase == HEALTHY]
+    if not nodes:  # none selected (yet): nodes that join with the labels are taken then
+        return Decision(PROGRESSING, counts=counts)
     if failures >= spec.failure_threshold:
         return Decision(HALTED, uncordon=uncordon, counts=counts)
     if counts[HEALTHY] == len(nodes):
