@@ -1,15 +1,15 @@
-"""The real container runtime: a Docker engine, driven through the ``docker`` package.
+"""The real container runtime: a Docker engine, over its unix socket.
 
-The ``docker`` package is synchronous, so its calls run on a small thread pool owned by the
-runtime; everything else in the agent stays on the event loop. The package (with ``requests``
-and ``urllib3``, about 4 MB of resident memory) and the pool are only brought in by the first
-call that changes something (create, start, pull, load, exec): the reads an idle agent makes
-all the time (version, listings, inspections, statistics) are short JSON GETs spoken over the
-socket with asyncio (:func:`.dockerstream.get_json`). Endpoints that stream for a long
-time, hijack the connection or answer late (logs, events, exec, stop) are spoken directly over
-the engine's unix socket with asyncio (:mod:`.dockerstream`): a blocked thread per ``kubectl
-logs -f``, per probe that hangs past its timeout or per container stopping for its grace
-period would exhaust the pool, and an asyncio stream is cancelled by closing it.
+The calls the agent makes all the time (version, listings, inspections, statistics, creating
+and starting containers and execs) are short JSON requests spoken over the socket with asyncio
+(:func:`.dockerstream.request_json`), as are the endpoints that stream for a long time, hijack
+the connection or answer late (logs, events, exec, attach, stop, remove): a blocked thread per
+``kubectl logs -f``, per probe that hangs past its timeout or per container stopping for its
+grace period would exhaust a pool, and an asyncio stream is cancelled by closing it. Only what
+moves images (pull, load, import) goes through the synchronous ``docker`` package on a small
+thread pool: the package, with ``requests`` and ``urllib3``, costs about 4 MB of resident
+memory, so it and the pool are brought in by the first such call, which an agent whose images
+are present never makes.
 """
 
 from __future__ import annotations
@@ -231,63 +231,25 @@ class DockerRuntime:
         data = await self._get(f"/containers/{_quote(container_id)}/json")
         return None if data is None else info_from_inspect(data)
 
-    async def create_container(self, config: ContainerConfig) -> str:
-        def create(api: docker.APIClient) -> str:
-            network = config.network or "bridge"
-            # With "none" the pod network wires the sandbox; Docker cannot publish its ports.
-            published = () if network == "none" else config.ports
-            ports = [f"{p.container_port}/{p.protocol}" for p in published]
-            bindings = {
-                f"{p.container_port}/{p.protocol}": (p.host_ip or "0.0.0.0", p.host_port)
-                for p in published
-            }
-            host_config = api.create_host_config(
-                binds=[
-                    f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in config.mounts
-                ],
-                network_mode=network,
-                port_bindings=bindings or None,
-                mem_limit=config.memory_limit,
-                nano_cpus=config.cpu_limit_millis * 1_000_000 if config.cpu_limit_millis else None,
-                cpu_shares=config.cpu_shares,
-                privileged=config.privileged,
-                read_only=config.read_only_rootfs,
-                # Pod containers share the sandbox's IPC namespace, as in Kubernetes.
-                ipc_mode=network if network.startswith("container:") else "shareable",
-            )
-            created = api.create_container(
-                config.image,
-                command=list(config.cmd) if config.cmd is not None else None,
-                entrypoint=list(config.entrypoint) if config.entrypoint is not None else None,
-                environment=dict(config.env),
-                working_dir=config.working_dir,
-                labels=dict(config.labels),
-                name=config.name,
-                hostname=None if network.startswith("container:") else config.hostname,
-                user=config.user,
-                tty=config.tty,
-                stdin_open=config.stdin,
-                ports=ports or None,
-                host_config=host_config,
-            )
-            return str(created["Id"])
+    async def _send(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        return await dockerstream.request_json(self._socket, method, path, body)
 
-        try:
-            return await self._call(create)
-        except _errors().ImageNotFound as err:
-            raise ImageError(f"image {config.image} is not present: {err.explanation}") from None
-        except _errors().APIError as err:
-            raise RuntimeUnavailable(
-                f"cannot create container {config.name}: {err.explanation or err}"
-            ) from None
+    async def create_container(self, config: ContainerConfig) -> str:
+        status, data = await self._send(
+            "POST",
+            f"/containers/create?{urllib.parse.urlencode({'name': config.name})}",
+            create_body(config),
+        )
+        if status == 404:
+            raise ImageError(f"image {config.image} is not present: {data}")
+        if status != 201:
+            raise RuntimeUnavailable(f"cannot create container {config.name}: {data}")
+        return str(data["Id"])
 
     async def start_container(self, container_id: str) -> None:
-        try:
-            await self._call(lambda api: api.start(container_id))
-        except _errors().APIError as err:
-            raise RuntimeUnavailable(
-                f"cannot start container {container_id[:12]}: {err.explanation or err}"
-            ) from None
+        status, data = await self._send("POST", f"/containers/{_quote(container_id)}/start")
+        if status not in (204, 304):  # started, already running
+            raise RuntimeUnavailable(f"cannot start container {container_id[:12]}: {data}")
 
     async def stop_container(self, container_id: str, grace_seconds: float) -> None:
         # The engine answers a stop only once the container is gone, up to the whole grace
@@ -362,17 +324,19 @@ class DockerRuntime:
     async def _exec_create(
         self, container_id: str, command: list[str], *, tty: bool, stdin: bool
     ) -> str:
-        try:
-            created = await self._call(
-                lambda api: api.exec_create(
-                    container_id, command, stdin=stdin, tty=tty, stdout=True, stderr=True
-                )
-            )
-        except _errors().APIError as err:
-            raise RuntimeUnavailable(
-                f"cannot exec in container {container_id[:12]}: {err.explanation or err}"
-            ) from None
-        return str(created["Id"])
+        body = {
+            "AttachStdin": stdin,
+            "AttachStdout": True,
+            "AttachStderr": True,
+            "Tty": tty,
+            "Cmd": command,
+            "Privileged": False,
+            "User": "",
+        }
+        status, data = await self._send("POST", f"/containers/{_quote(container_id)}/exec", body)
+        if status != 201:
+            raise RuntimeUnavailable(f"cannot exec in container {container_id[:12]}: {data}")
+        return str(data["Id"])
 
     async def _exec_exit_code(self, exec_id: str) -> int:
         data = await self._get(f"/exec/{_quote(exec_id)}/json") or {}
@@ -453,6 +417,11 @@ class DockerRuntime:
             return None
         return None if data is None else stats_from_docker(data)
 
+    async def _resize(self, prefix: str, width: int, height: int) -> None:
+        status, data = await self._send("POST", f"{prefix}/resize?h={height}&w={width}")
+        if not 200 <= status < 300:
+            raise RuntimeUnavailable(f"Docker engine: resize: {status} {data}")
+
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
@@ -476,9 +445,7 @@ class _DockerExec:
         await self._stream.close_write()
 
     async def resize(self, width: int, height: int) -> None:
-        await self._runtime._call(
-            lambda api: api.exec_resize(self._exec_id, height=height, width=width)
-        )
+        await self._runtime._resize(f"/exec/{_quote(self._exec_id)}", width, height)
 
     async def exit_code(self) -> int:
         # The engine records the exit code a moment after the output stream ends.
@@ -514,9 +481,7 @@ class _DockerAttach:
         await self._stream.close_write()
 
     async def resize(self, width: int, height: int) -> None:
-        await self._runtime._call(
-            lambda api: api.resize(self._container_id, height=height, width=width)
-        )
+        await self._runtime._resize(f"/containers/{_quote(self._container_id)}", width, height)
 
     async def exit_code(self) -> int:
         info = await self._runtime.inspect_container(self._container_id)
@@ -526,6 +491,53 @@ class _DockerAttach:
 
     async def close(self) -> None:
         await self._stream.close()
+
+
+def create_body(config: ContainerConfig) -> dict[str, Any]:
+    """The ``POST /containers/create`` body, as the ``docker`` package builds it."""
+    network = config.network or "bridge"
+    # With "none" the pod network wires the sandbox; Docker cannot publish its ports.
+    published = () if network == "none" else config.ports
+    bindings: dict[str, list[dict[str, str]]] = {}
+    for p in published:
+        bindings.setdefault(f"{p.container_port}/{p.protocol}", []).append(
+            {"HostIp": p.host_ip or "0.0.0.0", "HostPort": str(p.host_port)}
+        )
+    host_config: dict[str, Any] = {
+        "Binds": [f"{m.source}:{m.target}:{'ro' if m.read_only else 'rw'}" for m in config.mounts],
+        "NetworkMode": network,
+        "Privileged": config.privileged,
+        "ReadonlyRootfs": config.read_only_rootfs,
+        # Pod containers share the sandbox's IPC namespace, as in Kubernetes.
+        "IpcMode": network if network.startswith("container:") else "shareable",
+    }
+    if bindings:
+        host_config["PortBindings"] = bindings
+    if config.memory_limit:
+        host_config["Memory"] = config.memory_limit
+    if config.cpu_limit_millis:
+        host_config["NanoCpus"] = config.cpu_limit_millis * 1_000_000
+    if config.cpu_shares:
+        host_config["CpuShares"] = config.cpu_shares
+    return {
+        "Image": config.image,
+        "Cmd": list(config.cmd) if config.cmd is not None else None,
+        "Entrypoint": list(config.entrypoint) if config.entrypoint is not None else None,
+        "Env": [f"{k}={v}" for k, v in config.env.items()],
+        "WorkingDir": config.working_dir,
+        "Labels": dict(config.labels),
+        "Hostname": None if network.startswith("container:") else config.hostname,
+        "User": config.user,
+        "Tty": config.tty,
+        "OpenStdin": config.stdin,
+        # What the docker package sets for a container that is not detached.
+        "StdinOnce": config.stdin,
+        "AttachStdin": config.stdin,
+        "AttachStdout": True,
+        "AttachStderr": True,
+        "ExposedPorts": {key: {} for key in bindings} or None,
+        "HostConfig": host_config,
+    }
 
 
 def _quote(part: str) -> str:

@@ -1,14 +1,15 @@
 """Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
 
-Five endpoint shapes: short GETs answered with JSON (:func:`get_json`: version, listings,
-inspections, statistics, which an idle agent makes all the time without loading the ``docker``
-package and its HTTP stack), a long GET whose body is framed output (``/containers/{id}/logs``), a
-long GET of JSON lines (``/events``), requests the engine answers only when done (``POST
-/containers/{id}/stop``, ``DELETE /containers/{id}``), and ``POST /exec/{id}/start`` which
-upgrades the connection to a raw bidirectional stream. Requests that stream are sent as
-HTTP/1.0 so the engine answers without chunked encoding and closes at the end; the exec start
-upgrades as the Docker CLI does. Without a TTY the engine frames output as ``[stream, 0, 0, 0,
-size(4, BE)]`` followed by ``size`` bytes (stdcopy); with a TTY the output is raw.
+Five endpoint shapes: short requests answered with JSON (:func:`request_json`: version,
+listings, inspections, statistics, creating and starting containers and execs, which the agent
+makes all the time without loading the ``docker`` package and its HTTP stack), a long GET
+whose body is framed output (``/containers/{id}/logs``), a long GET of JSON lines
+(``/events``), requests the engine answers only when done (``POST /containers/{id}/stop``,
+``DELETE /containers/{id}``), and ``POST /exec/{id}/start`` which upgrades the connection to a
+raw bidirectional stream. Requests are sent as HTTP/1.0 so the engine answers without chunked
+encoding and closes at the end; the exec start upgrades as the Docker CLI does. Without a TTY
+the engine frames output as ``[stream, 0, 0, 0, size(4, BE)]`` followed by ``size`` bytes
+(stdcopy); with a TTY the output is raw.
 """
 
 from __future__ import annotations
@@ -130,29 +131,44 @@ async def call(socket: str, method: str, path: str, *, limit: float) -> tuple[in
 
 async def get_json(socket: str, path: str, *, limit: float = 60.0) -> tuple[int, Any]:
     """``GET path``: the status and the decoded JSON body (the error message, unless 2xx)."""
+    return await request_json(socket, "GET", path, limit=limit)
+
+
+async def request_json(
+    socket: str, method: str, path: str, body: Any = None, *, limit: float = 60.0
+) -> tuple[int, Any]:
+    """A request with an optional JSON body, answered at once: the status and the decoded
+    JSON answer (the engine's error message, unless 2xx)."""
+    payload = b"" if body is None else json.dumps(body).encode()
     reader, writer = await _connect(socket)
     try:
-        writer.write(f"GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n".encode())
+        writer.write(
+            (
+                f"{method} {path} HTTP/1.0\r\nHost: docker\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
+            ).encode()
+            + payload
+        )
         await writer.drain()
         async with asyncio.timeout(limit):
             status = await _read_head(reader, path)
-            body = await reader.read()
+            answer = await reader.read()
     except TimeoutError:
         raise RuntimeUnavailable(
-            f"the Docker engine did not answer GET {path.split('?')[0]} in {limit:g}s"
+            f"the Docker engine did not answer {method} {path.split('?')[0]} in {limit:g}s"
         ) from None
     except OSError as err:
         raise RuntimeUnavailable(f"the Docker engine does not answer: {err}") from None
     finally:
         writer.close()
     try:
-        data = json.loads(body) if body else None
+        data = json.loads(answer) if answer else None
     except ValueError:
         data = None
     if 200 <= status < 300:
         return status, data
     message = data.get("message") if isinstance(data, dict) else None
-    return status, str(message or body.decode(errors="replace").strip())
+    return status, str(message or answer.decode(errors="replace").strip())
 
 
 class Hijacked:
