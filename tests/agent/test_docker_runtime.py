@@ -10,15 +10,24 @@ import shutil
 import tempfile
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from k3py.cluster.agent.errors import ImageError
 from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
-from k3py.cluster.agent.runtime import ContainerConfig, ContainerEvent, LogOptions, Mount
+from k3py.cluster.agent.runtime import (
+    ContainerConfig,
+    ContainerEvent,
+    LogOptions,
+    Mount,
+    PortMapping,
+)
 from k3py.cluster.agent.runtime.docker import DockerRuntime
 from tests.agent.cluster import docker, remove_node_containers, unique
 from tests.agent.images import TEST_IMAGE, docker_tier, ensure_test_image
+from tests.processes import free_port
 
 pytestmark = docker_tier()
 
@@ -98,6 +107,22 @@ async def _check_configuration(rt: DockerRuntime, node: str, shared: Path) -> No
     assert {c.id for c in listed} == {sandbox, app}
     sandbox_info = next(c for c in listed if c.id == sandbox)
     assert sandbox_info.ip
+
+
+async def test_host_ports_are_published_and_a_missing_image_says_so(
+    runtime: tuple[DockerRuntime, str],
+) -> None:
+    rt, node = runtime
+    port = free_port()
+    sandbox = await rt.create_container(
+        _config(node, "ports", cmd=("sleep", "60"), ports=(PortMapping(80, port, "tcp"),))
+    )
+    await rt.start_container(sandbox)
+    published = json.loads(docker("inspect", sandbox))[0]["NetworkSettings"]["Ports"]
+    assert published["80/tcp"][0]["HostPort"] == str(port)
+    with pytest.raises(ImageError, match="not present"):
+        # An image this machine never built nor pulled.
+        await rt.create_container(replace(_config(node, "missing"), image="k3py-test/absent:0"))
 
 
 async def test_logs_exec_session_and_events(runtime: tuple[DockerRuntime, str]) -> None:
