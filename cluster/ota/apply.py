@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import platform
 import tarfile
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -42,21 +42,21 @@ async def apply_firmware(
     running: Running,
     *,
     key_path: Path,
-    report: Callable[[str], None],
+    report: Callable[[str], Awaitable[None]],
 ) -> Manifest:
     """Download the bundle at ``url`` (resuming), verify it, install its wheel beside."""
     key = load_public_key(key_path)  # a system without a key refuses before downloading
     work_dir.mkdir(parents=True, exist_ok=True)
     bundle = work_dir / Path(url).name
-    report(DOWNLOADING)
+    await report(DOWNLOADING)
     await download.download(session, url, bundle)
-    report(VERIFYING)
+    await report(VERIFYING)
     try:
         manifest = verify(bundle, key, running, kind="firmware")
     except BundleError:
         bundle.unlink()  # a bad download is not resumed from
         raise
-    report(INSTALLING)
+    await report(INSTALLING)
     wheel = manifest.payload("wheel")
     with tarfile.open(bundle, "r:") as archive:
         member = archive.getmember(wheel.name)

@@ -272,6 +272,13 @@ def _authorize_node(node: str, attrs: RequestAttributes) -> str | None:
         if verb == "create" or (verb in {"get", "update", "patch"} and name == node):
             return None
         return f'node "{node}" can only get, create, update and patch its own Lease'
+    if key == ("ota.k3py.io", "updateplans"):
+        # Agents follow the plans and report their own progress in the status.
+        if (verb in READ_VERBS and sub in {"", "status"}) or (
+            verb in {"update", "patch"} and sub == "status"
+        ):
+            return None
+        return f'node "{node}" may only read UpdatePlans and update their status'
     if key == ("", "pods"):
         if verb in READ_VERBS and sub in {"", "status"}:
             return None

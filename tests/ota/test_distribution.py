@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
@@ -14,31 +13,13 @@ import yaml
 
 from k3py.cli import main
 from k3py.cluster.ota import blocks, bundle, download
-from k3py.cluster.server.app import create_app
-from k3py.cluster.server.store import MemoryDatastore
 from k3py.image.ota import bundler
 from tests.ota.test_bundle import _image
 from tests.server.conftest import (
-    ADMIN,
-    NOBODY,
-    NODE1,
     Api,
-    TokenAuthenticator,
-    serving,
-    settings_for,
 )
 
 BOARD = bundle.Running("0.1.0", "arm64", "qemu-virt-arm64")
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    users = {"admin": ADMIN, "node1": NODE1, "jane": NOBODY}
-    app = create_app(
-        settings_for(tmp_path / "server"), MemoryDatastore(), TokenAuthenticator(users)
-    )
-    async with serving(app) as served:
-        yield served
 
 
 @pytest.fixture
@@ -176,17 +157,21 @@ async def test_a_node_takes_a_firmware_bundle_and_refuses_a_foreign_one(
         stored = await api.put(f"/ota/v1/bundles/firmware-{version}.k3pyb", data=out.read_bytes())
         assert stored.status == 201
     phases: list[str] = []
+
+    async def report(phase: str) -> None:
+        phases.append(phase)
+
     async with _session(api, "node1") as session:
         with pytest.raises(bundle.BundleError, match="signed with another key"):
             await apply_firmware(session, "/ota/v1/bundles/firmware-0.3.0.k3pyb",
                                  tmp_path / "work", firmware, BOARD, key_path=tmp_path / "k.pub",
-                                 report=phases.append)  # fmt: skip
+                                 report=report)  # fmt: skip
         assert phases == ["Downloading", "Verifying"]
         assert not firmware.root.exists()  # nothing on the board changed
         phases.clear()
         manifest = await apply_firmware(
             session, "/ota/v1/bundles/firmware-0.2.0.k3pyb", tmp_path / "work", firmware, BOARD,
-            key_path=tmp_path / "k.pub", report=phases.append,
+            key_path=tmp_path / "k.pub", report=report,
         )  # fmt: skip
     assert manifest.version == "0.2.0"
     assert phases == ["Downloading", "Verifying", "Installing"]
