@@ -89,6 +89,19 @@ def test_account_needs_a_binding(cluster: ServerProcess, robot: Path) -> None:
     assert as_account(cluster, robot, "auth", "can-i", "list", "pods", "-n", NS) == "no"
 
 
+def test_can_i_as_an_account_through_impersonation(cluster: ServerProcess, robot: Path) -> None:
+    account = f"system:serviceaccount:{NS}:robot"
+    as_robot = ("auth", "can-i", "--as", account)
+    assert (
+        cluster.kubectl(*as_robot, "create", "pods", "-n", NS, check=False).stdout.strip() == "no"
+    )
+    assert cluster.kubectl(*as_robot, "create", "selfsubjectaccessreviews").stdout.strip() == "yes"
+    # The account may not impersonate anyone.
+    refused = as_account(cluster, robot, "get", "pods", "-n", NS, "--as", "someone")
+    assert 'users "someone" is forbidden' in refused
+    assert "cannot impersonate" in refused
+
+
 def test_cluster_role_aggregation_and_view(cluster: ServerProcess, robot: Path) -> None:
     cluster.kubectl(
         "create", "rolebinding", "robot-views", "-n", OTHER, "--clusterrole=view",

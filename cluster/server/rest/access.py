@@ -34,6 +34,7 @@ from k3py.cluster.server.auth import (
 from k3py.cluster.server.metrics import nodeproxy as metrics_paths
 from k3py.cluster.server.rbac import GROUP as RBAC_GROUP
 from k3py.cluster.server.rbac import escalation_refusal
+from k3py.cluster.server.rest import impersonation
 from k3py.cluster.server.rest.context import REST, USER_KEY, RestContext
 from k3py.cluster.server.rest.http import RequestTarget, parse_target
 from k3py.cluster.server.satoken import SA_TOKENS, looks_like_jwt
@@ -112,6 +113,8 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         user = await _service_account_user(request)
     if user is None:
         raise status.unauthorized()
+    if "Impersonate-User" in request.headers or "Impersonate-Group" in request.headers:
+        user = await impersonation.resolve(request, user, decide)
     request[USER_KEY] = user
     if is_resource_path(request.path):
         attrs = (
