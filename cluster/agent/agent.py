@@ -303,8 +303,20 @@ async def run_agent(settings: AgentSettings) -> None:
     # The server's own agent is its child: the unit's readiness is the server's to report.
     if not os.environ.get("K3PY_PARENT_PID"):
         sdnotify.ready(f"node {identity.node_name} is running")
+    updater = None
+    # Over-the-air updates, when the firmware launcher started this agent (it makes them safe).
+    if os.environ.get("K3PY_LAUNCHER_PID"):
+        from k3py import __version__
+        from k3py.cluster.ota.agent import start_under_launcher
+
+        updater = start_under_launcher(
+            agent.client, identity.server_url, identity.ssl_context(), identity.node_name,
+            __version__,
+        )  # fmt: skip
     try:
         await until_signalled()
         logger.info("k3py agent is stopping; containers keep running")
     finally:
+        if updater is not None:
+            updater.cancel()
         await agent.stop()

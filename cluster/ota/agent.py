@@ -139,3 +139,39 @@ class Updater:
             except (ApiError, aiohttp.ClientError, OSError) as err:
                 logger.warning("update check failed", exc_info=err)
             await asyncio.sleep(POLL_SECONDS)
+
+
+LAUNCHER_PID = "K3PY_LAUNCHER_PID"
+KEY_OVERRIDE = "K3PY_OTA_KEY"  # tests point agents at their key (boards use the image's)
+
+
+def start_under_launcher(
+    client: KubeClient, server_url: str, ssl_context: Any, node: str, version: str
+) -> asyncio.Task[None] | None:
+    """The updater task of an agent the launcher started (None otherwise: no safe restart)."""
+    import os
+    import signal
+
+    from k3py.cluster.ota.apply import running_system
+    from k3py.cluster.ota.bundle import IMAGE_KEY_PATH
+    from k3py.cluster.ota.firmware import DEFAULT_DIR
+
+    launcher = os.environ.get(LAUNCHER_PID, "")
+    if not launcher.isdigit():
+        return None
+    root = Path(os.environ.get("K3PY_FIRMWARE_DIR", str(DEFAULT_DIR)))
+    connector = aiohttp.TCPConnector(ssl=ssl_context or False, limit=2)
+    session = aiohttp.ClientSession(server_url, connector=connector)
+    updater = Updater(
+        client, session, node, Firmware(root), running_system(version),
+        key_path=Path(os.environ.get(KEY_OVERRIDE, str(IMAGE_KEY_PATH))),
+        restart=lambda: os.kill(int(launcher), signal.SIGHUP),
+    )  # fmt: skip
+
+    async def run() -> None:
+        try:
+            await updater.run()
+        finally:
+            await session.close()
+
+    return asyncio.create_task(run(), name="ota-updater")

@@ -48,6 +48,7 @@ def _command(argv: list[str]) -> list[str]:
 def _environment(site: Path | None, notify: str) -> dict[str, str]:
     env = dict(os.environ)
     env["NOTIFY_SOCKET"] = notify
+    env["K3PY_LAUNCHER_PID"] = str(os.getpid())  # the agent's updater restarts through it
     if site is not None:
         env["PYTHONPATH"] = str(site)
     else:
