@@ -56,7 +56,7 @@ class Updater:
 
     def _entry(self, plan: Object) -> Object | None:
         for entry in (plan.get("status") or {}).get("nodes") or []:
-            if entry.get("name") == self.node:
+            if isinstance(entry, dict) and entry.get("name") == self.node:
                 return dict(entry)
         return None
 
@@ -65,7 +65,8 @@ class Updater:
         for _ in range(10):
             plan = await self.client.get(UPDATE_PLANS, name)
             status = plan.setdefault("status", {})
-            entries = [e for e in status.get("nodes") or [] if e.get("name") != self.node]
+            entries = [e for e in status.get("nodes") or []
+                       if isinstance(e, dict) and e.get("name") != self.node]  # fmt: skip
             entry = {"name": self.node, "phase": phase,
                      "lastTransitionTime": timestamp(self.clock)}  # fmt: skip
             if message:

@@ -58,7 +58,9 @@ class UpdatePlanController(QueueController):
         nodes = {podutil.name_of(n): n for n in self._selected(plan)}
         spec = PlanSpec.from_spec(plan.get("spec") or {}, len(nodes))
         old = plan.get("status") or {}
-        entries = {str(e.get("name")): dict(e) for e in old.get("nodes") or [] if e.get("name")}
+        listed = old.get("nodes")
+        listed = listed if isinstance(listed, list) else []
+        entries = {str(e["name"]): dict(e) for e in listed if isinstance(e, dict) and e.get("name")}
         now_text = timestamp(self.clock)
         states = {}
         for node in nodes:
