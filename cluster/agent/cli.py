@@ -15,11 +15,11 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from k3py.cluster.agent.settings import AgentSettings
+from k3py.cluster.api.nodeflags import FLANNEL_BACKENDS, add_node_arguments, check_node_ips
 from k3py.errors import UsageError
 
 CONFIG_FILES = ("/etc/k3py/config.yaml",)
 _TAINT_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
-FLANNEL_BACKENDS = ("vxlan", "host-gw", "none")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,29 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--token", "-t", default=None, help="the cluster's join token (K10…) [$K3PY_TOKEN]")
     add("--token-file", default=None, help="file holding the join token")
     add("--data-dir", "-d", default="/var/lib/k3py", help="state directory (default %(default)s)")
-    add("--node-name", default="", help="this node's name (default: the host name)")
-    add("--with-node-id", action="store_true", help="append a stable random id to the node name")
-    add("--node-ip", "-i", action="append", default=[], help="address to advertise (repeatable)")
-    add("--node-label", action="append", default=[], help="label to register with, key=value")
-    add(
-        "--node-taint", action="append", default=[], help="taint to register with, key=value:Effect"
-    )
-    add(
-        "--container-runtime-endpoint",
-        default="unix:///var/run/docker.sock",
-        help="the Docker engine's socket (default %(default)s)",
-    )
-    add("--pause-image", default="k3py/pause:1", help="the pod sandbox image (built when absent)")
-    # K3s's switch from containerd to Docker: Docker is the engine k3py always runs on.
-    add("--docker", action="store_true", help="use Docker (k3py's engine; accepted as K3s's flag)")
-    add(
-        "--flannel-backend",
-        choices=FLANNEL_BACKENDS,
-        default="vxlan",
-        help="pod network backend: vxlan, host-gw, or none to leave the host's network alone"
-        " (default %(default)s)",
-    )
-    add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
+    add_node_arguments(parser, agent_defaults=True)
     add("--cluster-cidr", default="10.42.0.0/16", help="the pods' network (default %(default)s)")
     add("--max-pods", type=int, default=110, help="pods this node accepts (default %(default)s)")
     add("--cluster-dns", default="10.43.0.10", help="cluster DNS address (default %(default)s)")
@@ -58,11 +36,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cluster-domain",
         default="cluster.local",
         help="cluster domain of the DNS names (default %(default)s)",
-    )
-    add(
-        "--resolv-conf",
-        default="/etc/resolv.conf",
-        help="the node's resolvers, for names outside the cluster (default %(default)s)",
     )
     add("--service-cidr", default="10.43.0.0/16", help=argparse.SUPPRESS)
     # "fake" runs pods without processes: hollow nodes for scale tests.
@@ -143,11 +116,7 @@ def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None) -
         raise UsageError(
             f"--cluster-cidr {args.cluster_cidr!r} is not a CIDR such as 10.42.0.0/16"
         ) from None
-    for address in args.node_ip:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise UsageError(f"--node-ip {address!r} is not an IP address") from None
+    check_node_ips(args.node_ip)
     return AgentSettings(
         server_url=server,
         token=str(token).strip() if token else None,

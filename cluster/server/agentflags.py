@@ -5,18 +5,15 @@
 ``--flannel-iface`` and ``--resolv-conf`` (with the server's own ``--cluster-cidr``) are parsed into
 :class:`NodeAgentSettings` and handed, as flags, to the ``k3py agent`` child that
 :mod:`k3py.cluster.server.embedded_agent` starts; the agent validates them as it does its own.
-The server and the agent never import each other, so the names are repeated here.
+The flags themselves are defined once, in :mod:`k3py.cluster.api.nodeflags`.
 """
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 from dataclasses import dataclass
 
-from k3py.errors import UsageError
-
-FLANNEL_BACKENDS = ("vxlan", "host-gw", "none")
+from k3py.cluster.api.nodeflags import add_node_arguments, check_node_ips
 
 
 @dataclass(frozen=True)
@@ -57,43 +54,12 @@ class NodeAgentSettings:
 
 
 def add_agent_arguments(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("--node-name", default="", help="this node's name (default: the host name)")
-    add("--with-node-id", action="store_true", help="append a stable random id to the node name")
-    add("--node-ip", "-i", action="append", default=[], help="address to advertise (repeatable)")
-    add("--node-label", action="append", default=[], help="label to register with, key=value")
-    add(
-        "--node-taint", action="append", default=[], help="taint to register with, key=value:Effect"
-    )
-    add(
-        "--container-runtime-endpoint",
-        default="",
-        help="the Docker engine's socket (default: the agent's, unix:///var/run/docker.sock)",
-    )
-    add("--pause-image", default="", help="the pod sandbox image (default: the agent's)")
-    # K3s's switch from containerd to Docker: Docker is the engine k3py always runs on.
-    add("--docker", action="store_true", help="use Docker (k3py's engine; accepted as K3s's flag)")
-    add(
-        "--flannel-backend",
-        choices=FLANNEL_BACKENDS,
-        default="vxlan",
-        help="pod network backend: vxlan, host-gw, or none to leave the host's network alone"
-        " (default %(default)s)",
-    )
-    add("--flannel-iface", default="", help="interface for the pod network (default: --node-ip's)")
-    add(
-        "--resolv-conf",
-        default="",
-        help="the node's resolvers for names outside the cluster (default: /etc/resolv.conf)",
-    )
+    # Empty defaults: the agent child keeps its own.
+    add_node_arguments(parser, agent_defaults=False)
 
 
 def agent_settings_from(args: argparse.Namespace) -> NodeAgentSettings:
-    for address in args.node_ip:
-        try:
-            ipaddress.ip_address(address)
-        except ValueError:
-            raise UsageError(f"--node-ip {address!r} is not an IP address") from None
+    check_node_ips(args.node_ip)
     return NodeAgentSettings(
         node_name=args.node_name,
         node_ips=tuple(args.node_ip),
