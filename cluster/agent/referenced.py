@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from k3py.cluster.agent.following import Following
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, KubeApi
@@ -36,7 +37,7 @@ def _version(obj: Object | None) -> str:
     return str(((obj or {}).get("metadata") or {}).get("resourceVersion") or "")
 
 
-class ReferencedObjects:
+class ReferencedObjects(Following[Reference, Object | None]):
     """The referenced objects as last read: ``fetched(key)`` says whether one was read yet."""
 
     def __init__(
@@ -45,39 +46,20 @@ class ReferencedObjects:
         on_change: Callable[[str, Object], None],
         refresh_seconds: float = REFRESH_SECONDS,
     ) -> None:
+        super().__init__("referenced-objects")
         self._api = api
         self._on_change = on_change
         self.refresh_seconds = refresh_seconds
-        self._wanted: set[Reference] = set()
-        self._objects: dict[Reference, Object | None] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def fetched(self, key: Reference) -> bool:
-        return key in self._objects
+        return key in self._held
 
     def get(self, key: Reference) -> Object | None:
-        return self._objects.get(key)
+        return self._held.get(key)
 
     def follow(self, wanted: set[Reference]) -> None:
         """Keep exactly ``wanted`` fresh; new references are read at once."""
-        self._wanted = set(wanted)
-        for key in [k for k in self._objects if k not in wanted]:
-            del self._objects[key]
-        if wanted - self._objects.keys():
-            self._wake.set()
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="referenced-objects")
-        return self._task
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._follow(wanted)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -86,7 +68,7 @@ class ReferencedObjects:
             self._wake.clear()
             started = loop.time()
             everything = started >= refresh_due
-            keys = self._wanted if everything else self._wanted - self._objects.keys()
+            keys = self._wanted if everything else self._wanted - self._held.keys()
             if await self._read(sorted(keys)):
                 if everything:
                     # At most two reads a second from a node however many objects it uses.
@@ -122,8 +104,8 @@ class ReferencedObjects:
                 return False
             if key not in self._wanted:
                 continue  # no pod uses it any more
-            changed = key not in self._objects or _version(self._objects[key]) != _version(obj)
-            self._objects[key] = obj
+            changed = key not in self._held or _version(self._held[key]) != _version(obj)
+            self._held[key] = obj
             if changed and obj is not None:
                 obj.setdefault("apiVersion", info.api_version)
                 obj.setdefault("kind", info.kind)

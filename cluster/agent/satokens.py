@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from k3py.cluster.agent.following import Following
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, KubeApi
@@ -71,59 +72,42 @@ def token_sources(pod: Object) -> list[Object]:
     return found
 
 
-class PodTokens:
-    """Keeps a fresh token for every ``serviceAccountToken`` source of the followed pods."""
+class PodTokens(Following[TokenKey, tuple[str, float]]):
+    """Keeps a fresh token for every ``serviceAccountToken`` source of the followed pods.
+
+    Held for each key: the token and the loop time to renew it at.
+    """
 
     def __init__(self, api: KubeApi, on_change: Callable[[str], None]) -> None:
+        super().__init__("pod-tokens")
         self._api = api
         self._on_change = on_change
-        self._wanted: set[TokenKey] = set()
-        # key -> (token, loop time to renew at)
-        self._tokens: dict[TokenKey, tuple[str, float]] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
     def token(self, pod: Object, source: Object) -> str | None:
-        entry = self._tokens.get(key_for(pod, source))
+        entry = self._held.get(key_for(pod, source))
         return entry[0] if entry else None
 
     def follow(self, pods: Iterable[Object]) -> None:
         wanted = {key_for(pod, source) for pod in pods for source in token_sources(pod)}
-        self._wanted = wanted
-        for key in [k for k in self._tokens if k not in wanted]:
-            del self._tokens[key]
-        if wanted - self._tokens.keys():
-            self._wake.set()
-
-    def start(self) -> asyncio.Task[None]:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="pod-tokens")
-        return self._task
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        self._follow(wanted)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             self._wake.clear()
             now = loop.time()
-            due = [k for k in self._wanted if k not in self._tokens or self._tokens[k][1] <= now]
+            due = [k for k in self._wanted if k not in self._held or self._held[k][1] <= now]
             reachable = True
             for key in sorted(due, key=lambda k: (k.namespace, k.pod, k.audience)):
                 if not await self._request(key, loop.time()):
                     reachable = False
                     break
             if reachable:
-                renewals = [renew for _, renew in self._tokens.values()]
+                renewals = [renew for _, renew in self._held.values()]
                 timeout = max(1.0, min(renewals) - loop.time()) if renewals else None
             else:
                 timeout = RETRY_SECONDS
-            if self._wanted - self._tokens.keys():  # refused ones: ask again a while later
+            if self._wanted - self._held.keys():  # refused ones: ask again a while later
                 timeout = min(timeout or RETRY_SECONDS * 6, RETRY_SECONDS * 6)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
@@ -156,13 +140,13 @@ class PodTokens:
                 extra={"fields": {"pod": f"{key.namespace}/{key.pod}", "error": str(err)}},
             )
             # Retry later rather than at once: the account may appear, the pod may go.
-            self._tokens.pop(key, None)
+            self._held.pop(key, None)
             return True
         except ClientError:
             return False
         token = str((answer.get("status") or {}).get("token") or "")
         if not token or key not in self._wanted:
             return True
-        self._tokens[key] = (token, now + key.expiration * RENEW_FRACTION)
+        self._held[key] = (token, now + key.expiration * RENEW_FRACTION)
         self._on_change(key.pod_uid)
         return True
