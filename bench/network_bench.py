@@ -29,7 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.netns.cluster import NetnsCluster, docker
+from tests.agent.cluster import docker
+from tests.netns.cluster import NetnsCluster
 from tests.netns.topology import Host, Topology, stop
 
 PORT = 5201

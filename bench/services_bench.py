@@ -235,7 +235,8 @@ def _dns(quick: bool, root: Path) -> dict[str, Any]:
 
 
 def _agent_rss(quick: bool, root: Path) -> dict[str, Any]:
-    from tests.netns.cluster import NetnsCluster, wait_until
+    from tests.agent.cluster import wait_until
+    from tests.netns.cluster import NetnsCluster
     from tests.netns.topology import Topology
 
     topology = Topology(hosts=2, prefix="k3pysvcb")

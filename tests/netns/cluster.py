@@ -24,39 +24,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
+from tests.agent.cluster import docker, remove_node_containers, wait_until
 from tests.agent.images import TEST_IMAGE, ensure_test_image
 from tests.netns.topology import Host, Topology, stop
 from tests.processes import k3py_argv
 
 KUBECTL = "/usr/bin/kubectl"
 API_PORT = 6443
-T = TypeVar("T")
-
-
-def wait_until(
-    check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.25
-) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(interval)
-
-
-def docker(*args: str, check: bool = True) -> str:
-    result = subprocess.run(["docker", *args], capture_output=True, text=True, check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed: {result.stderr}")
-    return result.stdout
 
 
 class NetnsCluster:
@@ -163,9 +141,7 @@ class NetnsCluster:
             self.stop_agent(index)
         self.stop_server()
         for node in self.nodes:
-            ids = docker("ps", "-aq", "--filter", f"label=io.k3py.node={node}").split()
-            if ids:
-                docker("rm", "-f", *ids, check=False)
+            remove_node_containers(node)
 
     def __enter__(self) -> NetnsCluster:
         try:

@@ -21,8 +21,9 @@ from typing import Any
 
 import pytest
 
+from tests.agent.cluster import docker, wait_until
 from tests.agent.images import TEST_IMAGE, docker_tier
-from tests.netns.cluster import NetnsCluster, docker, wait_until
+from tests.netns.cluster import NetnsCluster
 from tests.netns.topology import Host, Topology, assert_host_namespace_clean, netns_tier
 
 pytestmark = [*netns_tier(), *docker_tier(), pytest.mark.timeout(300)]

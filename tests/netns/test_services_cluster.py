@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
+from tests.agent.cluster import wait_until
 from tests.agent.images import TEST_IMAGE, docker_tier
-from tests.netns.cluster import NetnsCluster, wait_until
+from tests.netns.cluster import NetnsCluster
 from tests.netns.services import fetch, query, start_resolver
 from tests.netns.topology import Host, Topology, assert_host_namespace_clean, netns_tier, stop
 
