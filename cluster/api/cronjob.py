@@ -14,9 +14,6 @@ from typing import Any
 
 from k3py.cluster.api import cron
 from k3py.cluster.api.printing import (
-    AGE,
-    CONTAINERS,
-    IMAGES,
     NAME,
     Cells,
     Column,
@@ -26,6 +23,8 @@ from k3py.cluster.api.printing import (
     as_list,
     name_of,
     object_age,
+    pod_containers,
+    pod_template_columns,
 )
 from k3py.cluster.api.selectors import format_label_selector
 from k3py.cluster.api.validation_base import Errors
@@ -94,14 +93,7 @@ CRON_JOB_COLUMNS = [
     Column("Suspend", description="Whether to suspend subsequent executions.", type="boolean"),
     Column("Active", description="The pointers to currently running jobs.", type="integer"),
     Column("Last Schedule", description="Last time the job was successfully scheduled."),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    Column(
-        "Selector",
-        description="A label query over pods that should match the pod count.",
-        priority=1,
-    ),
+    *pod_template_columns("A label query over pods that should match the pod count."),
 ]
 
 
@@ -109,7 +101,7 @@ def print_cron_job(obj: Obj, now: datetime) -> Cells:
     spec, status = as_dict(obj.get("spec")), as_dict(obj.get("status"))
     job_spec = as_dict(as_dict(spec.get("jobTemplate")).get("spec"))
     pod_spec = as_dict(as_dict(job_spec.get("template")).get("spec"))
-    containers = [as_dict(c) for c in as_list(pod_spec.get("containers"))]
+    names, images = pod_containers(pod_spec)
     last = status.get("lastScheduleTime")
     selector = job_spec.get("selector")
     cells: list[Any] = [
@@ -120,8 +112,8 @@ def print_cron_job(obj: Obj, now: datetime) -> Cells:
         len(as_list(status.get("active"))),
         age(last, now) if last else "<none>",
         object_age(obj, now),
-        ",".join(str(c.get("name") or "") for c in containers),
-        ",".join(str(c.get("image") or "") for c in containers),
+        names,
+        images,
         format_label_selector(selector) if isinstance(selector, dict) else "<none>",
     ]
     return cells, []

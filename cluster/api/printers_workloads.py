@@ -12,8 +12,6 @@ from datetime import datetime
 
 from k3py.cluster.api.printing import (
     AGE,
-    CONTAINERS,
-    IMAGES,
     NAME,
     Cells,
     Column,
@@ -27,6 +25,7 @@ from k3py.cluster.api.printing import (
     name_of,
     object_age,
     parse_time,
+    pod_template_columns,
     template_containers,
 )
 from k3py.cluster.api.selectors import format_label_selector, format_labels
@@ -44,10 +43,7 @@ DEPLOYMENT_COLUMNS = [
         "Available",
         description="Pods of this deployment ready for at least minReadySeconds.",
     ),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    Column("Selector", description="Label selector for pods.", priority=1),
+    *pod_template_columns("Label selector for pods."),
 ]
 
 
@@ -77,10 +73,7 @@ REPLICA_SET_COLUMNS = [
         "integer",
         "readyReplicas is the number of pods targeted by this ReplicaSet with a Ready Condition.",
     ),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    Column("Selector", description="Selector is a label query over pods.", priority=1),
+    *pod_template_columns("Selector is a label query over pods."),
 ]
 
 
@@ -123,14 +116,7 @@ DAEMON_SET_COLUMNS = [
         "Node Selector",
         description="NodeSelector is a selector which must be true for the pod to fit on a node.",
     ),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    Column(
-        "Selector",
-        description="A label query over pods that are managed by the daemon set.",
-        priority=1,
-    ),
+    *pod_template_columns("A label query over pods that are managed by the daemon set."),
 ]
 
 
@@ -159,14 +145,7 @@ JOB_COLUMNS = [
     Column("Status", description="Status of the job."),
     Column("Completions", description="The number of pods which reached phase Succeeded."),
     Column("Duration", description="Time required to complete the job."),
-    AGE,
-    CONTAINERS,
-    IMAGES,
-    Column(
-        "Selector",
-        description="A label query over pods that should match the pod count.",
-        priority=1,
-    ),
+    *pod_template_columns("A label query over pods that should match the pod count."),
 ]
 
 

@@ -120,8 +120,13 @@ def as_int(value: Any) -> int:
 
 
 def template_containers(obj: Obj) -> tuple[str, str]:
-    spec = as_dict(as_dict(as_dict(obj.get("spec")).get("template")).get("spec"))
-    containers = [as_dict(c) for c in as_list(spec.get("containers"))]
+    """The CONTAINERS and IMAGES cells of an object with a pod template in ``spec.template``."""
+    return pod_containers(as_dict(as_dict(as_dict(obj.get("spec")).get("template")).get("spec")))
+
+
+def pod_containers(pod_spec: Mapping[str, Any]) -> tuple[str, str]:
+    """The CONTAINERS and IMAGES cells of a pod spec: names and images, comma-separated."""
+    containers = [as_dict(c) for c in as_list(pod_spec.get("containers"))]
     return (
         ",".join(str(c.get("name") or "") for c in containers),
         ",".join(str(c.get("image") or "") for c in containers),
@@ -149,3 +154,13 @@ def controller_of(obj: Obj) -> str:
             kind = f"{ref.get('kind')}.{group}" if group else str(ref.get("kind"))
             return f"{kind.lower()}/{ref.get('name')}"
     return "<none>"
+
+
+def pod_template_columns(selector_description: str) -> list[Column]:
+    """AGE, CONTAINERS, IMAGES and the wide Selector: how a pod-template workload's table ends."""
+    return [
+        AGE,
+        CONTAINERS,
+        IMAGES,
+        Column("Selector", description=selector_description, priority=1),
+    ]
