@@ -19,16 +19,15 @@ In one run, on a throw-away PostgreSQL (``fsync`` on, as in production) started 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import itertools
-import json
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from bench.common import latency_ms, main
+from bench.store_bench import VALUE, offered_rate
 from k3py.cluster.agent.loadbalancer import ServerLoadBalancer
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.client import KubeClient
@@ -39,56 +38,11 @@ from tests.controllers.hollow import HollowNodes
 from tests.controllers.serverproc import ServerProcess
 from tests.store.pg_instance import PostgresInstance
 
-VALUE = json.dumps({"kind": "Pod", "spec": {"containers": [{"image": "x" * 1900}]}}).encode()
 TOKEN = "bench-ha-secret"
 WATCH_BUDGET_MS = 20.0
 LEASES = by_kind("coordination.k8s.io/v1", "Lease")
 PODS = by_kind("v1", "Pod")
 NAMESPACES = by_kind("v1", "Namespace")
-
-
-def _percentile(samples: list[float], fraction: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))]
-
-
-def _latency(samples: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(_percentile(samples, 0.5) * 1000, 2),
-        "p99_ms": round(_percentile(samples, 0.99) * 1000, 2),
-        "max_ms": round(max(samples, default=float("nan")) * 1000, 2),
-    }
-
-
-async def _offered_rate(
-    store: Datastore, rate: int, seconds: float, phase: str = "rate"
-) -> dict[str, Any]:
-    keys = itertools.cycle(f"/registry/pods/{phase}-{rate}/p{i:05}" for i in range(500))
-    created: set[str] = set()
-    latencies: list[float] = []
-
-    async def one(key: str) -> None:
-        started = time.perf_counter()
-        if key in created:
-            await store.update(key, VALUE)
-        else:
-            created.add(key)
-            await store.create(key, VALUE)
-        latencies.append(time.perf_counter() - started)
-
-    total = int(rate * seconds)
-    started = time.perf_counter()
-    tasks = []
-    for n in range(total):
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(next(keys))))
-    await asyncio.gather(*tasks)
-    achieved = total / (time.perf_counter() - started)
-    return {"offered_per_s": rate, "achieved_per_s": round(achieved), **_latency(latencies)}
 
 
 async def _watch_delivery(
@@ -120,7 +74,7 @@ async def _watch_delivery(
     await asyncio.gather(*writes)
     await asyncio.wait_for(task, 30)
     watch.close()
-    return {"offered_per_s": rate, **_latency(delays)}
+    return {"offered_per_s": rate, **latency_ms(delays)}
 
 
 async def _datastore(
@@ -133,9 +87,9 @@ async def _datastore(
         await other.start()
     try:
         # Warm up (connections, plans, caches) so the first measured phase is not the cold one.
-        await _offered_rate(store, 200, 0.5, phase="warm-up")
+        await offered_rate(store, 200, 0.5, phase="warm-up")
         result: dict[str, Any] = {
-            "offered_rate": [await _offered_rate(store, r, seconds) for r in (200, 1000)],
+            "offered_rate": [await offered_rate(store, r, seconds) for r in (200, 1000)],
             "watch_within_server": await _watch_delivery(
                 store, store, 200, seconds, "/registry/configmaps/within/"
             ),
@@ -342,13 +296,5 @@ def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="short phases (smoke run)")
-    parser.add_argument("--dir", type=Path, help="where to put data (default /tmp)")
-    args = parser.parse_args()
-    print(json.dumps(run(quick=args.quick, directory=args.dir), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, dir_help="where to put data (default /tmp)")

@@ -10,7 +10,6 @@ each watcher's iterator hands the event over.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import itertools
 import json
@@ -19,32 +18,17 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from k3py.cluster.server.store import SQLiteDatastore
+from bench.common import latency_ms, main
+from k3py.cluster.server.store import Datastore, SQLiteDatastore
 
 Sync = Literal["normal", "full"]
 VALUE = json.dumps({"kind": "Pod", "spec": {"containers": [{"image": "x" * 1900}]}}).encode()
 
 
-def _percentile(samples: list[float], fraction: float) -> float:
-    if not samples:
-        return float("nan")
-    ordered = sorted(samples)
-    index = min(len(ordered) - 1, max(0, round(fraction * (len(ordered) - 1))))
-    return ordered[index]
-
-
-def _latency_fields(latencies: list[float]) -> dict[str, float]:
-    return {
-        "p50_ms": round(_percentile(latencies, 0.50) * 1000, 3),
-        "p99_ms": round(_percentile(latencies, 0.99) * 1000, 3),
-        "max_ms": round(max(latencies, default=float("nan")) * 1000, 3),
-    }
-
-
-class _Writes:
+class Writes:
     """Alternates creates and updates over a pool of keys, timing each write."""
 
-    def __init__(self, store: SQLiteDatastore, prefix: str, keys: int = 500) -> None:
+    def __init__(self, store: Datastore, prefix: str, keys: int = 500) -> None:
         self.store = store
         self.keys = [f"{prefix}{i:05}" for i in range(keys)]
         self.created: set[str] = set()
@@ -63,7 +47,7 @@ class _Writes:
 
 
 async def _closed_loop(store: SQLiteDatastore, concurrency: int, seconds: float) -> dict[str, Any]:
-    writes = _Writes(store, f"/registry/pods/closed-{concurrency}/p")
+    writes = Writes(store, f"/registry/pods/closed-{concurrency}/p")
     before = store.stats
     deadline = time.perf_counter() + seconds
 
@@ -80,12 +64,15 @@ async def _closed_loop(store: SQLiteDatastore, concurrency: int, seconds: float)
         "writes": len(writes.latencies),
         "writes_per_s": round(len(writes.latencies) / elapsed),
         "transactions": after.transactions - before.transactions,
-        **_latency_fields(writes.latencies),
+        **latency_ms(writes.latencies),
     }
 
 
-async def _offered_rate(store: SQLiteDatastore, rate: int, seconds: float) -> dict[str, Any]:
-    writes = _Writes(store, f"/registry/pods/rate-{rate}/p")
+async def offered_rate(
+    store: Datastore, rate: int, seconds: float, phase: str = "rate"
+) -> dict[str, Any]:
+    """``rate`` writes a second for ``seconds``, each started on time whatever the others do."""
+    writes = Writes(store, f"/registry/pods/{phase}-{rate}/p")
     interval = 1.0 / rate
     total = int(rate * seconds)
     started = time.perf_counter()
@@ -100,7 +87,7 @@ async def _offered_rate(store: SQLiteDatastore, rate: int, seconds: float) -> di
     return {
         "offered_per_s": rate,
         "achieved_per_s": round(total / elapsed),
-        **_latency_fields(writes.latencies),
+        **latency_ms(writes.latencies),
     }
 
 
@@ -133,7 +120,7 @@ async def _watch_delivery(
         writes.append(asyncio.create_task(store.create(key, VALUE)))
     await asyncio.gather(*writes)
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
-    return {"watchers": watchers, "offered_per_s": rate, **_latency_fields(delays)}
+    return {"watchers": watchers, "offered_per_s": rate, **latency_ms(delays)}
 
 
 async def _bench_sync(
@@ -143,7 +130,7 @@ async def _bench_sync(
     await store.start()
     try:
         closed = [await _closed_loop(store, c, seconds) for c in concurrencies]
-        offered = [await _offered_rate(store, r, seconds) for r in rates]
+        offered = [await offered_rate(store, r, seconds) for r in rates]
         watch = await _watch_delivery(store, watchers=20, rate=200, seconds=seconds)
     finally:
         await store.close()
@@ -179,13 +166,5 @@ def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="short phases (smoke run)")
-    parser.add_argument("--dir", type=Path, help="where to put the database (default: /tmp)")
-    args = parser.parse_args()
-    print(json.dumps(run(quick=args.quick, directory=args.dir), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__, dir_help="where to put the database (default: /tmp)")
