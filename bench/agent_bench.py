@@ -20,6 +20,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -232,11 +233,15 @@ async def _measure(bench: Bench, idle_seconds: float, start_pods: int) -> dict[s
     }
 
 
-def run(
-    *, quick: bool = False, idle_seconds: float | None = None, start_pods: int | None = None
+def run_on_docker(
+    name: str,
+    make_bench: Callable[[Path], Bench],
+    measure: Callable[[Bench], Coroutine[Any, Any, dict[str, Any]]],
 ) -> dict[str, Any]:
-    idle_seconds = idle_seconds if idle_seconds is not None else (5.0 if quick else 20.0)
-    start_pods = start_pods if start_pods is not None else (20 if quick else 100)
+    """Start ``make_bench``'s server and agent in a fresh directory, ``measure``, stop them.
+
+    Skipped without a Docker engine; the directory (the processes' logs) stays when it fails.
+    """
     if shutil.which("docker") is None:
         return {"skipped": "no docker command"}
     from tests.agent.images import docker_available, ensure_test_image
@@ -244,17 +249,25 @@ def run(
     if not docker_available():
         return {"skipped": "no Docker engine answers (make docker-engine starts one)"}
     ensure_test_image(IMAGE)
-    root = Path(tempfile.mkdtemp(prefix="k3py-agent-bench-"))
-    bench = Bench(root)
+    root = Path(tempfile.mkdtemp(prefix=f"k3py-{name}-bench-"))
+    bench = make_bench(root)
     try:
         bench.start()
-        result = asyncio.run(_measure(bench, idle_seconds, start_pods))
+        result = asyncio.run(measure(bench))
     except Exception as err:
-        raise RuntimeError(f"agent benchmark failed; logs in {root}") from err
+        raise RuntimeError(f"{name} benchmark failed; logs in {root}") from err
     finally:
         bench.stop()
     shutil.rmtree(root, ignore_errors=True)
-    return {"benchmark": "agent", "cpus": os.cpu_count(), **result}
+    return {"benchmark": name, "cpus": os.cpu_count(), **result}
+
+
+def run(
+    *, quick: bool = False, idle_seconds: float | None = None, start_pods: int | None = None
+) -> dict[str, Any]:
+    idle = idle_seconds if idle_seconds is not None else (5.0 if quick else 20.0)
+    pods = start_pods if start_pods is not None else (20 if quick else 100)
+    return run_on_docker("agent", Bench, lambda bench: _measure(bench, idle, pods))
 
 
 def main() -> None:

@@ -14,15 +14,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import subprocess
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
-from bench.agent_bench import IMAGE, PODS, Bench, _start_pods, _wait_node_ready
+from bench.agent_bench import IMAGE, PODS, Bench, _start_pods, _wait_node_ready, run_on_docker
 from k3py.cluster.client import KubeClient
 
 STUBBORN = ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]
@@ -111,25 +107,8 @@ async def _measure(bench: Bench, pods: int, grace: int) -> dict[str, Any]:
 
 
 def run(*, quick: bool = False, pods: int = 50, grace: int | None = None) -> dict[str, Any]:
-    grace = grace if grace is not None else (5 if quick else 10)
-    if shutil.which("docker") is None:
-        return {"skipped": "no docker command"}
-    from tests.agent.images import docker_available, ensure_test_image
-
-    if not docker_available():
-        return {"skipped": "no Docker engine answers (make docker-engine starts one)"}
-    ensure_test_image(IMAGE)
-    root = Path(tempfile.mkdtemp(prefix="k3py-termination-bench-"))
-    bench = TerminationBench(root)
-    try:
-        bench.start()
-        result = asyncio.run(_measure(bench, pods, grace))
-    except Exception as err:
-        raise RuntimeError(f"termination benchmark failed; logs in {root}") from err
-    finally:
-        bench.stop()
-    shutil.rmtree(root, ignore_errors=True)
-    return {"benchmark": "termination", "cpus": os.cpu_count(), **result}
+    period = grace if grace is not None else (5 if quick else 10)
+    return run_on_docker("termination", TerminationBench, lambda b: _measure(b, pods, period))
 
 
 def main() -> None:
