@@ -13,9 +13,7 @@ difference of the two servers' RSS at the end. Goal: at most 3 MB and 5 % more p
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import tempfile
@@ -23,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import main
 from bench.server_bench import (
     NAMESPACE,
     Endpoint,
@@ -181,13 +180,10 @@ def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short load (smoke run)")
-    parser.add_argument("--dir", type=Path, help="where to put the data dir (default: /tmp)")
-    args = parser.parse_args()
-    print(json.dumps(run(quick=args.quick, directory=args.dir), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(
+        run,
+        __doc__,
+        quick_help="a short load (smoke run)",
+        dir_help="where to put the data dir (default: /tmp)",
+    )

@@ -13,9 +13,7 @@ neighbour's burst spoils both alike; each figure is the median of the repeats.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
 import multiprocessing
 import os
 import ssl
@@ -24,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.common import main
 from bench.server_bench import CLIENTS, NAMESPACE, Endpoint, Server, _median_of, _offered
 
 RATE = 200
@@ -152,12 +151,5 @@ def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]
     return results
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true")
-    args = parser.parse_args()
-    print(json.dumps(run(quick=args.quick), indent=2))
-
-
 if __name__ == "__main__":
-    main()
+    main(run, __doc__)
