@@ -124,7 +124,10 @@ def _push(path: Path, kubeconfig: str | None) -> int:
             with path.open("rb") as body:
                 url = f"{creds.server_url.rstrip('/')}/ota/v1/bundles/{name}"
                 async with session.put(url, data=body, headers=headers) as response:
-                    return response.status, await response.text()
+                    answer = response.status, await response.text()
+        # aiohttp closes TLS transports a moment after the session (its documented pause).
+        await asyncio.sleep(0.25)
+        return answer
 
     try:
         code, text = asyncio.run(upload())
