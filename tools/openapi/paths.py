@@ -12,6 +12,7 @@ described. The output is neutral: :mod:`.documents` renders it as v2 or v3.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from k3py.cluster.api.resources import ResourceInfo, resources_in
@@ -199,6 +200,58 @@ class _Builder:
             )
         )
 
+    def read_replace_patch(
+        self,
+        path: str,
+        name: str,
+        what: str,
+        body: str,
+        *,
+        verbs: Collection[str] = ("get", "update", "patch"),
+        gvk: tuple[str, str, str] | None = None,
+    ) -> None:
+        """The get, put and patch of one object (an item or a subresource), those in ``verbs``."""
+        ns = self.info.namespaced
+        if "get" in verbs:
+            self.add(
+                path,
+                "get",
+                "get",
+                f"read%s{name}",
+                f"read {what}",
+                namespaced=ns,
+                query=("pretty",),
+                body=None,
+                responses=((200, body),),
+                gvk=gvk,
+            )
+        if "update" in verbs:
+            self.add(
+                path,
+                "put",
+                "put",
+                f"replace%s{name}",
+                f"replace {what}",
+                namespaced=ns,
+                query=_WRITE,
+                body=body,
+                responses=((200, body), (201, body)),
+                gvk=gvk,
+            )
+        if "patch" in verbs:
+            self.add(
+                path,
+                "patch",
+                "patch",
+                f"patch%s{name}",
+                f"partially update {what}",
+                namespaced=ns,
+                query=_PATCH,
+                body=PATCH,
+                responses=((200, body), (201, body)),
+                gvk=gvk,
+            )
+
 
 def operations(info: ResourceInfo, definitions: dict[tuple[str, str, str], str]) -> list[Operation]:
     """Every operation on one resource; ``definitions`` maps (group, version, kind) to names."""
@@ -211,7 +264,7 @@ def operations(info: ResourceInfo, definitions: dict[tuple[str, str, str], str])
         f"{b.base}/namespaces/{{namespace}}/{info.plural}" if ns else f"{b.base}/{info.plural}"
     )
     item = f"{collection}/{{name}}"
-    ok, created = ((200, kind_def),), ((200, kind_def), (201, kind_def), (202, kind_def))
+    created = ((200, kind_def), (201, kind_def), (202, kind_def))
 
     if "list" in verbs:
         b.add(
@@ -261,42 +314,7 @@ def operations(info: ResourceInfo, definitions: dict[tuple[str, str, str], str])
             body=DELETE_OPTIONS,
             responses=((200, STATUS),),
         )
-    if "get" in verbs:
-        b.add(
-            item,
-            "get",
-            "get",
-            f"read%s{kind}",
-            f"read the specified {kind}",
-            namespaced=ns,
-            query=("pretty",),
-            body=None,
-            responses=ok,
-        )
-    if "update" in verbs:
-        b.add(
-            item,
-            "put",
-            "put",
-            f"replace%s{kind}",
-            f"replace the specified {kind}",
-            namespaced=ns,
-            query=_WRITE,
-            body=kind_def,
-            responses=((200, kind_def), (201, kind_def)),
-        )
-    if "patch" in verbs:
-        b.add(
-            item,
-            "patch",
-            "patch",
-            f"patch%s{kind}",
-            f"partially update the specified {kind}",
-            namespaced=ns,
-            query=_PATCH,
-            body=PATCH,
-            responses=((200, kind_def), (201, kind_def)),
-        )
+    b.read_replace_patch(item, kind, f"the specified {kind}", kind_def, verbs=verbs)
     if "delete" in verbs:
         b.add(
             item,
@@ -325,42 +343,8 @@ def _subresource(
     if sub in ("status", "ephemeralcontainers", "scale"):
         gvk = ("autoscaling", "v1", "Scale") if sub == "scale" else None
         body = definitions[gvk] if gvk else b.definition
-        what = f"{sub} of the specified {kind}"
-        b.add(
-            path,
-            "get",
-            "get",
-            f"read%s{kind}{title}",
-            f"read {what}",
-            namespaced=ns,
-            query=("pretty",),
-            body=None,
-            responses=((200, body),),
-            gvk=gvk,
-        )
-        b.add(
-            path,
-            "put",
-            "put",
-            f"replace%s{kind}{title}",
-            f"replace {what}",
-            namespaced=ns,
-            query=_WRITE,
-            body=body,
-            responses=((200, body), (201, body)),
-            gvk=gvk,
-        )
-        b.add(
-            path,
-            "patch",
-            "patch",
-            f"patch%s{kind}{title}",
-            f"partially update {what}",
-            namespaced=ns,
-            query=_PATCH,
-            body=PATCH,
-            responses=((200, body), (201, body)),
-            gvk=gvk,
+        b.read_replace_patch(
+            path, f"{kind}{title}", f"{sub} of the specified {kind}", body, gvk=gvk
         )
     elif sub in ("binding", "eviction"):
         gvk = ("", "v1", "Binding") if sub == "binding" else ("policy", "v1", "Eviction")
@@ -378,17 +362,8 @@ def _subresource(
             gvk=gvk,
         )
     elif sub == "finalize":
-        b.add(
-            path,
-            "put",
-            "put",
-            f"replace%s{kind}{title}",
-            f"replace finalize of the specified {kind}",
-            namespaced=ns,
-            query=_WRITE,
-            body=b.definition,
-            responses=((200, b.definition), (201, b.definition)),
-        )
+        what = f"finalize of the specified {kind}"
+        b.read_replace_patch(path, f"{kind}{title}", what, b.definition, verbs=("update",))
 
 
 def group_version_operations(
