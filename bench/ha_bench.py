@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import latency_ms, main
-from bench.store_bench import VALUE, offered_rate
+from bench.store_bench import offered_rate, paced_creates
 from k3py.cluster.agent.loadbalancer import ServerLoadBalancer
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.client import KubeClient
@@ -62,16 +62,7 @@ async def _watch_delivery(
 
     task = asyncio.create_task(consume())
     await asyncio.sleep(0.05)
-    started = time.perf_counter()
-    writes = []
-    for n in range(total):
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        key = f"{prefix}c{n:06}"
-        sent[key] = time.perf_counter()
-        writes.append(asyncio.create_task(writer.create(key, VALUE)))
-    await asyncio.gather(*writes)
+    await paced_creates(writer, prefix, rate, total, sent)
     await asyncio.wait_for(task, 30)
     watch.close()
     return {"offered_per_s": rate, **latency_ms(delays)}

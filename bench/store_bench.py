@@ -91,6 +91,22 @@ async def offered_rate(
     }
 
 
+async def paced_creates(
+    store: Datastore, prefix: str, rate: int, total: int, sent: dict[str, float]
+) -> None:
+    """Create ``total`` keys under ``prefix``, ``rate`` a second; ``sent`` gets each one's time."""
+    started = time.perf_counter()
+    writes = []
+    for n in range(total):
+        delay = started + n / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        key = f"{prefix}c{n:06}"
+        sent[key] = time.perf_counter()
+        writes.append(asyncio.create_task(store.create(key, VALUE)))
+    await asyncio.gather(*writes)
+
+
 async def _watch_delivery(
     store: SQLiteDatastore, watchers: int, rate: int, seconds: float
 ) -> dict[str, Any]:
@@ -109,16 +125,7 @@ async def _watch_delivery(
 
     tasks = [asyncio.create_task(watcher()) for _ in range(watchers)]
     await asyncio.sleep(0)
-    started = time.perf_counter()
-    writes = []
-    for n in range(total):
-        delay = started + n / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        key = f"/registry/configmaps/watch/c{n:06}"
-        sent[key] = time.perf_counter()
-        writes.append(asyncio.create_task(store.create(key, VALUE)))
-    await asyncio.gather(*writes)
+    await paced_creates(store, "/registry/configmaps/watch/", rate, total, sent)
     await asyncio.wait_for(asyncio.gather(*tasks), 30)
     return {"watchers": watchers, "offered_per_s": rate, **latency_ms(delays)}
 
