@@ -135,11 +135,14 @@ def configure(
 
     services = ["::sysinit:/usr/lib/k3py/rcS"]
     # The runtime wherever content.toml put it: both roles run workloads (a server runs its
-    # node's agent unless k3py.yaml says disable-agent).
+    # node's agent unless k3py.yaml says disable-agent). Without Docker's own iptables rules:
+    # k3py wires pods itself (cni0, flannel, its nftables table), and the dozens of iptables
+    # calls Docker makes at start cost about 30 s of an emulated board's boot.
     if (root / "usr/sbin/dockerd").exists():
         services.append(
             "::respawn:/usr/lib/k3py/supervise dockerd /usr/sbin/dockerd "
-            "--data-root /var/lib/docker --exec-root /run/docker"
+            "--data-root /var/lib/docker --exec-root /run/docker "
+            "--iptables=false --ip6tables=false"
         )
     services.append(f"::respawn:/usr/lib/k3py/supervise k3py /usr/bin/k3py {role}")
     services.append("::respawn:/usr/lib/k3py/supervise dropbear /usr/sbin/dropbear -F -E -R -p 22")
