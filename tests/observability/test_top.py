@@ -111,9 +111,11 @@ def test_kubectl_top_nodes_shows_both_nodes(cluster: Cluster) -> None:
     def top() -> dict[str, list[str]] | None:
         result = cluster.server.kubectl("top", "nodes", check=False)
         rows = {row[0]: row for row in _table(result.stdout)} if result.returncode == 0 else {}
-        return rows if names <= set(rows) else None
+        # kubectl lists a node whose first usage sample has not arrived yet as <unknown>.
+        measured = names <= set(rows) and all("<unknown>" not in rows[n] for n in names)
+        return rows if measured else None
 
-    rows = wait_until(top, 30, "kubectl top nodes listing both nodes")
+    rows = wait_until(top, 60, "kubectl top nodes listing both nodes with their usage")
     for name in names:
         _, cpu, cpu_percent, memory, memory_percent = rows[name]
         assert _cores(cpu) > 0
