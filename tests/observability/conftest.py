@@ -1,28 +1,6 @@
-"""Fixtures: the real API server application in process, with users of every kind."""
+"""Fixtures: the real API server application in process, with users of every kind (admin,
+node1, an unprivileged jane): the server tests' own fixtures."""
 
-from __future__ import annotations
+from tests.server.conftest import api, datastore, settings
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
-from k3py.cluster.server.app import create_app
-from k3py.cluster.server.store import MemoryDatastore
-from tests.server.conftest import (
-    ADMIN,
-    NOBODY,
-    NODE1,
-    Api,
-    TokenAuthenticator,
-    serving,
-    settings_for,
-)
-
-
-@pytest.fixture
-async def api(tmp_path: Path) -> AsyncIterator[Api]:
-    users = {"admin": ADMIN, "node1": NODE1, "jane": NOBODY}
-    app = create_app(settings_for(tmp_path), MemoryDatastore(), TokenAuthenticator(users))
-    async with serving(app) as client:
-        yield client
+__all__ = ["api", "datastore", "settings"]
