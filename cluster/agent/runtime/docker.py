@@ -429,10 +429,12 @@ class DockerRuntime:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-class _DockerExec:
-    def __init__(self, runtime: DockerRuntime, exec_id: str, stream: dockerstream.Hijacked):
+class _HijackedSession:
+    """A process's streams over a hijacked connection; the subclass names its engine path."""
+
+    def __init__(self, runtime: DockerRuntime, path: str, stream: dockerstream.Hijacked) -> None:
         self._runtime = runtime
-        self._exec_id = exec_id
+        self._path = path  # /exec/<id> or /containers/<id>
         self._stream = stream
 
     async def read(self) -> tuple[int, bytes] | None:
@@ -445,52 +447,41 @@ class _DockerExec:
         await self._stream.close_write()
 
     async def resize(self, width: int, height: int) -> None:
-        await self._runtime._resize(f"/exec/{_quote(self._exec_id)}", width, height)
+        await self._runtime._resize(self._path, width, height)
+
+    async def close(self) -> None:
+        await self._stream.close()
+
+
+class _DockerExec(_HijackedSession):
+    def __init__(self, runtime: DockerRuntime, exec_id: str, stream: dockerstream.Hijacked):
+        super().__init__(runtime, f"/exec/{_quote(exec_id)}", stream)
 
     async def exit_code(self) -> int:
         # The engine records the exit code a moment after the output stream ends.
         for _ in range(50):
-            data = await self._runtime._get(f"/exec/{_quote(self._exec_id)}/json") or {}
+            data = await self._runtime._get(f"{self._path}/json") or {}
             if not data.get("Running"):
                 code = data.get("ExitCode")
                 return int(code) if code is not None else -1
             await asyncio.sleep(0.02)
         return -1
 
-    async def close(self) -> None:
-        await self._stream.close()
 
-
-class _DockerAttach:
+class _DockerAttach(_HijackedSession):
     """An attached container: its exit code is the process's, once it has exited."""
 
     def __init__(
         self, runtime: DockerRuntime, container_id: str, stream: dockerstream.Hijacked
     ) -> None:
-        self._runtime = runtime
+        super().__init__(runtime, f"/containers/{_quote(container_id)}", stream)
         self._container_id = container_id
-        self._stream = stream
-
-    async def read(self) -> tuple[int, bytes] | None:
-        return await self._stream.read()
-
-    async def write(self, data: bytes) -> None:
-        await self._stream.write(data)
-
-    async def close_stdin(self) -> None:
-        await self._stream.close_write()
-
-    async def resize(self, width: int, height: int) -> None:
-        await self._runtime._resize(f"/containers/{_quote(self._container_id)}", width, height)
 
     async def exit_code(self) -> int:
         info = await self._runtime.inspect_container(self._container_id)
         if info is None or info.status != "exited":
             return 0  # detached from a process that goes on
         return info.exit_code or 0
-
-    async def close(self) -> None:
-        await self._stream.close()
 
 
 def create_body(config: ContainerConfig) -> dict[str, Any]:
