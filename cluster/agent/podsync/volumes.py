@@ -88,6 +88,19 @@ def _same_content(existing: Path, files: Mapping[str, tuple[bytes, int]]) -> boo
     return True
 
 
+def _source_files(
+    data: Mapping[str, bytes] | None, source: Mapping[str, Any], what: str
+) -> dict[str, tuple[bytes, int]]:
+    """The files of a configMap or secret volume whose object's data is ``data`` (None: absent)."""
+    mode = int(source.get("defaultMode") or _DEFAULT_MODE)
+    optional = bool(source.get("optional"))
+    if data is None:
+        if optional:
+            return {}
+        raise VolumeError(f"{what} not found")
+    return _items(data, source.get("items"), mode, optional, what)
+
+
 def _items(
     data: Mapping[str, bytes], items: list[Any] | None, mode: int, optional: bool, what: str
 ) -> dict[str, tuple[bytes, int]]:
@@ -157,26 +170,16 @@ class PodVolumes:
         namespace = str(meta(pod).get("namespace", "default"))
         if "configMap" in volume:
             source = volume["configMap"] or {}
-            mode = int(source.get("defaultMode") or _DEFAULT_MODE)
-            optional = bool(source.get("optional"))
-            cm = objects.config_map(namespace, str(source.get("name", "")))
-            if cm is None:
-                if optional:
-                    return {}
-                raise VolumeError(f'configmap "{source.get("name")}" not found')
-            what = f'configmap "{source.get("name")}"'
-            return _items(_config_map_data(cm), source.get("items"), mode, optional, what)
+            name = str(source.get("name", ""))
+            cm = objects.config_map(namespace, name)
+            data = None if cm is None else _config_map_data(cm)
+            return _source_files(data, source, f'configmap "{name}"')
         if "secret" in volume:
             source = volume["secret"] or {}
-            mode = int(source.get("defaultMode") or _DEFAULT_MODE)
-            optional = bool(source.get("optional"))
-            secret = objects.secret(namespace, str(source.get("secretName", "")))
-            if secret is None:
-                if optional:
-                    return {}
-                raise VolumeError(f'secret "{source.get("secretName")}" not found')
-            what = f'secret "{source.get("secretName")}"'
-            return _items(_secret_data(secret), source.get("items"), mode, optional, what)
+            name = str(source.get("secretName", ""))
+            secret = objects.secret(namespace, name)
+            data = None if secret is None else _secret_data(secret)
+            return _source_files(data, source, f'secret "{name}"')
         if "downwardAPI" in volume:
             source = volume["downwardAPI"] or {}
             return _downward_files(pod, source, int(source.get("defaultMode") or _DEFAULT_MODE))
