@@ -81,3 +81,60 @@ async def test_a_rolled_back_canary_halts_the_plan(cluster: Cluster) -> None:
     assert set(list(entries(cluster).values())[1:]) == {"Pending"}
     (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
     assert got["status"]["phase"] == "Halted"
+
+
+def bound_pod(name: str, node_name: str, **meta: Any) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": "web"}, **meta},
+        "spec": {"nodeName": node_name, "containers": [{"name": "c", "image": "x:1"}]},
+    }
+
+
+async def test_drain_evicts_all_but_daemonset_and_mirror_pods_then_starts(
+    cluster: Cluster,
+) -> None:
+    cluster.add(UpdatePlanController)
+    for number in range(2):
+        await cluster.create(node(f"n{number}"))
+    await cluster.create(bound_pod("web", "n0"))
+    owner = {"apiVersion": "apps/v1", "kind": "DaemonSet", "name": "ds", "uid": "u1",
+             "controller": True}  # fmt: skip
+    await cluster.create(bound_pod("ds-n0", "n0", ownerReferences=[owner]))
+    await cluster.create(bound_pod("static-n0", "n0",
+                                   annotations={"kubernetes.io/config.mirror": "x"}))  # fmt: skip
+    await cluster.create(bound_pod("other", "n1"))
+    await cluster.create(plan(maxUnavailable=1, drain=True))
+    await cluster.start()
+    # Evicted: the pod is terminating on n0, whose agent has not started yet.
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    entry = got["status"]["nodes"][0]
+    assert entry["phase"] == "Pending"
+    assert entry["message"] == "draining: 1 pod left"
+    assert got["status"]["phase"] == "Progressing"
+    await cluster.kubelet()  # n0's kubelet stops it
+    await cluster.settle(2.5)
+    assert entries(cluster) == {"n0": "Downloading", "n1": "Pending"}
+    names = {p["metadata"]["name"] for p in cluster.pods()}
+    assert names == {"ds-n0", "static-n0", "other"}
+    (n0,) = [n for n in cluster.api.objects(NODES) if n["metadata"]["name"] == "n0"]
+    assert n0["spec"]["unschedulable"] is True
+
+
+async def test_a_node_an_operator_cordoned_stays_cordoned(cluster: Cluster) -> None:
+    assert UPDATE_PLANS is not None
+    cluster.add(UpdatePlanController)
+    cordoned = node("n0")
+    cordoned["spec"] = {"unschedulable": True}
+    await cluster.create(cordoned)
+    await cluster.create(plan(drain=True))
+    await cluster.start()
+    assert entries(cluster) == {"n0": "Downloading"}
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    got["status"]["nodes"][0].update(phase="Healthy")
+    await cluster.api.update(UPDATE_PLANS, got, subresource="status")
+    await cluster.settle(0.5)
+    (n0,) = cluster.api.objects(NODES)
+    assert n0["spec"]["unschedulable"] is True
+    assert cluster.objects("ota.k3py.io/v1", "UpdatePlan")[0]["status"]["phase"] == "Complete"

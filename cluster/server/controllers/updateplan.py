@@ -3,9 +3,18 @@
 For each plan it reads the nodes its ``nodeSelector`` picks and the per-node phases in its
 status (agents move their own entry from ``Downloading`` on), asks
 :func:`k3py.cluster.ota.rollout.step` what to do, and writes the answer: nodes to start get
-``Downloading`` (the agent's signal to act), cordoned first when the plan says ``drain``;
-Healthy nodes it drained are uncordoned; the plan's phase and message follow. A paused plan is
-re-checked when its pause ends. Node changes re-check every plan.
+``Downloading`` (the agent's signal to act); Healthy nodes it drained are uncordoned; the plan's
+phase and message follow. A paused plan is re-checked when its pause ends. Node changes
+re-check every plan.
+
+With ``drain`` a node is drained before it starts, as ``kubectl drain --ignore-daemonsets
+--delete-emptydir-data --force`` would: cordoned, then every pod bound to it is evicted through
+the Eviction API (so PodDisruptionBudgets are honoured) except DaemonSet and mirror pods, which
+would come straight back. While an eviction is refused (429) or evicted pods are still
+terminating, the node stays ``Pending`` with a ``draining`` message and is re-checked every
+:data:`DRAIN_RECHECK_SECONDS`; its agent sees ``Downloading`` only once it is empty. Since the
+rollout starts a batch's nodes in name order, a node being drained is always the one
+:func:`step` picks again, so ``maxUnavailable`` bounds drained and updating nodes together.
 """
 
 from __future__ import annotations
@@ -14,16 +23,19 @@ import logging
 from typing import Any
 
 from k3py.cluster.api.resources import by_kind
+from k3py.cluster.api.status import ApiError
 from k3py.cluster.client.events import timestamp
-from k3py.cluster.ota.rollout import DOWNLOADING, PENDING, NodeState, PlanSpec, step
+from k3py.cluster.ota.rollout import DOWNLOADING, HALTED, PENDING, NodeState, PlanSpec, step
 from k3py.cluster.server.controllers import podutil
-from k3py.cluster.server.controllers.base import NODES, ControllerContext, QueueController
+from k3py.cluster.server.controllers.base import NODES, PODS, ControllerContext, QueueController
 
 logger = logging.getLogger("k3py.controllers.updateplan")
 
 Object = dict[str, Any]
 UPDATE_PLANS = by_kind("ota.k3py.io/v1", "UpdatePlan")
 DRAINED_ANNOTATION = "ota.k3py.io/drained-by"
+MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
+DRAIN_RECHECK_SECONDS = 2.0
 
 
 class UpdatePlanController(QueueController):
@@ -34,6 +46,7 @@ class UpdatePlanController(QueueController):
         assert UPDATE_PLANS is not None
         self.plans = ctx.informers.get(UPDATE_PLANS)
         self.nodes = ctx.informers.get(NODES)
+        self.pods = ctx.informers.get(PODS)
         self.plans.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
         self.nodes.add_handler(self._node_event, lambda _o, n: self._node_event(n),
                                self._node_event)  # fmt: skip
@@ -69,13 +82,22 @@ class UpdatePlanController(QueueController):
             since = podutil.parse_time(entry.get("lastTransitionTime")) or self.clock.now()
             states[node] = NodeState(str(entry.get("phase", PENDING)), since.timestamp())
         decision = step(spec, list(nodes), states, self.clock.now().timestamp())
+        recheck = decision.wait_seconds
         for node in decision.start:
             if spec.drain:
-                await self._cordon(nodes[node], name, True)
+                waiting = await self._drain(nodes[node], name)
+                if waiting:
+                    entries[node] = {**entries[node], "message": f"draining: {waiting}"}
+                    recheck = min(recheck or DRAIN_RECHECK_SECONDS, DRAIN_RECHECK_SECONDS)
+                    continue
             entries[node] = {"name": node, "phase": DOWNLOADING, "lastTransitionTime": now_text}
-        for node in decision.uncordon:
+        uncordon = list(decision.uncordon)
+        if decision.phase == HALTED:  # drained for a start that will not come
+            uncordon += [n for n in nodes if entries[n].get("phase") == PENDING]
+        for node in uncordon:
             if (podutil.meta(nodes[node]).get("annotations") or {}).get(DRAINED_ANNOTATION) == name:
                 await self._cordon(nodes[node], name, False)
+                entries[node].pop("message", None)
         counts = decision.counts
         message = (f"{counts.get('Healthy', 0)}/{len(nodes)} healthy, batch {decision.batch}, "
                    f"{counts.get('Failed', 0) + counts.get('RolledBack', 0)} failed")  # fmt: skip
@@ -90,7 +112,46 @@ class UpdatePlanController(QueueController):
             if old.get("phase") != decision.phase:
                 self.event(plan, "Normal", decision.phase, message)
             await self.api.update(UPDATE_PLANS, {**plan, "status": status}, subresource="status")
-        return decision.wait_seconds
+        return recheck
+
+    async def _drain(self, node: Object, plan: str) -> str:
+        """Cordon ``node`` and evict its pods; what it still waits for ("" once drained)."""
+        if not (node.get("spec") or {}).get("unschedulable"):
+            # Noted as this plan's, so that a node an operator cordoned is never uncordoned.
+            await self._cordon(node, plan, True)
+        left: list[str] = []
+        blocked: list[str] = []
+        for pod in self.pods.by_index("node", podutil.name_of(node)):
+            owner = podutil.controller_ref(pod) or {}
+            if owner.get("kind") == "DaemonSet" or MIRROR_ANNOTATION in (
+                podutil.meta(pod).get("annotations") or {}
+            ):
+                continue
+            pod_name = f"{podutil.namespace_of(pod)}/{podutil.name_of(pod)}"
+            left.append(pod_name)
+            if podutil.is_terminating(pod):
+                continue  # evicted already: its kubelet is stopping it
+            try:
+                await self.api.create(PODS, self._eviction(pod), podutil.namespace_of(pod),
+                                      subresource="eviction")  # fmt: skip
+            except ApiError as err:
+                if err.code == 404:
+                    left.remove(pod_name)
+                elif err.code == 429:  # a PodDisruptionBudget allows no disruption now
+                    why = "; ".join(c.message for c in err.causes) or err.message
+                    blocked.append(f"{pod_name}: {why}")
+                else:
+                    raise
+        if not left:
+            return ""
+        note = f"{len(left)} pod{'s' if len(left) > 1 else ''} left"
+        return f"{note}; {blocked[0]}" if blocked else note
+
+    @staticmethod
+    def _eviction(pod: Object) -> Object:
+        return {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": podutil.name_of(pod),
+                             "namespace": podutil.namespace_of(pod)}}  # fmt: skip
 
     async def _cordon(self, node: Object, plan: str, cordon: bool) -> None:
         annotations = {DRAINED_ANNOTATION: plan if cordon else None}
