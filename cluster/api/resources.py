@@ -154,6 +154,15 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         )
     ),
     ResourceInfo(
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        "localsubjectaccessreview",
+        True,
+        verbs=("create",),
+    ),
+    ResourceInfo(
         "policy",
         "v1",
         "PodDisruptionBudget",

@@ -1,7 +1,9 @@
 """Access reviews: asking the authorizer instead of trying (``kubectl auth can-i``, ``whoami``).
 
 ``SelfSubjectAccessReview`` asks for the requesting user, ``SubjectAccessReview`` for the user
-and groups in its spec (which RBAC lets only privileged users create),
+and groups in its spec (which RBAC lets only privileged users create), the namespaced
+``LocalSubjectAccessReview`` likewise but only about its own namespace (what a namespace's
+``admin`` may ask, as controllers and tools do),
 ``SelfSubjectRulesReview`` lists the rules RBAC grants the requester in a namespace
 (``kubectl auth can-i --list``) and ``SelfSubjectReview`` tells who the requester is
 (``kubectl auth whoami``). The answers come from the same authorizer chain the requests pass
@@ -10,6 +12,7 @@ through (:func:`~k3py.cluster.server.rest.access.decide`); nothing is stored.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from aiohttp import web
@@ -42,23 +45,46 @@ def _attributes(spec: Object) -> RequestAttributes:
             namespace=str(resource.get("namespace", "")),
             name=str(resource.get("name", "")),
         )
-    other = spec.get("nonResourceAttributes")
-    if isinstance(other, dict):
-        return RequestAttributes(
-            verb=str(other.get("verb", "")), group="", resource="", path=str(other.get("path", ""))
-        )
-    raise status.invalid(
-        "authorization.k8s.io",
-        "SelfSubjectAccessReview",
-        "",
-        [
-            status.Cause(
-                "FieldValueRequired",
-                "exactly one of nonResourceAttributes or resourceAttributes must be specified",
-                "spec",
-            )
-        ],
+    other = spec["nonResourceAttributes"]  # _validate saw one of the two
+    return RequestAttributes(
+        verb=str(other.get("verb", "")), group="", resource="", path=str(other.get("path", ""))
     )
+
+
+def _invalid(value: object, message: str, field: str) -> status.Cause:
+    return status.Cause(
+        "FieldValueInvalid", f"Invalid value: {json.dumps(value)}: {message}", field
+    )
+
+
+def _validate(kind: str, meta: Object, spec: Object) -> None:
+    """kube-apiserver's validation of an access review's spec (``ValidateSubjectAccessReview``…)."""
+    resource, other = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    causes: list[status.Cause] = []
+    if isinstance(resource, dict) and isinstance(other, dict):
+        message = "cannot be specified in combination with resourceAttributes"
+        causes.append(_invalid(other, message, "spec.nonResourceAttributes"))
+    elif not isinstance(resource, dict) and not isinstance(other, dict):
+        message = "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+        causes.append(_invalid(None, message, "spec.resourceAttributes"))
+    named = kind in ("SubjectAccessReview", "LocalSubjectAccessReview")
+    if named and not spec.get("user") and not spec.get("groups"):
+        message = "at least one of user or group must be specified"
+        causes.append(_invalid(str(spec.get("user") or ""), message, "spec.user"))
+    if kind == "LocalSubjectAccessReview":
+        extra = {k: v for k, v in meta.items() if k not in ("namespace", "managedFields") and v}
+        if extra:
+            causes.append(_invalid(extra, "must be empty except for namespace", "metadata"))
+        namespace = str(meta.get("namespace", ""))
+        if isinstance(resource, dict) and str(resource.get("namespace", "")) != namespace:
+            asked = str(resource.get("namespace", ""))
+            message = "must match metadata.namespace"
+            causes.append(_invalid(asked, message, "spec.resourceAttributes.namespace"))
+        if isinstance(other, dict):
+            message = "disallowed on this kind of request"
+            causes.append(_invalid(other, message, "spec.nonResourceAttributes"))
+    if causes:
+        raise status.invalid("authorization.k8s.io", kind, "", causes)
 
 
 def _answer(body: Object, spec: Object, result: Object) -> web.Response:
@@ -87,13 +113,26 @@ async def review(request: web.Request, target: RequestTarget) -> web.Response:
     spec = body.get("spec") if isinstance(body.get("spec"), dict) else {}
     assert spec is not None
     kind = target.info.kind
+    meta = body.get("metadata") if isinstance(body.get("metadata"), dict) else {}
+    assert meta is not None
     if kind == "SelfSubjectReview":
         info = {"username": user.name, "groups": list(user.groups)}
         return _answer(body, spec, {"userInfo": info})
     if kind == "SelfSubjectRulesReview":
-        return _answer(body, spec, await _rules(request, user, str(spec.get("namespace", ""))))
+        if not spec.get("namespace"):
+            raise status.bad_request("no namespace on request")
+        return _answer(body, spec, await _rules(request, user, str(spec["namespace"])))
+    if target.info.namespaced:  # LocalSubjectAccessReview: the request's namespace is the object's
+        if meta.get("namespace") and meta["namespace"] != target.namespace:
+            raise status.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the "
+                "request"
+            )
+        meta["namespace"] = target.namespace
+        body["metadata"] = meta
+    _validate(kind, meta, spec)
     subject = user
-    if kind == "SubjectAccessReview":
+    if kind != "SelfSubjectAccessReview":
         groups = spec.get("groups") if isinstance(spec.get("groups"), list) else []
         subject = UserInfo(str(spec.get("user", "")), tuple(str(g) for g in groups or []))
     reason = await decide(ctx, subject, _attributes(spec))
