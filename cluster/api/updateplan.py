@@ -27,6 +27,7 @@ COLUMNS = [
     Column("Updating", description="Nodes between Downloading and Rebooting."),
     Column("Failed", description="Nodes Failed or RolledBack."),
     AGE,
+    Column("Nodes", priority=1, description="Each started node's phase (-o wide)."),
 ]
 
 
@@ -37,8 +38,11 @@ def print_update_plan(obj: Obj, now: datetime) -> Cells:
     updating = sum(p in ("Downloading", "Verifying", "Installing", "Rebooting") for p in phases)
     failed = sum(p in ("Failed", "RolledBack") for p in phases)
     healthy = f"{phases.count('Healthy')}/{len(phases)}"
+    # Pending nodes are left out: with a hundred nodes the wide column shows what is moving.
+    started = ",".join(f"{n.get('name')}={n.get('phase')}" for n in nodes
+                       if n.get("phase", "Pending") != "Pending")  # fmt: skip
     cells = [name_of(obj), str(spec.get("version", "")), str(status.get("phase", "")), healthy,
-             updating, failed, object_age(obj, now)]  # fmt: skip
+             updating, failed, object_age(obj, now), started or "<none>"]  # fmt: skip
     return cells, []
 
 

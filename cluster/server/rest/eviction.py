@@ -19,7 +19,12 @@ from k3py.cluster.api import status
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.selectors import LabelSelector
 from k3py.cluster.server.rest.context import REST, RestContext
-from k3py.cluster.server.rest.delete import delete_options, delete_with_retries, success_status
+from k3py.cluster.server.rest.delete import (
+    DeleteOptions,
+    delete_options,
+    delete_with_retries,
+    success_status,
+)
 from k3py.cluster.server.rest.http import (
     RequestTarget,
     decode_object,
@@ -95,17 +100,23 @@ async def _spend_allowance(ctx: RestContext, namespace: str, pod: Object) -> Non
     raise status.conflict("policy", "poddisruptionbudgets", "", "too many concurrent evictions")
 
 
-async def evict(request: web.Request, target: RequestTarget) -> web.Response:
+async def evict_pod(ctx: RestContext, namespace: str, name: str, opts: DeleteOptions) -> Object:
+    """Delete the pod if its budget allows (429 otherwise); the deleted or terminating pod."""
     assert PODS is not None
+    pod = await ctx.objects.get(PODS, namespace, name)
+    phase = (pod.get("status") or {}).get("phase")
+    if phase == "Running" and not pod["metadata"].get("deletionTimestamp"):
+        await _spend_allowance(ctx, namespace, pod)
+    result, _ = await delete_with_retries(ctx, PODS, namespace, name, opts)
+    return result
+
+
+async def evict(request: web.Request, target: RequestTarget) -> web.Response:
     ctx = request.app[REST]
     assert target.name is not None
     assert target.namespace is not None
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
     body = decode_object(raw, media_type(request)) if raw.strip() else {}
     opts = delete_options(request, body.get("deleteOptions"))
-    pod = await ctx.objects.get(PODS, target.namespace, target.name)
-    phase = (pod.get("status") or {}).get("phase")
-    if phase == "Running" and not pod["metadata"].get("deletionTimestamp"):
-        await _spend_allowance(ctx, target.namespace, pod)
-    result, _ = await delete_with_retries(ctx, target.info, target.namespace, target.name, opts)
+    result = await evict_pod(ctx, target.namespace, target.name, opts)
     return json_response(success_status(target.info, result), code=201)

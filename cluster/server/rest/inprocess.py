@@ -28,7 +28,7 @@ from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.selectors import FieldSelector, LabelSelector
 from k3py.cluster.server.auth import UserInfo
 from k3py.cluster.server.pki import ADMIN_GROUP, ADMIN_USER
-from k3py.cluster.server.rest import delete, engine, subresources, typecheck, write
+from k3py.cluster.server.rest import delete, engine, eviction, subresources, typecheck, write
 from k3py.cluster.server.rest.access import attributes, decide
 from k3py.cluster.server.rest.context import RestContext
 from k3py.cluster.server.rest.http import RequestTarget
@@ -239,10 +239,13 @@ class InProcessApi:
             name = str(meta.get("name", ""))
             target = self._target(info, ns, name, subresource, "create")
             await self._authorize(target)
-            if info.plural != "pods" or subresource != "binding":
+            if info.plural != "pods" or subresource not in ("binding", "eviction"):
                 raise status.method_not_allowed("POST", f"{info.plural}/{subresource}")
             assert target.namespace is not None
-            await subresources.bind(self.ctx, target.namespace, name, clone(obj))
+            if subresource == "eviction":  # the UpdatePlan controller's drain
+                await eviction.evict_pod(self.ctx, target.namespace, name, delete.DeleteOptions())
+            else:
+                await subresources.bind(self.ctx, target.namespace, name, clone(obj))
             return {"kind": "Status", "apiVersion": "v1", "status": "Success", "code": 201}
         target = self._target(info, ns, None, "", "create")
         await self._authorize(target)
