@@ -6,6 +6,11 @@ full backlog drops events (they are advisory) instead of growing memory. A repea
 reason and message about the same object within ten minutes bumps the existing Event's
 ``count`` and ``lastTimestamp`` instead of creating another, which keeps ``kubectl describe``
 readable when a pod stays unschedulable.
+
+Like client-go's ``EventSourceObjectSpamFilter``, each source may say at most 25 things about
+one object in a burst and then one more every five minutes: a ReplicaSet that creates a
+thousand pods records 25 ``SuccessfulCreate`` Events, not a thousand writes competing with the
+pods themselves for the API server (the rest are counted in ``dropped``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ EVENTS = by_kind("v1", "Event")
 BACKLOG = 1000
 AGGREGATE_SECONDS = 600.0
 _REMEMBERED = 4096
+SPAM_BURST = 25  # client-go's defaultSpamBurst
+SPAM_REFILL_SECONDS = 300.0  # defaultSpamQPS = 1/300: one more token every five minutes
 
 
 @dataclass(frozen=True)
@@ -39,6 +46,12 @@ class _Pending:
     reason: str
     message: str
     component: str
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
 
 
 @dataclass
@@ -66,7 +79,27 @@ class EventRecorder:
         self.instance = instance or component
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(BACKLOG)
         self._seen: OrderedDict[tuple[str, str, str, str], _Seen] = OrderedDict()
+        self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
         self.dropped = 0
+
+    def _allowed(self, component: str, involved: Object) -> bool:
+        """The spam filter: a token from the (source, object) bucket, if one is left."""
+        key = (component, str(involved.get("uid") or involved.get("name")))
+        now = self.clock.monotonic()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(float(SPAM_BURST), now)
+            while len(self._buckets) > _REMEMBERED:
+                self._buckets.popitem(last=False)
+        else:
+            self._buckets.move_to_end(key)
+            refill = (now - bucket.at) / SPAM_REFILL_SECONDS
+            bucket.tokens = min(float(SPAM_BURST), bucket.tokens + refill)
+            bucket.at = now
+        if bucket.tokens < 1.0:
+            return False
+        bucket.tokens -= 1.0
+        return True
 
     def event(
         self, obj: Object, event_type: str, reason: str, message: str, component: str = ""
@@ -82,8 +115,12 @@ class EventRecorder:
         }
         if meta.get("namespace"):
             involved["namespace"] = meta["namespace"]
+        component = component or self.component
+        if not self._allowed(component, involved):
+            self.dropped += 1
+            return
         try:
-            pending = _Pending(involved, event_type, reason, message, component or self.component)
+            pending = _Pending(involved, event_type, reason, message, component)
             self._queue.put_nowait(pending)
         except asyncio.QueueFull:
             self.dropped += 1

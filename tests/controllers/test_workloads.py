@@ -229,3 +229,52 @@ async def test_endpoints_follow_pods_and_go_with_their_service(cluster: Cluster)
     await cluster.api.delete(SERVICES, "web", "default")
     await cluster.settle()
     assert cluster.api.objects(ENDPOINTS) == []
+
+
+def _orphan(name: str, labels: dict[str, str]) -> Object:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default", "labels": labels},
+        "spec": {"containers": [{"name": "app", "image": "web:1"}]},
+    }
+
+
+async def test_replicaset_adopts_orphans_present_at_creation_and_arriving_later(
+    cluster: Cluster,
+) -> None:
+    from k3py.cluster.server.controllers.replicaset import ReplicaSetController
+
+    cluster.add(ReplicaSetController)
+    await cluster.create(_orphan("early", {"app": "web"}))
+    await cluster.create(_orphan("stranger", {"app": "other"}))
+    await cluster.start()
+    rs = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "web", "namespace": "default"},
+        "spec": {
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": template("web:1", {"app": "web"}),
+        },
+    }
+    await cluster.create(rs)
+    await cluster.settle()
+
+    def owned() -> list[str]:
+        return sorted(
+            p["metadata"]["name"]
+            for p in live(cluster, app="web")
+            if any(r.get("kind") == "ReplicaSet" for r in p["metadata"].get("ownerReferences", []))
+        )
+
+    assert "early" in owned()
+    assert len(owned()) == 3
+    assert not cluster.pods(app="other")[0]["metadata"].get("ownerReferences")
+    # An orphan that appears while the ReplicaSet is already full is adopted (then, as the
+    # newest unscheduled pod, it is the one too many that goes): no web pod stays an orphan.
+    await cluster.create(_orphan("late", {"app": "web"}))
+    await cluster.settle()
+    assert len(owned()) == 3
+    assert len(live(cluster, app="web")) == 3

@@ -4,7 +4,10 @@ Pods are found through the owner index (their controller ownerReference); orphan
 match the selector are adopted. Missing pods are created in slow-start batches (1, 2, 4, …) so
 a failing template costs few requests; surplus pods are deleted worst first (unscheduled,
 pending, not ready, newest). Each write goes into the informer cache at once, so the next pass
-never counts a pod twice. Status carries replicas, ready and available counts (available =
+never counts a pod twice. Orphans are looked for only when there may be one to adopt: the
+ReplicaSet is new or changed, or an orphan pod its selector matches appeared or changed (a
+pass caused by its own pods' changes skips the scan of every pod in the namespace, which
+dominated a large scale-up). Status carries replicas, ready and available counts (available =
 ready for ``minReadySeconds``) and ``observedGeneration``.
 """
 
@@ -17,6 +20,7 @@ from typing import Any
 
 from k3py.cluster.api.selectors import LabelSelector
 from k3py.cluster.api.status import ApiError
+from k3py.cluster.client import object_key
 from k3py.cluster.server.controllers import podcontrol, podutil
 from k3py.cluster.server.controllers.base import (
     PODS,
@@ -80,8 +84,14 @@ class ReplicaSetController(QueueController):
         super().__init__(ctx)
         self.replicasets = ctx.informers.get(REPLICASETS)
         self.pods = ctx.informers.get(PODS)
-        self.replicasets.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
+        # Keys whose next pass looks for orphans to adopt.
+        self._claim_pending: set[str] = set()
+        self.replicasets.add_handler(self._rs_event, lambda _o, n: self._rs_event(n), self.enqueue)
         self.pods.add_handler(self._pod_event, self._pod_changed, self._pod_event)
+
+    def _rs_event(self, rs: Object) -> None:
+        self._claim_pending.add(object_key(rs))
+        self.enqueue(rs)
 
     def _pod_event(self, pod: Object) -> None:
         self.enqueue_owner(pod, "ReplicaSet")
@@ -98,13 +108,21 @@ class ReplicaSetController(QueueController):
         for rs in self.replicasets.list(podutil.namespace_of(pod)):
             selector = LabelSelector.from_object((rs.get("spec") or {}).get("selector"))
             if not selector.empty and selector.matches(labels):
-                self.enqueue(rs)
+                self._rs_event(rs)
 
     async def reconcile(self, key: str) -> float | None:
         rs = self.replicasets.get_by_key(key)
         if rs is None:
+            self._claim_pending.discard(key)
             return None
-        pods = await self._claim(rs, owned_pods(self.ctx, rs))
+        pods = owned_pods(self.ctx, rs)
+        if key in self._claim_pending:
+            self._claim_pending.discard(key)
+            try:
+                pods = await self._claim(rs, pods)
+            except BaseException:
+                self._claim_pending.add(key)
+                raise
         if not podutil.is_terminating(rs):
             await self.manage_replicas(rs, pods)
             pods = owned_pods(self.ctx, rs)

@@ -378,15 +378,29 @@ def least_allocated(info: NodeInfo, non_zero: Resources) -> float:
 
 
 def score_nodes(pod: Object, infos: list[NodeInfo]) -> list[float]:
-    """One score per feasible node: least-allocated plus spreading of the pod's owner."""
+    """One score per feasible node: least-allocated plus spreading of the pod's owner.
+
+    The same sum as :func:`least_allocated` per node, written out over locals: with 1,000
+    nodes this loop runs for several hundred of them per pod and was the scheduler's hot spot.
+    """
     non_zero = pod_requests(pod, non_zero=True)
+    cpu, memory = non_zero.milli_cpu, non_zero.memory
     owner = controller_uid(pod)
-    counts = [info.owners.get(owner, 0) if owner else 0 for info in infos]
+    counts = [info.owners.get(owner, 0) for info in infos] if owner else [0] * len(infos)
     most = max(counts, default=0)
-    scores = []
+    scores: list[float] = []
+    append = scores.append
     for info, count in zip(infos, counts, strict=True):
+        alloc, used = info.allocatable, info.non_zero_requested
+        resources = 0.0
+        if alloc.milli_cpu > 0:
+            free = (alloc.milli_cpu - used.milli_cpu - cpu) * 100.0 / alloc.milli_cpu
+            resources += free if free > 0.0 else 0.0
+        if alloc.memory > 0:
+            free = (alloc.memory - used.memory - memory) * 100.0 / alloc.memory
+            resources += free if free > 0.0 else 0.0
         spread = 100.0 if most == 0 else (most - count) * 100.0 / most
-        scores.append(RESOURCES_WEIGHT * least_allocated(info, non_zero) + SPREAD_WEIGHT * spread)
+        append(RESOURCES_WEIGHT * (resources / 2) + SPREAD_WEIGHT * spread)
     return scores
 
 
