@@ -11,7 +11,9 @@
   The node's private key never leaves the node. As in K3s, the first request for a node name
   records a hash of its node password (``<data-dir>/server/cred/node-passwd``) and later requests
   for that name must present the same password, so one node's join token cannot obtain another
-  node's identity; a reinstalled node with a new password is refused until its line is removed.
+  node's identity; a reinstalled node with a new password is refused until its Node object is
+  deleted (``kubectl delete node``), as K3s refuses it until the node's password secret goes
+  with the Node.
 - ``GET /v1-k3py/connect``: the agent's websocket tunnel (:mod:`k3py.cluster.server.tunnel`),
   opened with the node's client certificate; the server carries ``kubectl logs`` and
   ``kubectl exec`` to the node over it.
@@ -21,8 +23,10 @@ Every refusal is a Kubernetes ``Status`` (400, 401, 403, 413).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -31,7 +35,7 @@ import math
 import re
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +56,7 @@ from k3py.cluster.server.auth import (
     NODES_GROUP,
 )
 from k3py.cluster.server.pki import CSRError, write_private
+from k3py.cluster.server.store.model import Datastore, StoreError
 
 if TYPE_CHECKING:
     from k3py.cluster.server.pki import ClusterPKI
@@ -113,8 +118,37 @@ class NodePasswords:
         entries = self._read()
         salt = secrets.token_hex(8)
         entries[node] = (salt, self._digest(salt, password))
+        self._write(entries)
+
+    def forget(self, node: str) -> None:
+        """Drop a node's password (its Node was deleted): the name may join anew."""
+        entries = self._read()
+        if entries.pop(node, None) is not None:
+            self._write(entries)
+
+    def _write(self, entries: dict[str, tuple[str, str]]) -> None:
         text = "".join(f"{n},{s},{d}\n" for n, (s, d) in entries.items())
         write_private(self.path, text.encode())
+
+
+NODES_PREFIX = "/registry/nodes/"
+
+
+async def forget_deleted_nodes(datastore: Datastore, passwords: NodePasswords) -> None:
+    """Drop the password of every Node deleted from now on (K3s deletes the node's password
+    secret with the Node), so a reinstalled machine rejoins once its old Node is deleted."""
+    while True:
+        watch = datastore.watch(NODES_PREFIX, revision=0)
+        try:
+            async for events in watch:
+                for event in events:
+                    if event.type == "delete":
+                        passwords.forget(event.kv.key[len(NODES_PREFIX) :])
+        except StoreError as err:  # cut off (WatchExpired): watch again from now
+            logger.warning("node watch ended, watching again", extra={"fields": {"error": err}})
+        finally:
+            watch.close()
+        await asyncio.sleep(1.0)
 
 
 class FailedJoins:
@@ -258,8 +292,8 @@ class Supervisor:
                 403,
                 "Forbidden",
                 f'node password rejected for node "{node}": another machine already joined with '
-                f"this name, or this node's password file changed; choose a unique node name, or "
-                f"remove the node's line from {self._passwords.path} to let it register anew",
+                f"this name, or this node was reinstalled; choose a unique node name, or delete "
+                f"the old node (kubectl delete node {node}) to let it register anew",
             )
         try:
             certificate = self._pki.sign_csr(csr.encode(), NODE_USER_PREFIX + node, [NODES_GROUP])
@@ -277,6 +311,22 @@ def add_routes(app: web.Application, pki: ClusterPKI, token: str) -> None:
     # The node password file sits beside the other credential files of <data-dir>/server.
     passwords = NodePasswords(pki.tls_dir.parent / "cred" / "node-passwd")
     supervisor = Supervisor(pki, token, passwords)
+    from k3py.cluster.server.app import DATASTORE
+
+    async def forgetting(app: web.Application) -> AsyncIterator[None]:
+        datastore = app.get(DATASTORE)
+        task = (
+            None
+            if datastore is None
+            else asyncio.create_task(forget_deleted_nodes(datastore, passwords))
+        )
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.cleanup_ctx.append(forgetting)
     app.router.add_get("/cacerts", supervisor.cacerts)
     app.router.add_get("/ping", supervisor.ping)
     app.router.add_post(NODE_CERTIFICATE_PATH, supervisor.node_certificate)

@@ -251,7 +251,7 @@ async def test_another_machine_cannot_take_a_joined_nodes_name(server: Server) -
     assert (await _issue(server, auth))[0] == 200  # the same node again: renewal
     code, answer, _ = await _issue(server, auth, password="another-machine-password")
     assert code == 403
-    assert "node-passwd" in _status(answer)["message"]
+    assert "kubectl delete node" in _status(answer)["message"]
 
 
 async def test_tunnel_endpoint_is_for_nodes_only(server: Server) -> None:
