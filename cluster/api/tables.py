@@ -17,7 +17,9 @@ from datetime import datetime
 from typing import Any
 
 from k3py.cluster.api.cronjob import CRON_JOB_COLUMNS, print_cron_job
+from k3py.cluster.api.customresources import CRD, CustomResourceInfo
 from k3py.cluster.api.disruption import PDB_COLUMNS, print_pdb
+from k3py.cluster.api.printers_custom import CRD_COLUMNS, custom_printer, print_crd
 from k3py.cluster.api.printers_pods import NODE_COLUMNS, POD_COLUMNS, print_node, print_pod
 from k3py.cluster.api.printers_workloads import (
     CONTROLLER_REVISION_COLUMNS,
@@ -70,7 +72,13 @@ def to_table(
             f'includeObject: Unsupported value: "{include_object}": '
             'supported values: "None", "Metadata", "Object"'
         )
-    columns, printer = PRINTERS.get(info.kind, (_GENERIC_COLUMNS, print_generic))
+    columns: Sequence[Column]
+    if isinstance(info, CustomResourceInfo):  # printed by its CRD's columns, whatever its kind
+        columns, printer = custom_printer(info)
+    elif info is CRD:
+        columns, printer = CRD_COLUMNS, print_crd
+    else:
+        columns, printer = PRINTERS.get(info.kind, (_GENERIC_COLUMNS, print_generic))
     rows = []
     for obj in objects:
         cells, conditions = printer(obj, now)

@@ -25,7 +25,7 @@ from aiohttp.typedefs import Handler
 
 from k3py import __version__
 from k3py.cluster.api import status
-from k3py.cluster.server import apiservers, discovery
+from k3py.cluster.server import apiservers, crds, discovery
 from k3py.cluster.server.auth import CONNECT_PATH
 from k3py.cluster.server.metrics import health, resource_api
 from k3py.cluster.server.metrics import nodeproxy as metrics_nodeproxy
@@ -199,6 +199,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     await datastore.start()
     collector: asyncio.Task[None] | None = None
+    crd_follower: asyncio.Task[None] | None = None
     leasing: asyncio.Task[None] | None = None
     try:
         await bootstrap.ensure_defaults(ctx, app[ADVERTISE], settings.https_listen_port or 6443)
@@ -207,6 +208,11 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             name="k3py-collector",
         )
         collector.add_done_callback(_report_crash)
+        crd_follower = asyncio.create_task(
+            _restarting("CRD follower", lambda: crds.run_follower(ctx), app[CRASHED]),
+            name="k3py-crd-follower",
+        )
+        crd_follower.add_done_callback(_report_crash)
         if getattr(datastore, "shared", False):  # several servers: each keeps its own entry
             lease = apiservers.ApiServerLease(
                 ctx, app[ADVERTISE], settings.https_listen_port or 6443
@@ -221,6 +227,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         ctx.stopping.set()
         await apiservers.stop(leasing)
         await cancel_and_wait(collector)
+        await cancel_and_wait(crd_follower)
         await datastore.close()
 
 

@@ -1,6 +1,7 @@
 """API discovery: ``/api``, ``/api/v1``, ``/apis`` and ``/apis/<group>[/<version>]``.
 
-The documents are built from the resource registry (``RESOURCES``): every served resource with
+The documents are built from the resource registry (``RESOURCES``, then the server's custom
+resources: the CRD kind and the kinds of established CRDs): every served resource with
 its verbs, short names and categories, and each subresource as its own entry (``pods/status``,
 ``deployments/scale`` as an autoscaling/v1 Scale...), which is how kubectl learns that ``kubectl
 scale`` and ``kubectl get all`` apply. Only the legacy (unaggregated) form is served: clients
@@ -14,9 +15,11 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
-from k3py.cluster.api.resources import ResourceInfo, group_versions, resources_in
+from k3py.cluster.api.customresources import CustomResourceRegistry
+from k3py.cluster.api.resources import GroupVersion, ResourceInfo, group_versions, resources_in
 from k3py.cluster.server import componentstatus
 from k3py.cluster.server.metrics import resource_api
+from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.http import json_response
 
 # Subresource -> (group, version, kind, verbs); "" group/version/kind: the parent's.
@@ -72,8 +75,12 @@ def _subresource(info: ResourceInfo, name: str) -> dict[str, Any]:
     return entry
 
 
-def resource_list(group: str, version: str) -> dict[str, Any] | None:
+def resource_list(
+    group: str, version: str, custom: CustomResourceRegistry | None = None
+) -> dict[str, Any] | None:
     infos = resources_in(group, version)
+    if custom is not None:
+        infos += custom.resources_in(group, version)
     if not infos:
         return None
     resources: list[dict[str, Any]] = []
@@ -88,18 +95,27 @@ def resource_list(group: str, version: str) -> dict[str, Any] | None:
     }
 
 
-def _group(name: str) -> dict[str, Any]:
+def _served(custom: CustomResourceRegistry | None) -> tuple[GroupVersion, ...]:
+    # The static registry's group/versions, then those of the CRD kind and the custom kinds.
+    static = group_versions()
+    if custom is None:
+        return static
+    return static + tuple(gv for gv in custom.group_versions() if gv not in static)
+
+
+def _group(name: str, custom: CustomResourceRegistry | None = None) -> dict[str, Any]:
     versions = [
         {"groupVersion": f"{name}/{gv.version}", "version": gv.version}
-        for gv in group_versions()
+        for gv in _served(custom)
         if gv.group == name
     ]
     return {"name": name, "versions": versions, "preferredVersion": versions[0]}
 
 
-def group_list() -> dict[str, Any]:
-    names = list(dict.fromkeys(gv.group for gv in group_versions() if gv.group))
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(n) for n in names]}
+def group_list(custom: CustomResourceRegistry | None = None) -> dict[str, Any]:
+    names = list(dict.fromkeys(gv.group for gv in _served(custom) if gv.group))
+    groups = [_group(n, custom) for n in names]
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
 
 
 async def core_versions(request: web.Request) -> web.Response:
@@ -123,7 +139,7 @@ async def core_resources(request: web.Request) -> web.Response:
 
 
 async def groups(request: web.Request) -> web.Response:
-    document = group_list()
+    document = group_list(request.app[REST].custom)
     # Served outside the registry, as an APIService makes an aggregated group appear.
     document["groups"].append(resource_api.api_group())
     return json_response(document)
@@ -131,13 +147,16 @@ async def groups(request: web.Request) -> web.Response:
 
 async def group(request: web.Request) -> web.Response:
     name = request.match_info["group"]
-    if not any(gv.group == name for gv in group_versions()):
+    custom = request.app[REST].custom
+    if not any(gv.group == name for gv in _served(custom)):
         raise status.path_not_found(request.path)
-    return json_response({"kind": "APIGroup", "apiVersion": "v1", **_group(name)})
+    return json_response({"kind": "APIGroup", "apiVersion": "v1", **_group(name, custom)})
 
 
 async def group_resources(request: web.Request) -> web.Response:
-    document = resource_list(request.match_info["group"], request.match_info["version"])
+    document = resource_list(
+        request.match_info["group"], request.match_info["version"], request.app[REST].custom
+    )
     if document is None:
         raise status.path_not_found(request.path)
     return json_response(document)

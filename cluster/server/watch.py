@@ -27,6 +27,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.customresources import convert
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.server.connections import release_memory
 from k3py.cluster.server.rest.context import REST, RestContext
@@ -110,10 +111,11 @@ class WatchStream:
         await self._write(line.encode() + b"\n")
 
     async def send_event(self, event_type: str, event: ObjectEvent) -> None:
-        if self.form == "json":  # encoded once for all the watchers of this change
+        obj = convert(self.info, event.object)  # another version of a custom resource
+        if self.form == "json" and obj is event.object:  # encoded once for all its watchers
             await self._write(self.ctx.objects.shared.line(event_type, event))
         else:
-            await self.send(event_type, self._render(event.object))
+            await self.send(event_type, self._render(obj))
 
     async def send_object(self, event_type: str, obj: Object) -> None:
         await self.send(event_type, self._render(obj))

@@ -19,7 +19,9 @@ import time
 from aiohttp import web
 
 from k3py.cluster.api import status
-from k3py.cluster.server.openapi.documents import Document, Documents, served_documents
+from k3py.cluster.server.openapi import custom
+from k3py.cluster.server.openapi.documents import Document, Documents
+from k3py.cluster.server.rest.context import REST
 
 JSON = "application/json"
 _ACCEPTS_JSON = frozenset({JSON, "application/*", "*/*"})
@@ -37,6 +39,12 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/openapi/v2", _v2)
     app.router.add_get("/openapi/v3", _v3_index)
     app.router.add_get("/openapi/v3/{path:.*}", _v3_document)
+
+
+def _documents(request: web.Request) -> Documents:
+    # The generated documents, plus those of the CRD kind and this server's custom resources.
+    ctx = request.app.get(REST)
+    return custom.documents(ctx.custom if ctx is not None else None)
 
 
 def _error(error: status.ApiError) -> web.Response:
@@ -84,7 +92,7 @@ def accepts_v2_protobuf(accept: str) -> bool:
 
 
 async def _v2(request: web.Request) -> web.Response:
-    docs = served_documents()
+    docs = _documents(request)
     accept = request.headers.get("Accept", "")
     if docs.v2_protobuf is not None and accepts_v2_protobuf(accept):
         return _serve(request, docs.v2_protobuf, "no-cache, private", V2_PROTOBUF)
@@ -105,14 +113,14 @@ def index(docs: Documents) -> dict[str, dict[str, dict[str, str]]]:
 async def _v3_index(request: web.Request) -> web.Response:
     if not accepts_json(request.headers.get("Accept", "")):
         return _not_acceptable(request)
-    docs = served_documents()
+    docs = _documents(request)
     headers = {"Cache-Control": "no-cache, private", "Vary": "Accept"}
     return web.Response(body=json.dumps(index(docs)).encode(), headers=headers, content_type=JSON)
 
 
 async def _v3_document(request: web.Request) -> web.Response:
     path = request.match_info["path"].strip("/")
-    docs = served_documents()
+    docs = _documents(request)
     document = docs.v3.get(path)
     if document is None:
         return _error(status.path_not_found(request.path))

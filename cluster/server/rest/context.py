@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from aiohttp import web
 
+from k3py.cluster.api.customresources import CustomResourceRegistry
 from k3py.cluster.server.rbac import RBACAuthorizer
 from k3py.cluster.server.rest.nodegraph import NodeGraph
 from k3py.cluster.server.rest.objects import ObjectStore
@@ -58,6 +59,8 @@ class RestContext:
     node_graph: NodeGraph = field(default_factory=NodeGraph)
     # Roles and bindings, followed from the datastore (the RBAC authorizer).
     rbac: RBACAuthorizer = field(default_factory=RBACAuthorizer)
+    # The CRD kind and the custom resources of the established CRDs (followed from the store).
+    custom: CustomResourceRegistry = field(default_factory=CustomResourceRegistry)
 
     def now(self) -> str:
         return timestamp(self.clock())

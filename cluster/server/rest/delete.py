@@ -148,7 +148,7 @@ async def objects_in_scope(
 ) -> list[tuple[ResourceInfo, Object]]:
     """Every object that an owner in ``namespace`` (None: cluster-scoped) may own."""
     found: list[tuple[ResourceInfo, Object]] = []
-    for info in RESOURCES:
+    for info in (*RESOURCES, *ctx.custom.storage_infos()):
         if "list" not in info.verbs or (namespace is not None and not info.namespaced):
             continue
         found.extend((info, obj) for obj in await ctx.objects.list_all(info, namespace))

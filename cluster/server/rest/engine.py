@@ -17,7 +17,13 @@ from k3py.cluster.api import status
 from k3py.cluster.api.defaults import apply_defaults
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.api.validation import validate_create, validate_update
-from k3py.cluster.server.rest import managedfields, serviceaccounts, services, strategy
+from k3py.cluster.server.rest import (
+    customobjects,
+    managedfields,
+    serviceaccounts,
+    services,
+    strategy,
+)
 from k3py.cluster.server.rest.context import CollectorWork, RestContext
 
 Object = dict[str, Any]
@@ -57,8 +63,11 @@ async def create_object(
         managedfields.record_update(info, None, obj, manager, ctx.now())
     if info.kind == "Pod":
         await serviceaccounts.admit_pod(ctx, obj)
-    apply_defaults(info, obj)
-    _raise_invalid(info, obj, validate_create(info, obj))
+    if customobjects.is_custom(info):
+        _raise_invalid(info, obj, customobjects.admit_create(info, obj))
+    else:
+        apply_defaults(info, obj)
+        _raise_invalid(info, obj, validate_create(info, obj))
     if check is not None:
         await check(obj, None)
     if dry_run:
@@ -136,10 +145,15 @@ async def update_object(
     expected = int(old["metadata"]["resourceVersion"])
     new = strategy.prepare_for_update(info, obj, old, subresource)
     new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"]
-    apply_defaults(info, new)
+    custom = customobjects.is_custom(info)
+    if not custom:
+        apply_defaults(info, new)
     _managed_fields(ctx, info, new, old, manager)
+    if custom:
+        _raise_invalid(info, new, customobjects.admit_update(info, new, old))
     strategy.bump_generation(new, old)
-    _raise_invalid(info, new, validate_update(info, new, old))
+    if not custom:
+        _raise_invalid(info, new, validate_update(info, new, old))
     if check is not None:
         await check(new, old)
     if _same(new, old):

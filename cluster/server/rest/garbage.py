@@ -57,7 +57,7 @@ async def run_collector(ctx: RestContext) -> None:
 
 async def resume(ctx: RestContext) -> None:
     """Queue what an earlier run left half done: terminating Namespaces, foreground owners."""
-    for info in RESOURCES:
+    for info in (*RESOURCES, *ctx.custom.storage_infos()):
         if "list" not in info.verbs:
             continue
         for obj in await ctx.objects.list_all(info, None):
@@ -137,7 +137,9 @@ async def _delete_logged(
 
 async def _owner_alive(ctx: RestContext, namespace: str | None, ref: dict[str, str]) -> bool:
     api_version = ref.get("apiVersion", "")
-    info = by_kind(api_version, ref.get("kind", ""))
+    info = by_kind(api_version, ref.get("kind", "")) or ctx.custom.by_kind(
+        api_version, ref.get("kind", "")
+    )
     if info is None:
         return False
     owner = await ctx.objects.get_or_none(
@@ -167,7 +169,7 @@ async def collect_dependents(ctx: RestContext, work: CollectorWork) -> bool:
         return False
     api_version, plural, name = work.owner
     group, _, version = api_version.rpartition("/")
-    owner_info = by_plural(group, version, plural)
+    owner_info = by_plural(group, version, plural) or ctx.custom.by_plural(group, version, plural)
     if owner_info is None:
         return True
 

@@ -18,7 +18,9 @@ from aiohttp import web
 
 from k3py.cluster.api import status, wire
 from k3py.cluster.api.bounded import decode_json, decode_yaml
+from k3py.cluster.api.customresources import CustomResourceRegistry
 from k3py.cluster.api.resources import ResourceInfo, by_plural
+from k3py.cluster.server.rest.context import REST
 
 JSON = "application/json"
 TARGET_KEY = "k3py.target"  # per-request cache of the parsed target
@@ -48,12 +50,16 @@ def parse_target(request: web.Request) -> RequestTarget:
     cached = request.get(TARGET_KEY)
     if isinstance(cached, RequestTarget):
         return cached
-    target = _parse(request.method, request.path, request.query.get("watch"))
+    ctx = request.app.get(REST)
+    custom = ctx.custom if ctx is not None else None
+    target = _parse(request.method, request.path, request.query.get("watch"), custom)
     request[TARGET_KEY] = target
     return target
 
 
-def _parse(method: str, path: str, watch_param: str | None) -> RequestTarget:
+def _parse(
+    method: str, path: str, watch_param: str | None, custom: CustomResourceRegistry | None = None
+) -> RequestTarget:
     segments = [unquote(s) for s in path.strip("/").split("/")]
     if segments[0] == "api" and len(segments) >= 3:
         group, version, rest = "", segments[1], segments[2:]
@@ -74,6 +80,8 @@ def _parse(method: str, path: str, watch_param: str | None) -> RequestTarget:
     if not rest or not rest[0]:
         raise status.path_not_found(path)
     info = by_plural(group, version, rest[0])
+    if info is None and custom is not None:  # built-in kinds first, at their usual cost
+        info = custom.by_plural(group, version, rest[0])
     # Only a proxy subresource has more path after it (pods/web:80/proxy/index.html).
     if info is None or (len(rest) > 3 and rest[2] != "proxy"):
         raise status.path_not_found(path)

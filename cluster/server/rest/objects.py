@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from k3py.cluster.api import status
+from k3py.cluster.api.customresources import convert, to_storage
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.server.store import (
     Compacted,
@@ -109,7 +110,7 @@ class ObjectStore:
         self, info: ResourceInfo, namespace: str | None, name: str
     ) -> Object | None:
         kv = await self.datastore.get(info.storage_key(namespace, name))
-        return None if kv is None else decode(kv)
+        return None if kv is None else convert(info, decode(kv))
 
     async def list_page(
         self, prefix: str, *, revision: int, start_after: str, limit: int
@@ -134,7 +135,7 @@ class ObjectStore:
             items, revision, more = await self.list_page(
                 prefix, revision=revision, start_after=start, limit=500
             )
-            objects.extend(decode(kv) for kv in items)
+            objects.extend(convert(info, decode(kv)) for kv in items)
             if not more or not items:
                 return objects
             start = items[-1].key
@@ -143,7 +144,7 @@ class ObjectStore:
         meta = obj["metadata"]
         key = info.storage_key(meta.get("namespace"), meta["name"])
         try:
-            kv = await self.datastore.create(key, encode(obj))
+            kv = await self.datastore.create(key, encode(to_storage(info, obj)))
         except KeyExists:
             raise status.already_exists(info.group, info.plural, meta["name"]) from None
         return _with_revision(obj, kv.mod_revision)
@@ -154,7 +155,9 @@ class ObjectStore:
         name = meta["name"]
         key = info.storage_key(meta.get("namespace"), name)
         try:
-            kv = await self.datastore.update(key, encode(obj), expected_revision=expected_revision)
+            kv = await self.datastore.update(
+                key, encode(to_storage(info, obj)), expected_revision=expected_revision
+            )
         except NotFound:
             raise status.not_found(info.group, info.plural, name) from None
         except Conflict:

@@ -19,6 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from k3py.cluster.api import status
+from k3py.cluster.api.customresources import convert
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.selectors import FieldSelector, LabelSelector
 from k3py.cluster.api.tables import to_table
@@ -190,7 +191,7 @@ async def list_objects(
             prefix, revision=revision, start_after=start, limit=page_limit
         )
         for index, kv in enumerate(kvs):
-            obj = decode(kv)
+            obj = convert(info, decode(kv))
             if opts.filtered and not opts.matches(obj):
                 continue
             items.append(obj)

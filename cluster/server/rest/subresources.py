@@ -17,6 +17,7 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.bounded import WorkBudget
+from k3py.cluster.api.customresources import CustomResourceInfo, custom_scale, set_path_value
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
@@ -108,12 +109,19 @@ def _scale_replicas(scale: Any) -> int:
     return replicas
 
 
+def _scale_of(info: ResourceInfo, obj: Object) -> Object:
+    if isinstance(info, CustomResourceInfo) and info.scale is not None:
+        return custom_scale(info, obj)
+    return to_scale(obj)
+
+
 async def scale(request: web.Request, target: RequestTarget) -> web.Response:
     ctx = request.app[REST]
     info = target.info
     assert target.name is not None
     if target.verb == "get":
-        return json_response(to_scale(await ctx.objects.get(info, target.namespace, target.name)))
+        obj = await ctx.objects.get(info, target.namespace, target.name)
+        return json_response(_scale_of(info, obj))
     if target.verb not in ("update", "patch"):
         raise status.method_not_allowed(request.method, request.path)
     raw = await read_body(request, ctx.settings.max_request_body_bytes)
@@ -122,7 +130,7 @@ async def scale(request: web.Request, target: RequestTarget) -> web.Response:
     budget = WorkBudget(ctx.settings.max_request_body_bytes, ctx.settings.request_timeout_seconds)
     for _ in range(_RETRIES):
         obj = await ctx.objects.get(info, target.namespace, target.name)
-        current = to_scale(obj)
+        current = _scale_of(info, obj)
         if target.verb == "update":
             wanted = body
         elif patch_type == "application/json-patch+json":
@@ -139,14 +147,17 @@ async def scale(request: web.Request, target: RequestTarget) -> web.Response:
         if given and given != obj["metadata"]["resourceVersion"]:
             raise status.conflict(info.group, info.plural, target.name, CONFLICT_MESSAGE)
         new = copy.deepcopy(obj)
-        new.setdefault("spec", {})["replicas"] = replicas
+        if isinstance(info, CustomResourceInfo) and info.scale is not None:
+            set_path_value(new, info.scale.spec_replicas, replicas)
+        else:
+            new.setdefault("spec", {})["replicas"] = replicas
         try:
             stored = await engine.update_object(ctx, info, new, obj)
         except status.ApiError as err:
             if err.reason == "Conflict" and not given:
                 continue
             raise
-        return json_response(to_scale(stored))
+        return json_response(_scale_of(info, stored))
     raise status.conflict(info.group, info.plural, target.name, CONFLICT_MESSAGE)
 
 

@@ -23,10 +23,11 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.bounded import WorkBudget
+from k3py.cluster.api.customresources import CustomResourceInfo
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch, apply_strategic_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.openapi import unknown_fields
-from k3py.cluster.server.rest import engine, managedfields, typecheck
+from k3py.cluster.server.rest import customobjects, engine, managedfields, typecheck
 from k3py.cluster.server.rest.access import admission
 from k3py.cluster.server.rest.context import REST, RestContext
 from k3py.cluster.server.rest.http import (
@@ -119,7 +120,10 @@ def check_fields(
     info: ResourceInfo, obj: Object, raw: bytes | None, opts: WriteOptions
 ) -> list[str]:
     """Unknown and duplicate fields per ``fieldValidation``; returns the warnings to send."""
-    unknown = unknown_fields(info.api_version, info.kind, obj)
+    if customobjects.is_custom(info):  # pruned against the CRD's schema, as reported
+        unknown = customobjects.prune(info, obj)
+    else:
+        unknown = unknown_fields(info.api_version, info.kind, obj)
     duplicates = (
         find_duplicate_fields(raw) if raw is not None and opts.field_validation != "Ignore" else []
     )
@@ -405,7 +409,9 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
     assert target.name is not None
     opts = write_options(request)
     patch_type = media_type(request)
-    if patch_type not in (*_PATCH_TYPES, APPLY):
+    if patch_type not in (*_PATCH_TYPES, APPLY) or (
+        patch_type == _STRATEGIC and isinstance(info, CustomResourceInfo)
+    ):  # custom kinds have no patch strategies: kube-apiserver refuses strategic patches too
         raise status.unsupported_media_type(patch_type)
     if patch_type == APPLY and not request.query.get("fieldManager"):
         raise status.bad_request("PATCH, fieldManager: Required value: is required for apply patch")
