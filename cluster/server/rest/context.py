@@ -19,6 +19,7 @@ from k3py.cluster.api.customresources import CustomResourceRegistry
 from k3py.cluster.server.rbac import RBACAuthorizer
 from k3py.cluster.server.rest.nodegraph import NodeGraph
 from k3py.cluster.server.rest.objects import ObjectStore
+from k3py.cluster.server.rest.strategy import UidSource
 from k3py.cluster.server.settings import ServerSettings
 
 USER_KEY = "k3py.user"  # per-request: the authenticated user (an auth.UserInfo)
@@ -61,6 +62,8 @@ class RestContext:
     rbac: RBACAuthorizer = field(default_factory=RBACAuthorizer)
     # The CRD kind and the custom resources of the established CRDs (followed from the store).
     custom: CustomResourceRegistry = field(default_factory=CustomResourceRegistry)
+    # New objects' uids, drawn from the OS's random source in blocks.
+    uids: UidSource = field(default_factory=UidSource)
 
     def now(self) -> str:
         return timestamp(self.clock())

@@ -55,7 +55,7 @@ async def create_object(
     manager: managedfields.Manager | None = None,
 ) -> Object:
     """Store a new object (metadata and namespace already in place); returns it as stored."""
-    strategy.prepare_for_create(info, obj, ctx.now())
+    strategy.prepare_for_create(info, obj, ctx.now(), ctx.uids.next())
     if manager is not None and manager.operation == "Apply":
         fields = managedfields.record_apply(info, None, obj, manager, ctx.now())
         obj["metadata"]["managedFields"] = fields
