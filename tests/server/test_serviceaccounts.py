@@ -148,3 +148,55 @@ def test_pods_get_their_account_and_credentials(cluster: ServerProcess) -> None:
     while _as_token(cluster, bound, "/api") != 401:
         assert time.monotonic() < deadline, "the pod's token still works after its deletion"
         time.sleep(0.2)
+
+
+@pytest.mark.integration
+def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> None:
+    ns = NS + "-ghost"
+    cluster.kubectl("create", "namespace", ns)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "haunted", "namespace": ns},
+        "spec": {"serviceAccountName": "ghost", "containers": [{"name": "c", "image": "busybox"}]},
+    }
+    refused = cluster.kubectl("create", "-f", "-", stdin=json.dumps(pod), check=False)
+    assert refused.returncode != 0
+    assert (
+        'Error from server (Forbidden): error when creating "STDIN": pods "haunted" is forbidden: '
+        f'error looking up service account {ns}/ghost: serviceaccount "ghost" not found'
+    ) in refused.stderr
+    # A controller's pods meet the same refusal, reported as the ReplicaSet's FailedCreate Event;
+    # once the account exists the controller's retry creates them.
+    template = {"metadata": {"labels": {"app": "ghost"}}, "spec": pod["spec"]}
+    replicaset = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "metadata": {"name": "haunted", "namespace": ns},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "ghost"}},
+            "template": template,
+        },
+    }
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(replicaset))
+    expected = (
+        'Error creating: pods "haunted-" is forbidden: error looking up service account '
+        f'{ns}/ghost: serviceaccount "ghost" not found'
+    )
+    deadline = time.monotonic() + 15
+    while True:
+        events = cluster.kubectl(
+            "get", "events", "-n", ns, "--field-selector=reason=FailedCreate", "-o", "json"
+        ).stdout
+        messages = [e["message"] for e in json.loads(events)["items"]]
+        if messages:
+            break
+        assert time.monotonic() < deadline, "no FailedCreate event"
+        time.sleep(0.3)
+    assert expected in messages, messages
+    cluster.kubectl("create", "serviceaccount", "ghost", "-n", ns)
+    deadline = time.monotonic() + 30
+    while not json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]:
+        assert time.monotonic() < deadline, "the ReplicaSet made no pod once its account existed"
+        time.sleep(0.5)

@@ -5,11 +5,13 @@
 :class:`~k3py.cluster.server.satoken.ServiceAccountTokens`, bound to a pod when the request
 names one (a node may only ask for tokens bound to its own pods, as Kubernetes' Node
 authorizer requires). :func:`admit_pod` is the ServiceAccount admission plugin: a pod without
-an account gets ``default``, and unless ``automountServiceAccountToken`` is false (on the pod,
-else on the account) it gets the ``kube-api-access-<suffix>`` projected volume (token,
-``ca.crt`` from the ``kube-root-ca.crt`` ConfigMap, ``namespace``) mounted read-only at
-:data:`MOUNT_PATH` in every container. :func:`ensure_root_ca` writes that ConfigMap in a
-namespace, as kube-controller-manager's root CA publisher does.
+an account gets ``default``, a pod naming an account that does not exist is refused (403, as
+kube-apiserver does; controllers report it in a ``FailedCreate`` Event), and unless
+``automountServiceAccountToken`` is false (on the pod, else on the account) it gets the
+``kube-api-access-<suffix>`` projected volume (token, ``ca.crt`` from the ``kube-root-ca.crt``
+ConfigMap, ``namespace``) mounted read-only at :data:`MOUNT_PATH` in every container.
+:func:`ensure_root_ca` writes that ConfigMap in a namespace, as kube-controller-manager's root
+CA publisher does.
 """
 
 from __future__ import annotations
@@ -121,20 +123,38 @@ def _api_access_volume(name: str) -> Object:
     }
 
 
+def _no_account(meta: Object, namespace: str, account: str) -> status.ApiError:
+    """kube-apiserver's refusal of a pod whose ServiceAccount does not exist."""
+    name = str(meta.get("name") or "")
+    generate = str(meta.get("generateName") or "")
+    if generate and name.startswith(generate[:58]) and len(name) == len(generate[:58]) + 5:
+        name = generate  # kube-apiserver admits before it generates a name: it names the prefix
+    why = (
+        f"error looking up service account {namespace}/{account}: "
+        f'serviceaccount "{account}" not found'
+    )
+    return status.ApiError(
+        403, "Forbidden", f'pods "{name}" is forbidden: {why}', name=name, kind="pods"
+    )
+
+
 async def admit_pod(ctx: RestContext, pod: Object) -> None:
     """Default the pod's account and mount its API credentials (ServiceAccount admission)."""
     assert ACCOUNTS is not None
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return
-    account = spec.get("serviceAccountName") or spec.get("serviceAccount") or "default"
+    account = str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
     spec["serviceAccountName"] = account
     spec["serviceAccount"] = account
+    meta = pod.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "default")
+    stored = await ctx.objects.get_or_none(ACCOUNTS, namespace, account)
+    if stored is None:
+        raise _no_account(meta, namespace, account)
     automount = spec.get("automountServiceAccountToken")
     if automount is None:
-        namespace = str((pod.get("metadata") or {}).get("namespace") or "default")
-        stored = await ctx.objects.get_or_none(ACCOUNTS, namespace, str(account))
-        automount = (stored or {}).get("automountServiceAccountToken")
+        automount = stored.get("automountServiceAccountToken")
     if automount is False:
         return
     volumes = spec.setdefault("volumes", [])
@@ -226,6 +246,7 @@ async def create_token(request: web.Request, target: RequestTarget) -> web.Respo
             "serviceaccounts/token",
             target.name,
             f'node "{node}" may only request tokens bound to pods on it',
+            target.namespace or "",
         )
     audiences = [str(a) for a in spec.get("audiences") or [] if a]
     binding = Binding(
