@@ -91,11 +91,15 @@ def unauthorized(message: str = "Unauthorized") -> ApiError:
     return ApiError(401, "Unauthorized", message)
 
 
-def forbidden(user: str, verb: str, group: str, resource: str, name: str, why: str) -> ApiError:
-    target = f'resource "{resource}" in API group "{group}"'
-    message = (
-        f'{_what(group, resource)} "{name}" is forbidden: User "{user}" cannot {verb} {target}'
-    )
+def forbidden(
+    user: str, verb: str, group: str, resource: str, name: str, why: str, namespace: str = ""
+) -> ApiError:
+    """kube-apiserver's refusal of an authorized request; ``resource`` may be ``pods/log``."""
+    scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
+    target = f'resource "{resource}" in API group "{group}" {scope}'
+    what = _what(group, resource.split("/")[0])
+    subject = f'{what} "{name}"' if name else what
+    message = f'{subject} is forbidden: User "{user}" cannot {verb} {target}'
     if why:
         message += f": {why}"
     return ApiError(403, "Forbidden", message, name=name, group=group, kind=resource)

@@ -177,7 +177,10 @@ def test_without_the_binding_the_operator_is_forbidden(
         operator.stop()
     log = operator.output()
     assert "APIForbiddenError" in log, log
-    assert f'User "system:serviceaccount:{NS}:{ACCOUNT}" cannot list resource "widgets"' in log
+    assert (
+        f'widgets.demo.k3py.io is forbidden: User "system:serviceaccount:{NS}:{ACCOUNT}" cannot '
+        f'list resource "widgets" in API group "demo.k3py.io" in the namespace "{NS}"'
+    ) in log
     assert _get(cluster, "configmap", "early-config") is None
     early = _get(cluster, "widget", "early")
     assert early is not None

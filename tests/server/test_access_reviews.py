@@ -91,11 +91,12 @@ def test_a_namespace_admin_asks_about_another_user(
         stdin=json.dumps(local_review(OTHER, "bob", "get", "configmaps")), check=False,
     )  # fmt: skip
     assert refused.returncode != 0
-    assert "Error from server (Forbidden)" in refused.stderr
     assert (
-        f'User "system:serviceaccount:{NS}:lead" cannot create resource '
-        '"localsubjectaccessreviews" in API group "authorization.k8s.io"'
-    ) in refused.stderr
+        'Error from server (Forbidden): error when creating "STDIN": '
+        'localsubjectaccessreviews.authorization.k8s.io is forbidden: User "system:serviceaccount:'
+        f'{NS}:lead" cannot create resource "localsubjectaccessreviews" in API group '
+        f'"authorization.k8s.io" in the namespace "{OTHER}"\n'
+    ) == refused.stderr
 
 
 def test_local_review_namespace_must_match(cluster: ServerProcess, team_admin: Path) -> None:

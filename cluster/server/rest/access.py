@@ -94,14 +94,14 @@ def user_of(request: web.Request) -> UserInfo | None:
 
 
 def _forbidden(user: UserInfo, attrs: RequestAttributes, reason: str) -> status.ApiError:
+    why = "" if reason == NO_RBAC_MATCH else reason  # RBAC's "no opinion" says nothing more
     if not attrs.resource:
-        return status.ApiError(
-            403,
-            "Forbidden",
-            f'forbidden: User "{user.name}" cannot {attrs.verb} path "{attrs.path}": {reason}',
-        )
+        message = f'forbidden: User "{user.name}" cannot {attrs.verb} path "{attrs.path}"'
+        return status.ApiError(403, "Forbidden", message + (f": {why}" if why else ""))
     resource = f"{attrs.resource}/{attrs.subresource}" if attrs.subresource else attrs.resource
-    return status.forbidden(user.name, attrs.verb, attrs.group, resource, attrs.name, reason)
+    return status.forbidden(
+        user.name, attrs.verb, attrs.group, resource, attrs.name, why, attrs.namespace
+    )
 
 
 @web.middleware

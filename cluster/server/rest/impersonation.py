@@ -41,5 +41,7 @@ async def resolve(request: web.Request, user: UserInfo, decide: Decide) -> UserI
     for attrs in wanted:
         reason = await decide(ctx, user, attrs)
         if reason is not None:
-            raise status.forbidden(user.name, "impersonate", "", attrs.resource, attrs.name, reason)
+            raise status.forbidden(
+                user.name, "impersonate", "", attrs.resource, attrs.name, reason, attrs.namespace
+            )
     return UserInfo(name, (*implied, *groups, AUTHENTICATED_GROUP))
