@@ -92,6 +92,7 @@ def configure_rootfs(ctx: BuildContext) -> None:
         boot_modules=settings.content.boot_modules,
         version=__version__,
         architecture=settings.board.architecture,
+        board=settings.board.name,
     )
     if settings.ota_key is not None:
         # In the root slot (not /etc/k3py on the data partition): a system update can rotate it.

@@ -91,6 +91,7 @@ def configure(
     boot_modules: Iterable[str],
     version: str,
     architecture: str,
+    board: str,
 ) -> None:
     """The appliance layout: users, mounts, init and services, links and identity files."""
     for directory in ("proc", "sys", "dev", "run", "tmp", "var", "boot/firmware", "mnt"):
@@ -117,6 +118,8 @@ def configure(
     )
     _link(root, "etc/os-release", "../usr/lib/os-release")
     _write(root, "usr/lib/k3py/boot-modules", "\n".join(boot_modules) + "\n")
+    # The agent labels its node with it and checks the boards an OTA bundle names against it.
+    _write(root, "usr/lib/k3py/board", f"{board}\n")
 
     busybox = "usr/bin/busybox"
     if not (root / busybox).exists():
@@ -144,7 +147,13 @@ def configure(
             "--data-root /var/lib/docker --exec-root /run/docker "
             "--iptables=false --ip6tables=false"
         )
-    services.append(f"::respawn:/usr/lib/k3py/supervise k3py /usr/bin/k3py {role}")
+    # Through the firmware launcher (this slot's, which firmware updates never replace): it
+    # starts the firmware installed on the data partition, or this slot's k3py when none is,
+    # restarts into a new one and rolls a bad one back by itself.
+    services.append(
+        "::respawn:/usr/lib/k3py/supervise k3py /usr/bin/python3 -m k3py.cluster.ota.launcher "
+        f"{role}"
+    )
     services.append("::respawn:/usr/lib/k3py/supervise dropbear /usr/sbin/dropbear -F -E -R -p 22")
     services.append(
         f"{console}::respawn:/usr/bin/getty -L -n -l /usr/lib/k3py/console-login "

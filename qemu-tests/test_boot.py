@@ -48,9 +48,11 @@ def test_image_boots_to_running_k3py_service(
         assert version.output.strip().startswith("k3py ")
         layout = qemu.run("cat /etc/k3py-role; mount | grep -c ' on / type ext4 (ro'")
         assert layout.output.split() == [role, "1"]
-        # The supervised service (busybox init respawns it); the bracket keeps grep from itself.
-        find = f"ps | grep '[/]usr/bin/k3py {role}' | awk '{{print $1}}'"
+        # The supervised service (busybox init respawns the firmware launcher, which runs k3py
+        # as its child); the brackets keep grep from finding itself.
+        find = f"ps | grep '[p]ython3 -P -m k3py {role}' | awk '{{print $1}}'"
         service = qemu.wait_until(f"{find} | grep -q .", 120, interval=0.5)
+        assert qemu.run(f"ps | grep -q '[k]3py.cluster.ota.launcher {role}'").exit_code == 0
         # Running, not crash-looping under the supervisor: the same process a while later.
         first = qemu.run(find).output.split()
         time.sleep(10 * timeout_factor())

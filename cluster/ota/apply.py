@@ -17,6 +17,7 @@ from pathlib import Path
 
 import aiohttp
 
+from k3py.cluster.agent.node.machine import BOARD_FILE, board_name
 from k3py.cluster.ota import download
 from k3py.cluster.ota.bundle import BundleError, Manifest, Running, load_public_key, verify
 from k3py.cluster.ota.firmware import Firmware
@@ -27,10 +28,11 @@ DEBIAN_ARCHITECTURES = {"aarch64": "arm64", "armv7l": "armhf", "armv6l": "armhf"
                         "x86_64": "amd64"}  # fmt: skip
 
 
-def running_system(version: str, board_file: Path = Path("/usr/lib/k3py/board")) -> Running:
-    """The running version, this machine's Debian architecture and the board's name."""
+def running_system(version: str, board_file: Path = BOARD_FILE) -> Running:
+    """The running version, this machine's Debian architecture and the image's board name
+    ("unknown" off an image: bundles naming boards then refuse, those naming none fit)."""
     machine = platform.machine()
-    board = board_file.read_text().strip() if board_file.exists() else "unknown"
+    board = board_name(board_file) or "unknown"
     return Running(version, DEBIAN_ARCHITECTURES.get(machine, machine), board)
 
 

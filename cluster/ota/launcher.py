@@ -51,8 +51,7 @@ def _environment(site: Path | None, notify: str) -> dict[str, str]:
     env["K3PY_LAUNCHER_PID"] = str(os.getpid())  # the agent's updater restarts through it
     if site is not None:
         env["PYTHONPATH"] = str(site)
-    else:
-        env.pop("PYTHONPATH", None)
+    # Else the launcher's own k3py (the root slot's, or an install's PYTHONPATH) runs.
     return env
 
 

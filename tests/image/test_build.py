@@ -148,7 +148,12 @@ def test_root_slot_is_a_merged_usr_appliance_with_the_firmware(
     assert "cli.cpython-313.pyc" in pycache  # bytecode for the board's Python 3.13
     assert "Type: regular" in debugfs(root, "stat /usr/bin/k3py")
     inittab = debugfs(root, "cat /etc/inittab")
-    assert f"/usr/bin/k3py {built.role}" in inittab
+    # k3py starts through the firmware launcher, from the root slot (OTA firmware updates).
+    service = next(line for line in inittab.splitlines() if "supervise k3py " in line)
+    assert service.endswith(f"/usr/bin/python3 -m k3py.cluster.ota.launcher {built.role}")
+    launcher = "/usr/lib/python3/dist-packages/k3py/cluster/ota/launcher.py"
+    assert "Type: regular" in debugfs(root, f"stat {launcher}")
+    assert built.board in debugfs(root, "cat /usr/lib/k3py/board").splitlines()
     assert "dockerd" in inittab  # both roles run workloads
     assert "File not found" in debugfs(root, "stat /usr/share/man")  # pruned
     version = manifest_of(built)["kernel"]["version"]

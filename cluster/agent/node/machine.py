@@ -19,6 +19,10 @@ from urllib.parse import urlparse
 from k3py import __version__
 
 KUBERNETES_VERSION = "v1.32.0"
+# The board a k3py image was built for (``k3py image build --board``), baked into its root slot;
+# absent on machines k3py was installed on. Bundles name the boards they fit.
+BOARD_FILE = Path("/usr/lib/k3py/board")
+BOARD_LABEL = "k3py.io/board"
 EVICTION_MEMORY = 100 * 1024 * 1024
 _ARCHES = {
     "x86_64": "amd64",
@@ -94,6 +98,13 @@ def node_ip(server_url: str) -> str:
     return _source_address("192.0.2.1") or address or "127.0.0.1"
 
 
+def board_name(board_file: Path = BOARD_FILE) -> str:
+    try:
+        return board_file.read_text().strip()
+    except OSError:
+        return ""
+
+
 @dataclass(frozen=True)
 class Machine:
     cpus: int
@@ -105,6 +116,7 @@ class Machine:
     kernel: str
     os_image: str
     arch: str
+    board: str = ""  # the image's board, "" when not running from a k3py image
 
     @classmethod
     def read(cls, data_dir: Path, max_pods: int) -> Machine:
@@ -120,6 +132,7 @@ class Machine:
             kernel=platform.release(),
             os_image=os_image(),
             arch=architecture(),
+            board=board_name(),
         )
 
     def capacity(self) -> dict[str, str]:

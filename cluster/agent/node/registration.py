@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from k3py.cluster.agent.node.machine import Machine, pressure
+from k3py.cluster.agent.node.machine import BOARD_LABEL, Machine, pressure
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import ClientError, Clock, KubeApi
@@ -105,6 +105,8 @@ class NodeReporter:
             "beta.kubernetes.io/os": "linux",
             "node.kubernetes.io/instance-type": "k3py",
         }
+        if self._machine.board:  # UpdatePlans select by it; bundles are checked against it
+            labels[BOARD_LABEL] = self._machine.board
         labels.update(dict(self._node.labels))
         return labels
 
