@@ -344,6 +344,7 @@ def create_app(
 # clients connected that alone would be tens of MB. TLS records are at most 16 KiB, so a
 # 32 KiB buffer still reads whole records.
 TLS_READ_BUFFER = 32 * 1024
+GC_THRESHOLD = 10_000  # allocations between collections of the youngest generation
 
 
 def _small_tls_buffers() -> None:
@@ -351,6 +352,21 @@ def _small_tls_buffers() -> None:
     from asyncio import sslproto
 
     sslproto.SSLProtocol.max_size = TLS_READ_BUFFER
+
+
+def _quiet_gc() -> None:
+    """Keep the cyclic garbage collector off the request path once the server is up.
+
+    Under 1,000 creates/s the collector's passes over everything start-up made (modules, the
+    OpenAPI documents, the PKI) took 20-90 ms each and found nothing to free: they were the
+    latency tail. Start-up objects are frozen out of its view, and the youngest generation is
+    collected every 10,000 allocations instead of 700 (few request objects form cycles).
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, 10, 10)
 
 
 def advertise_address(settings: ServerSettings) -> str:
@@ -469,6 +485,7 @@ async def serve(settings: ServerSettings) -> None:
         control.add_done_callback(_report_crash)
         from k3py.cluster import sdnotify
 
+        _quiet_gc()
         sdnotify.ready(f"serving on {settings.bind_address}:{port}")  # Type=notify units
         await until_signalled()
         logger.info("k3py server is stopping")
