@@ -6,6 +6,11 @@ the rtnetlink API, :class:`pyroute2.iproute.linux.IPRoute` (about 5 MB), so :fun
 registers the ``pyroute2`` package without running its ``__init__`` and imports that one
 module. Whoever asks the package for anything else later (``from pyroute2 import NDB``) gets
 the full ``__init__`` run at that moment, through a module ``__getattr__``, so nothing breaks.
+``IPRoute`` also inherits from ``pyroute2.lab.LAB_API``, a hook for pyroute2's documentation
+lab that wraps every method in ``unittest.mock`` when its ``use_mock`` flag is set; importing it
+loads ``unittest`` and ``argparse`` (1.6 MB) for a flag the agent never sets, so the same
+registration puts a pass-through ``LAB_API`` there (the real module still loads for anyone
+else who imports ``pyroute2.lab`` before the agent does).
 
 A pod sandbox's network namespace is reached through its PID (``/proc/<pid>/ns/net``): the
 calling thread enters it with ``setns(2)``, opens a netlink socket there (a socket stays bound
@@ -20,6 +25,7 @@ import ctypes
 import importlib.util
 import os
 import sys
+import types
 from collections.abc import Iterator
 from typing import Any
 
@@ -46,6 +52,23 @@ def _register_package() -> None:
 
     module.__getattr__ = full_package  # type: ignore[method-assign]
     sys.modules["pyroute2"] = module
+    if "pyroute2.lab" not in sys.modules:
+        sys.modules["pyroute2.lab"] = _lean_lab()
+
+
+class _PassThrough:
+    """``pyroute2.lab.LAB_API`` with ``use_mock`` off: it only passes construction on."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
+
+def _lean_lab() -> types.ModuleType:
+    lab = types.ModuleType("pyroute2.lab", "pyroute2's lab hook without unittest.mock")
+    lab.LAB_API = _PassThrough  # type: ignore[attr-defined]
+    lab.use_mock = False  # type: ignore[attr-defined]
+    lab.registry = []  # type: ignore[attr-defined]
+    return lab
 
 
 def iproute_class() -> Any:
