@@ -111,7 +111,7 @@ check: lint
 # The sdist and the wheel (the firmware artefact images, install scripts and OTA bundles ship).
 dist: venv
 	rm -rf dist
-	$(PYTHON) -m tools.dist --outdir dist
+	$(PYTHON) -m tools.dist --outdir dist $(if $(MIRROR),--mirror $(MIRROR))
 
 lint: venv
 	$(PYTHON) -m ruff check .

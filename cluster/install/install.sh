@@ -4,7 +4,8 @@
 #
 #   curl -sfL --cacert ca.crt https://SERVER:6443/static/install.sh \
 #     | K3PY_URL=https://SERVER:6443 K3PY_TOKEN=K10... sh -          # an agent joins
-#   sh install.sh   with INSTALL_K3PY_ARTIFACT=k3py-<version>-py3-none-any.whl   # a server
+#   curl -sfL http://MIRROR/install.sh | sh -      # the first server, from `make dist MIRROR=…`
+#   sh install.sh   with INSTALL_K3PY_ARTIFACT=k3py-<version>-py3-none-any.whl   # air-gapped
 #
 # Environment:
 #   K3PY_URL                  the server to join: installs an agent (else a server)
@@ -13,7 +14,9 @@
 #   INSTALL_K3PY_EXEC         flags for `k3py server` / `k3py agent` (may start with the command)
 #   INSTALL_K3PY_ARTIFACT     a k3py wheel, a local file or an https:// URL (the first server,
 #                             air-gapped hosts)
-#   INSTALL_K3PY_VERSION      the version to fetch from the server (refused if it runs another)
+#   INSTALL_K3PY_MIRROR       where `make dist`'s files are served (default: the MIRROR the
+#                             copy of this script was made for, see DIST_URL below)
+#   INSTALL_K3PY_VERSION      the version to fetch from the server or the mirror
 #   INSTALL_K3PY_SKIP_START   true: write and enable the unit, do not start it
 #   INSTALL_K3PY_SKIP_ENABLE  true: neither enable nor start the unit
 #   INSTALL_K3PY_BIN_DIR, INSTALL_K3PY_SYSTEMD_DIR, INSTALL_K3PY_LIB_DIR   where files go
@@ -42,6 +45,13 @@ MIN_PYTHON=3.11
 PY_DEPS="aiohttp=python3-aiohttp cryptography=python3-cryptography yaml=python3-yaml
 docker=python3-docker dnslib=python3-dnslib pyroute2=python3-pyroute2
 prometheus_client=python3-prometheus-client"
+
+# `make dist` writes the wheel's name and sha256 (and with MIRROR=URL, the mirror's URL) into
+# the copy of this script it puts beside the wheel: served by a fleet's mirror, the script
+# knows which wheel to fetch from there and checks it.
+DIST_URL=${INSTALL_K3PY_MIRROR:-}
+DIST_WHEEL=
+DIST_SHA256=
 
 # --- what to install -----------------------------------------------------------------------
 set -f # the flags are split into words, never globbed
@@ -128,8 +138,20 @@ elif [ -n "${K3PY_URL:-}" ]; then
     [ -n "${INSTALL_K3PY_VERSION:-}" ] && WHEEL="k3py-${INSTALL_K3PY_VERSION#v}-py3-none-any.whl"
     curl -sf --cacert "$TMP/ca.crt" -H "Authorization: Bearer $TOKEN" "$URL/static/$WHEEL" \
         -o "$TMP/k3py.whl" || fatal "cannot download $URL/static/$WHEEL with the token (is it the cluster's token, and does the server run that version?)"
+elif [ -n "$DIST_URL" ]; then
+    command -v curl >/dev/null 2>&1 || fatal "no curl: install curl, or set INSTALL_K3PY_ARTIFACT"
+    WHEEL=$DIST_WHEEL
+    [ -n "${INSTALL_K3PY_VERSION:-}" ] && WHEEL="k3py-${INSTALL_K3PY_VERSION#v}-py3-none-any.whl"
+    [ -n "$WHEEL" ] || fatal "INSTALL_K3PY_VERSION is needed to choose a wheel at $DIST_URL"
+    curl -sfL "${DIST_URL%/}/$WHEEL" -o "$TMP/k3py.whl" ||
+        fatal "cannot download ${DIST_URL%/}/$WHEEL"
+    if [ "$WHEEL" = "$DIST_WHEEL" ] && [ -n "$DIST_SHA256" ]; then
+        GOT=$(sha256sum "$TMP/k3py.whl" | cut -d' ' -f1)
+        [ "$GOT" = "$DIST_SHA256" ] ||
+            fatal "${DIST_URL%/}/$WHEEL has sha256 $GOT, this installer was made for $DIST_SHA256: nothing installed"
+    fi
 else
-    fatal "nothing to install from: set K3PY_URL (an agent) or INSTALL_K3PY_ARTIFACT (a k3py wheel)"
+    fatal "nothing to install from: set K3PY_URL (an agent), INSTALL_K3PY_MIRROR or INSTALL_K3PY_ARTIFACT (a k3py wheel)"
 fi
 
 # The wheel's name is in its dist-info.
@@ -151,8 +173,18 @@ RUNTIME=docker
 case " $* ${K3PY_RUNTIME:-} " in
     *" --runtime fake "* | *" --runtime=fake "* | *" fake "*) RUNTIME=fake ;;
 esac
-if [ "$RUNTIME" = docker ] && ! docker info >/dev/null 2>&1; then
+# k3py speaks to the engine's socket; the docker command is only for the killall script.
+engine_answers() {
+    docker info >/dev/null 2>&1 ||
+        curl -sf --unix-socket /var/run/docker.sock http://docker/_ping >/dev/null 2>&1
+}
+if [ "$RUNTIME" = docker ] && ! engine_answers; then
     command -v dockerd >/dev/null 2>&1 || MISSING="$MISSING docker.io"
+fi
+# Debian 13 ships the docker command apart (docker-cli, a recommendation of docker.io).
+if [ "$RUNTIME" = docker ] && ! command -v docker >/dev/null 2>&1 &&
+    apt-cache show docker-cli >/dev/null 2>&1; then
+    MISSING="$MISSING docker-cli"
 fi
 INSTALLED_PACKAGES=
 if [ -n "$MISSING" ]; then
@@ -168,9 +200,19 @@ if [ -n "$MISSING" ]; then
         fatal "apt-get install$MISSING failed"
     INSTALLED_PACKAGES=$MISSING
 fi
-if [ "$RUNTIME" = docker ] && ! docker info >/dev/null 2>&1; then
+if [ "$RUNTIME" = docker ] && ! engine_answers; then
     systemctl enable --now docker >/dev/null 2>&1 || true
 fi
+# The pods' network, whose accept rules the agent adds to Docker's DOCKER-USER chain.
+CLUSTER_CIDR=${K3PY_CLUSTER_CIDR:-10.42.0.0/16}
+NEXT=
+for arg in "$@"; do
+    [ -n "$NEXT" ] && CLUSTER_CIDR=$arg && NEXT=
+    case "$arg" in
+        --cluster-cidr=*) CLUSTER_CIDR=${arg#--cluster-cidr=} ;;
+        --cluster-cidr) NEXT=1 ;;
+    esac
+done
 
 # --- files -------------------------------------------------------------------------------
 # A reinstall replaces the previous installation's files (its list is reused).
@@ -226,6 +268,11 @@ for dev in cni0 flannel.1; do
     ip link delete "\$dev" 2>/dev/null || true
 done
 nft delete table inet k3py 2>/dev/null || true
+if command -v iptables >/dev/null 2>&1; then
+    for direction in -s -d; do
+        while iptables -w -D DOCKER-USER \$direction $CLUSTER_CIDR -j ACCEPT 2>/dev/null; do :; done
+    done
+fi
 exit 0
 EOF
 chmod 755 "$KILLALL"

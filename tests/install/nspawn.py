@@ -1,10 +1,23 @@
 """Debian system trees booted under ``systemd-nspawn``: a real systemd for the installer's tests.
 
-The tree is built once by ``mmdebstrap`` (Debian 13, minbase, systemd and the board's Python
-packages from Debian) and cached under ``$K3PY_CACHE_DIR/nspawn/<key of the package list>``
-(default ``/var/cache/k3py``). Each machine boots it with ``--volatile=overlay``, so the cached
-tree is never written, inside a network namespace the test made; commands run in the machine's
-namespaces through ``nsenter``.
+The tree is built once by ``mmdebstrap`` (Debian 13, minbase, systemd, the board's Python
+packages and Docker from Debian) and cached under ``$K3PY_CACHE_DIR/nspawn/<key of the package
+list>`` (default ``/var/cache/k3py``). Each machine boots it with ``--volatile=overlay``, so the
+cached tree is never written, inside a network namespace the test made; commands run in the
+machine's namespaces through ``nsenter``.
+
+Docker runs inside the machines as on a host that keeps its OS: the machine gets a cgroup v2
+hierarchy of its own (``SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1``; on a host whose controllers are
+bound to cgroup v1 it has no controllers, so containers run without resource limits), all
+capabilities and the system calls runc needs (``keyctl``, ``bpf``), a writable
+``/proc/sys/net`` (``SYSTEMD_NSPAWN_API_VFS_WRITABLE=network``: Docker and k3py set their
+interfaces' sysctls) and ``/var/lib/docker`` on a tmpfs, because overlayfs cannot stack its
+upper directory on the machine's own overlay root (``/var/lib/containerd`` too: the engine's
+state, like its images, is not the installer's to compare). Docker's iptables rules live in
+the machine's network namespace, never the host's.
+
+:func:`distribution_point` is a static HTTP server in a namespace of its own, linked to one
+machine only: the fleet's internal mirror the first server installs from.
 """
 
 from __future__ import annotations
@@ -26,8 +39,12 @@ PACKAGES = (
     "systemd", "systemd-sysv", "dbus", "python3", "python3-aiohttp", "python3-cryptography",
     "python3-yaml", "python3-docker", "python3-dnslib", "python3-pyroute2",
     "python3-prometheus-client", "curl", "ca-certificates", "iproute2", "nftables", "procps",
+    "docker.io", "docker-cli", "iptables",
 )  # fmt: skip
 DEFAULT_CACHE = "/var/cache/k3py"
+# Docker inside the machine: a cgroup v2 tree of its own and a writable /proc/sys/net.
+NSPAWN_ENV = {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1", "SYSTEMD_NSPAWN_API_VFS_WRITABLE": "network"}
+MIRROR_NET = ("198.51.100.1", "198.51.100.2")  # the distribution point, its machine's eth1
 
 
 def cache_dir() -> Path:
@@ -125,9 +142,15 @@ def machines(
             argv = ["systemd-nspawn", "--quiet", "--boot", "--register=no", "--keep-unit",
                     "--volatile=overlay", f"--directory={root}", f"--machine={name}",
                     f"--hostname={name}", f"--network-namespace-path=/run/netns/{ns}",
-                    "--capability=CAP_NET_ADMIN", f"--bind-ro={bind}:/mnt/k3py"]  # fmt: skip
+                    "--capability=all", "--system-call-filter=add_key keyctl bpf",
+                    "--tmpfs=/var/lib/docker", "--tmpfs=/var/lib/containerd",
+                    f"--bind-ro={bind}:/mnt/k3py"]  # fmt: skip
             process = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, **NSPAWN_ENV},
             )
             machine = Machine(name, ns, process)
             started.append(machine)
@@ -153,3 +176,39 @@ def machines(
                 machine.process.wait()
         for ns in netns:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+@contextlib.contextmanager
+def distribution_point(machine: Machine, directory: Path) -> Iterator[str]:
+    """``directory`` served over HTTP from a namespace linked to ``machine`` only; its URL.
+
+    The machine reaches it on ``eth1``; nothing else does (the host has no address on the link).
+    """
+    ns = f"k3pyinst-m-{os.getpid()}"
+    host_end = f"k3pyi{os.getpid()}m"
+    server: subprocess.Popen[bytes] | None = None
+    url = f"http://{MIRROR_NET[0]}:8080"
+    try:
+        sh("ip", "netns", "add", ns)
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", f"{host_end}x")
+        sh("ip", "link", "set", host_end, "netns", ns)
+        sh("ip", "link", "set", f"{host_end}x", "netns", machine.netns)
+        sh("ip", "-n", machine.netns, "link", "set", f"{host_end}x", "name", "eth1")
+        sh("ip", "-n", ns, "addr", "add", f"{MIRROR_NET[0]}/24", "dev", host_end)
+        sh("ip", "-n", machine.netns, "addr", "add", f"{MIRROR_NET[1]}/24", "dev", "eth1")
+        sh("ip", "-n", ns, "link", "set", host_end, "up")
+        sh("ip", "-n", machine.netns, "link", "set", "eth1", "up")
+        argv = ["ip", "netns", "exec", ns, "python3", "-m", "http.server", "8080",
+                "--bind", MIRROR_NET[0], "--directory", str(directory)]  # fmt: skip
+        server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 20
+        while machine.run(f"curl -sf -o /dev/null {url}/", check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the distribution point does not answer"
+            time.sleep(0.3)
+        yield url
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
