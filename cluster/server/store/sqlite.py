@@ -2,7 +2,10 @@
 
 The event loop never touches SQLite. Writes go to :class:`GroupCommitWriter`'s thread and their
 futures resolve when the transaction commits; reads run on a small thread pool, each in one
-read transaction so a list and its revision agree. Committed events are published to the
+read transaction so a list and its revision agree. The reads asked for during one turn of the
+event loop go to the pool together and come back in one callback: every hand-over between the
+loop and a thread costs a GIL round trip, which a profile at 1,000 creates/s put first among a
+create's costs. Committed events are published to the
 in-process :class:`WatchHub` before the writes are acknowledged, so a client that sees its write
 succeed can rely on its watchers having it queued. An exclusive lock file next to the database
 keeps a second server off the same file.
@@ -50,6 +53,21 @@ from k3py.shutdown import cancel_and_wait
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
+# A read waiting for the pool, and what it gave (a result or an exception) for its future.
+_PendingRead = tuple[
+    Callable[[sqlite3.Connection, sqlite_log.LogState], Any], "asyncio.Future[Any]"
+]
+_ReadOutcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+def _resolve(outcomes: list[_ReadOutcome]) -> None:
+    for future, result, error in outcomes:
+        if future.done():  # the reader gave up (cancelled)
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
 
 
 class SQLiteDatastore:
@@ -83,6 +101,8 @@ class SQLiteDatastore:
         self._read_pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._read_conns: list[sqlite3.Connection] = []
         self._read_executor: ThreadPoolExecutor | None = None
+        # Reads asked for during this turn of the event loop, not yet handed to the pool.
+        self._pending_reads: builtins.list[_PendingRead] = []
         self._lock_file: IO[bytes] | None = None
         self._compaction_task: asyncio.Task[None] | None = None
         self._current_revision = 0
@@ -224,16 +244,40 @@ class SQLiteDatastore:
         if self._read_executor is None or self._closed:
             raise StoreError("the datastore is not running (not started, or closed)")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._read_executor, self._read_in_thread, read)
+        future: asyncio.Future[T] = loop.create_future()
+        self._pending_reads.append((read, future))
+        if len(self._pending_reads) == 1:
+            loop.call_soon(self._hand_over_reads)
+        return await future
 
-    def _read_in_thread(self, read: Callable[[sqlite3.Connection, sqlite_log.LogState], T]) -> T:
+    def _hand_over_reads(self) -> None:
+        batch, self._pending_reads = self._pending_reads, []
+        try:
+            if self._read_executor is None:
+                raise RuntimeError("no read pool")
+            self._read_executor.submit(self._read_batch, batch)
+        except RuntimeError:  # the pool was shut down: the datastore closed meanwhile
+            error = StoreError("the datastore is not running (not started, or closed)")
+            _resolve([(future, None, error) for _, future in batch])
+
+    def _read_batch(self, batch: builtins.list[_PendingRead]) -> None:
+        """On a pool thread: every read of the batch, each in its own read transaction."""
+        outcomes: builtins.list[_ReadOutcome] = []
         conn = self._read_pool.get()
         try:
-            return sqlite_log.in_snapshot(conn, read)
-        except sqlite3.Error as error:
-            raise StoreError(f"reading {self.path} failed: {error}") from error
+            for read, future in batch:
+                try:
+                    outcomes.append((future, sqlite_log.in_snapshot(conn, read), None))
+                except sqlite3.Error as error:
+                    failed = StoreError(f"reading {self.path} failed: {error}")
+                    outcomes.append((future, None, failed))
+                except Exception as error:  # handed to the caller, as the executor would
+                    outcomes.append((future, None, error))
         finally:
             self._read_pool.put(conn)
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody is waiting any more
+            self._loop.call_soon_threadsafe(_resolve, outcomes)
 
     # Writes ---------------------------------------------------------------------------------
 
