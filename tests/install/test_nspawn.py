@@ -84,7 +84,11 @@ def _kubectl(server: nspawn.Machine, kubeconfig: Path, *args: str, stdin: str = 
 def _host_network() -> set[str]:
     """The host's routes and firewall lines that name anything of the cluster."""
     lines: list[str] = []
-    for argv in (["ip", "route", "show", "table", "all"], ["nft", "list", "ruleset"]):
+    for argv in (
+        ["ip", "route", "show", "table", "all"],
+        ["nft", "list", "ruleset"],
+        ["iptables-save"],
+    ):
         result = subprocess.run(argv, capture_output=True, text=True, check=False)
         lines += result.stdout.splitlines()
     return {line.strip() for line in lines if any(w in line for w in CLUSTER_WORDS)}
