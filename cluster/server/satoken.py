@@ -11,6 +11,12 @@ signature JWS uses instead of DER) is written here because it is a few lines ove
 dependency on the boards. A verified token names its ServiceAccount and pod by uid;
 :meth:`ServiceAccountTokens.authenticate` then checks that both still exist with those uids,
 so tokens of deleted pods or accounts stop working, as with kube-apiserver's bound tokens.
+Like kube-apiserver's token cache, a token that authenticated is trusted again without those
+checks for :data:`TRUSTED_SECONDS` (never past its expiry): the signature check and the two
+lookups would otherwise be paid by every request of an in-cluster client. Deleting pods or
+ServiceAccounts through this server forgets the namespace's trusted tokens at once
+(:meth:`ServiceAccountTokens.forget`); other deletions (by another server, or by a controller
+in process) take effect within that time, as kube-apiserver's take 10 s.
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ DEFAULT_EXPIRATION = 3600
 MIN_EXPIRATION = 600
 MAX_EXPIRATION = 2**32
 _COORDINATE = 32  # bytes of r and s for P-256
+TRUSTED_SECONDS = 3.0
+_TRUSTED_MAX = 4096  # tokens remembered at once; the oldest is forgotten first
 # Looks up an object's uid by (resource, namespace, name); None when it does not exist.
 UidLookup = Callable[[str, str, str], Awaitable[str | None]]
 
@@ -116,6 +124,8 @@ class ServiceAccountTokens:
         digest = hashes.Hash(hashes.SHA256())
         digest.update(der)
         self.key_id = _b64(digest.finalize())
+        # token -> (monotonic time until which it is trusted, its user, its namespace)
+        self._trusted: dict[str, tuple[float, UserInfo, str]] = {}
 
     def issue(
         self,
@@ -203,8 +213,12 @@ class ServiceAccountTokens:
 
     async def authenticate(self, token: str, uid_of: UidLookup) -> UserInfo | None:
         """The ServiceAccount user of a valid token whose account (and pod) still exist."""
+        moment = time.monotonic()
+        trusted = self._trusted.get(token)
+        if trusted is not None and trusted[0] > moment:
+            return trusted[1]
         try:
-            binding, _ = self.verify(token)
+            binding, claims = self.verify(token)
         except TokenError:
             return None
         found = await uid_of("serviceaccounts", binding.namespace, binding.account)
@@ -214,7 +228,21 @@ class ServiceAccountTokens:
             pod_uid = await uid_of("pods", binding.namespace, binding.pod)
             if pod_uid is None or pod_uid != binding.pod_uid:
                 return None
-        return user_of_account(binding.namespace, binding.account)
+        user = user_of_account(binding.namespace, binding.account)
+        left = float(claims["exp"]) - time.time()
+        self._trusted.pop(token, None)
+        self._trusted[token] = (moment + min(TRUSTED_SECONDS, left), user, binding.namespace)
+        if len(self._trusted) > _TRUSTED_MAX:
+            del self._trusted[next(iter(self._trusted))]
+        return user
+
+    def forget(self, namespace: str) -> None:
+        """Check a namespace's tokens afresh (every namespace's for ""): its pods or accounts
+        are being deleted."""
+        if not namespace:
+            self._trusted.clear()
+        for token in [t for t, entry in self._trusted.items() if entry[2] == namespace]:
+            del self._trusted[token]
 
 
 def looks_like_jwt(token: str) -> bool:

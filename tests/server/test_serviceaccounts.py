@@ -49,6 +49,28 @@ def test_token_round_trip_and_refusals(tmp_path: Path) -> None:
     assert again.verify(token, now=1100)[0] == binding
 
 
+async def test_an_authenticated_token_is_trusted_briefly(tmp_path: Path) -> None:
+    tokens = ServiceAccountTokens(ensure_signing_key(tmp_path))
+    token, _ = tokens.issue(Binding("ns", "sa", "uid-1", "", ""), ["api"], 600)
+    lookups: list[str] = []
+
+    async def uid_of(resource: str, namespace: str, name: str) -> str | None:
+        lookups.append(name)
+        return "uid-1"
+
+    for _ in range(3):
+        user = await tokens.authenticate(token, uid_of)
+        assert user is not None
+        assert user.name == "system:serviceaccount:ns:sa"
+    assert lookups == ["sa"]  # checked once, then trusted
+    tokens.forget("other")
+    await tokens.authenticate(token, uid_of)
+    assert lookups == ["sa"]
+    tokens.forget("ns")  # a deletion in its namespace: checked afresh
+    await tokens.authenticate(token, uid_of)
+    assert lookups == ["sa", "sa"]
+
+
 def _as_token(cluster: ServerProcess, token: str, path: str) -> int:
     code, _ = cluster.request(
         "GET", path, client_cert=False, headers={"Authorization": f"Bearer {token}"}

@@ -131,7 +131,12 @@ async def authentication(request: web.Request, handler: Handler) -> web.StreamRe
         reason = await _check_references(request, user, attrs)
     if reason is not None:
         raise _forbidden(user, attrs, reason)
-    return await handler(request)
+    response = await handler(request)
+    if attrs.resource in ("pods", "serviceaccounts") and attrs.verb.startswith("delete"):
+        tokens = request.app.get(SA_TOKENS)
+        if tokens is not None:  # their tokens stop working now, not when the trust lapses
+            tokens.forget(attrs.namespace)
+    return response
 
 
 async def decide(ctx: RestContext, user: UserInfo, attrs: RequestAttributes) -> str | None:
