@@ -26,6 +26,7 @@ from k3py.cluster.api.customresources import (
     CustomResourceRegistry,
 )
 from k3py.cluster.api.resources import ResourceInfo
+from k3py.cluster.server.connections import release_memory
 from k3py.cluster.server.openapi.documents import Document, Documents, served_documents
 
 Schema = dict[str, Any]
@@ -35,6 +36,8 @@ _TEMPLATE_DEF = "io.k8s.api.apps.v1.Deployment"
 _V3_REF = "#/components/schemas/"
 _V2_REF = "#/definitions/"
 _STRATEGIC = "application/strategic-merge-patch+json"
+_GVK_KEY = '"x-kubernetes-group-version-kind":'
+_TEMPLATE_GVK = _GVK_KEY + '{"group":"apps","kind":"Deployment","version":"v1"}'
 _CRD_DEF = "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.CustomResourceDefinition"
 _FREE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 _CRD_SCHEMA: Schema = {
@@ -115,30 +118,6 @@ def _list_schema(info: ResourceInfo, ref: str) -> Schema:
     }
 
 
-def _rename(node: Any, info: ResourceInfo, template: tuple[str, str]) -> Any:
-    """A template operation renamed for ``info``: paths, refs, kinds, group/version/kind."""
-    plural, kind = template
-    text = json.dumps(node)
-    text = text.replace(_TEMPLATE_DEF, definition_name(info))
-    text = text.replace(_TEMPLATE_PREFIX, f"/apis/{info.group}/{info.version}/")
-    text = text.replace(plural, info.plural).replace(kind, info.kind)
-    out = json.loads(text)
-    _fix_gvk(out, info)
-    return out
-
-
-def _fix_gvk(node: Any, info: ResourceInfo) -> None:
-    if isinstance(node, dict):
-        gvk = node.get("x-kubernetes-group-version-kind")
-        if isinstance(gvk, dict) and gvk.get("kind") in (info.kind, info.kind + "List"):
-            gvk["group"], gvk["version"] = info.group, info.version
-        for value in node.values():
-            _fix_gvk(value, info)
-    elif isinstance(node, list):
-        for value in node:
-            _fix_gvk(value, info)
-
-
 def _without_namespace(path_item: Any) -> Any:
     if isinstance(path_item, dict):
         return {k: _without_namespace(v) for k, v in path_item.items()}
@@ -167,47 +146,55 @@ def _drop_strategic(node: Any) -> None:
             _drop_strategic(value)
 
 
-def paths_for(info: ResourceInfo, template_paths: dict[str, Any]) -> dict[str, Any]:
-    """The paths of one custom version, from the Deployment paths of a template document."""
+Variants = dict[tuple[bool, bool], dict[str, str]]
+
+
+def variants(template_paths: dict[str, Any]) -> Variants:
+    """The template's path items as JSON text by path tail (``namespaces/{namespace}/
+    deployments/{name}``), for each (namespaced, custom object) combination."""
     ns = "namespaces/{namespace}/"
-    paths: dict[str, Any] = {}
-    for path, item in template_paths.items():
-        if not path.startswith(_TEMPLATE_PREFIX) or "/deployments" not in path:
-            continue
-        tail = path[len(_TEMPLATE_PREFIX) :]
+    out: Variants = {}
+    for namespaced in (True, False):
+        for custom_kind in (True, False):
+            texts: dict[str, str] = {}
+            for path, item in template_paths.items():
+                tail = path[len(_TEMPLATE_PREFIX) :]
+                scoped = item
+                if not namespaced:
+                    if not tail.startswith(ns):
+                        continue  # the all-namespaces list is the collection itself
+                    tail = tail[len(ns) :]
+                    scoped = _without_namespace(item)
+                if custom_kind:
+                    scoped = copy.deepcopy(scoped)
+                    _drop_strategic(scoped)
+                texts[tail] = json.dumps(scoped, separators=(",", ":"))
+            out[(namespaced, custom_kind)] = texts
+    return out
+
+
+def paths_for(info: ResourceInfo, templates: Variants) -> dict[str, str]:
+    """The path items of one served version (JSON text by path), renamed from the template's
+    Deployment operations: paths, refs, kinds and the group/version/kind extension."""
+    texts = templates[(info.namespaced, isinstance(info, CustomResourceInfo))]
+    prefix = f"/apis/{info.group}/{info.version}/"
+    gvk = json.dumps(
+        {"group": info.group, "kind": info.kind, "version": info.version}, separators=(",", ":")
+    )
+    paths: dict[str, str] = {}
+    for tail, text in texts.items():
         sub = tail.rsplit("/", 1)[-1] if tail.endswith(("/status", "/scale")) else ""
         if sub and sub not in info.subresources:
             continue
-        if not info.namespaced:
-            if not tail.startswith(ns):
-                continue  # the all-namespaces list is the collection itself
-            tail = tail[len(ns) :]
-        scoped = item if info.namespaced else _without_namespace(item)
-        renamed = _rename(scoped, info, ("deployments", "Deployment"))
-        if isinstance(info, CustomResourceInfo):
-            _drop_strategic(renamed)
-        new_tail = tail.replace("deployments", info.plural)
-        paths[f"/apis/{info.group}/{info.version}/{new_tail}"] = renamed
+        renamed = (
+            text.replace(_TEMPLATE_GVK, _GVK_KEY + gvk)
+            .replace(_TEMPLATE_DEF, definition_name(info))
+            .replace(_TEMPLATE_PREFIX, prefix)
+            .replace("deployments", info.plural)
+            .replace("Deployment", info.kind)
+        )
+        paths[prefix + tail.replace("deployments", info.plural)] = renamed
     return paths
-
-
-def _closure(refs_from: Any, schemas: dict[str, Any], prefix: str) -> set[str]:
-    """Names of the template schemas that ``refs_from`` refers to, transitively."""
-    seen: set[str] = set()
-    todo = [refs_from]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, dict):
-            ref = node.get("$ref")
-            if isinstance(ref, str) and ref.startswith(prefix):
-                name = ref[len(prefix) :]
-                if name not in seen and name in schemas:
-                    seen.add(name)
-                    todo.append(schemas[name])
-            todo.extend(node.values())
-        elif isinstance(node, list):
-            todo.extend(node)
-    return seen
 
 
 def _schema_of(info: ResourceInfo) -> Schema:
@@ -232,47 +219,109 @@ def _v2_schema(schema: Any) -> Any:
     return out
 
 
+class _Template:
+    """The parts of a generated document that custom documents reuse, each parsed alone out of
+    its JSON text (parsing a whole document would leave megabytes of freed objects behind)."""
+
+    def __init__(self, raw: str) -> None:
+        self.raw = raw
+        self.decoder = json.JSONDecoder()
+
+    def value(self, key: str) -> Any:
+        marker = json.dumps(key) + ":"
+        at = self.raw.find(marker)
+        return None if at < 0 else self.decoder.raw_decode(self.raw, at + len(marker))[0]
+
+    def paths(self) -> dict[str, Any]:
+        ns = _TEMPLATE_PREFIX + "namespaces/{namespace}/deployments"
+        keys = [_TEMPLATE_PREFIX + "deployments", ns, ns + "/{name}"]
+        keys += [ns + "/{name}/status", ns + "/{name}/scale"]
+        found = {key: self.value(key) for key in keys}
+        return {key: item for key, item in found.items() if item is not None}
+
+    def closure(self, refs_from: Any, have: dict[str, Any]) -> dict[str, Any]:
+        """The schemas that ``refs_from`` refers to, transitively, less those in ``have``."""
+        found: dict[str, Any] = {}
+        todo = [refs_from]
+        while todo:
+            node = todo.pop()
+            if isinstance(node, dict):
+                ref = node.get("$ref")
+                if isinstance(ref, str) and ref.startswith(_V3_REF):
+                    name = ref[len(_V3_REF) :]
+                    if name not in found and name not in have:
+                        schema = self.value(name)
+                        if schema is not None:
+                            found[name] = schema
+                            todo.append(schema)
+                todo.extend(node.values())
+            elif isinstance(node, list):
+                todo.extend(node)
+        return found
+
+
 def build(registry: CustomResourceRegistry, static: Documents) -> Documents:
     """The served documents: the static ones plus those of the registry's kinds."""
-    template = json.loads(static.v3[_TEMPLATE_GV].json())
-    template_schemas = template["components"]["schemas"]
+    template = _Template(static.v3[_TEMPLATE_GV].json().decode())
+    template_paths = template.paths()
+    templates = variants(template_paths)
+    shared = template.closure(template_paths, {_TEMPLATE_DEF: None, _TEMPLATE_DEF + "List": None})
+    head = f'"info":{_dumps(template.value("info"))},"openapi":{_dumps(template.value("openapi"))}'
     infos: list[ResourceInfo] = [CRD, *registry.custom()]
     by_gv: dict[str, list[ResourceInfo]] = {}
     for info in infos:
         by_gv.setdefault(f"apis/{info.group}/{info.version}", []).append(info)
     v3 = dict(static.v3)
-    all_paths: dict[str, Any] = {}
     all_schemas: dict[str, Any] = {}
     for gv, members in by_gv.items():
-        paths: dict[str, Any] = {}
+        paths: dict[str, str] = {}
         schemas: dict[str, Any] = {}
         for info in members:
-            paths.update(paths_for(info, template["paths"]))
+            paths.update(paths_for(info, templates))
             schemas[definition_name(info)] = _kind_schema(info, _schema_of(info), _V3_REF)
             schemas[definition_name(info) + "List"] = _list_schema(info, _V3_REF)
-        for name in _closure([paths, schemas], template_schemas, _V3_REF):
-            schemas.setdefault(name, template_schemas[name])
-        document = {
-            "openapi": template["openapi"],
-            "info": template["info"],
-            "paths": paths,
-            "components": {"schemas": schemas},
-        }
-        v3[gv] = _document(_encode(document))
-        all_paths.update(paths)
         all_schemas.update(schemas)
+        text = (
+            '{"components":{"schemas":{' + _members({**shared, **schemas})[:-1] + "}},"
+            + head + ',"paths":{' + ",".join(f"{_dumps(p)}:{t}" for p, t in paths.items()) + "}}"
+        )  # fmt: skip
+        v3[gv] = _document(text.encode())
     if not registry.custom():  # only the CRD kind: the static v2 (and its protobuf) stays
         return Documents(v2=static.v2, v3=v3, v2_protobuf=static.v2_protobuf)
-    v2 = json.loads(static.v2.json())
-    for name, schema in all_schemas.items():
-        v2["definitions"].setdefault(name, _v2_schema(schema))
-    v2_template = {p: v2["paths"][p] for p in v2["paths"] if p.startswith(_TEMPLATE_PREFIX)}
-    for info in infos:
-        v2["paths"].update(
-            {p: _v2_schema(item) for p, item in paths_for(info, v2_template).items()}
-        )
     # Custom resources are not in the protobuf form: clients that ask for it fall back to v3.
-    return Documents(v2=_document(_encode(v2)), v3=v3, v2_protobuf=None)
+    return Documents(v2=_document(_v2_with(static.v2, infos, all_schemas)), v3=v3)
+
+
+def _v2_with(static: Document, infos: list[ResourceInfo], schemas: dict[str, Any]) -> bytes:
+    """The v2 document with the paths and definitions of ``infos`` spliced into its text."""
+    raw = static.json().decode()
+    templates = variants(_Template(raw).paths())
+    paths: dict[str, str] = {}
+    for info in infos:
+        paths.update(paths_for(info, templates))
+    definitions = {name: _v2_schema(schema) for name, schema in schemas.items()}
+    head, paths_key = '{"definitions":{', '"paths":{'
+    at = raw.rfind(paths_key)  # the top-level key: only security ones follow it
+    if not raw.startswith(head) or at < 0:
+        document = json.loads(raw)
+        document["definitions"].update(definitions)
+        document["paths"].update({p: json.loads(t) for p, t in paths.items()})
+        return _encode(document)
+    at += len(paths_key)
+    path_members = "".join(f"{_dumps(p)}:{t}," for p, t in paths.items())
+    return (head + _members(definitions) + raw[len(head) : at] + path_members + raw[at:]).encode()
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _members(entries: dict[str, Any]) -> str:
+    """``"key":value,`` for each entry: members to put first in a non-empty JSON object."""
+    return "".join(
+        f"{json.dumps(key)}:{json.dumps(value, separators=(',', ':'))},"
+        for key, value in entries.items()
+    )
 
 
 def documents(registry: CustomResourceRegistry | None) -> Documents:
@@ -287,4 +336,5 @@ def documents(registry: CustomResourceRegistry | None) -> Documents:
         return found
     built = build(registry, static)
     registry.cache["openapi"] = (registry.generation, built)
+    release_memory()  # the documents' text was large and short-lived
     return built
