@@ -4,7 +4,10 @@ Each benchmark module exposes ``run(*, quick=False, ...) -> dict``. Its result g
 ``bench/results/<name>.json`` (with the machine it ran on), and the README's table between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` is rebuilt from every result file present,
 so running one benchmark keeps the others' rows. Figures with a budget (architecture.md) show
-it beside the measurement. A benchmark that fails is reported and the others still run.
+it beside the measurement, and each figure shows the value the previous run of its benchmark
+recorded (kept in the result as ``previous``) with the load average it was measured at: the
+machine may be shared, and a figure taken under load says less. A benchmark that fails is
+reported and the others still run.
 """
 
 from __future__ import annotations
@@ -93,20 +96,44 @@ def _budget_for(key: str, budget: Any) -> tuple[str, str]:
     return "", ""
 
 
-def rows(name: str, result: dict[str, Any]) -> list[list[str]]:
-    if "error" in result:
-        return [[name, "failed", result["error"].splitlines()[-1][:80], "", ""]]
+def figures_of(result: dict[str, Any]) -> dict[str, Any]:
+    """The figures a result shows in the table: its summary, else its top-level scalars."""
     figures = result.get("summary")
-    if not isinstance(figures, dict):
-        figures = {
-            k: v
-            for k, v in result.items()
-            if isinstance(v, int | float | str) and k not in ("benchmark", "elapsed_s")
-        }
+    if isinstance(figures, dict):
+        return figures
+    return {
+        k: v
+        for k, v in result.items()
+        if isinstance(v, int | float | str)
+        and k not in ("benchmark", "elapsed_s", "load_average_1m", "error")
+    }
+
+
+def previous_of(path: Path) -> dict[str, Any]:
+    """What the last stored run of a benchmark measured (its figures and load), if any."""
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(old, dict) or "error" in old or "skipped" in old:
+        return {}
+    return {"figures": figures_of(old), "load_average_1m": old.get("load_average_1m")}
+
+
+def rows(name: str, result: dict[str, Any]) -> list[list[str]]:
+    load = result.get("load_average_1m")
+    previous = result.get("previous") or {}
+    before, before_load = previous.get("figures") or {}, previous.get("load_average_1m")
+    if "error" in result:
+        return [[name, "failed", result["error"].splitlines()[-1][:80], "", "", "", ""]]
     table = []
-    for key, value in figures.items():
+    for key, value in figures_of(result).items():
         budget, met = _budget_for(key, result.get("budget"))
-        table.append([name, key, _format(value), budget, met])
+        was = _format(before[key]) if key in before else ""
+        if was and before_load is not None:
+            was += f" (load {before_load:g})"
+        now_load = "" if load is None else f"{load:g}"
+        table.append([name, key, _format(value), budget, met, was, now_load])
     return table
 
 
@@ -116,8 +143,8 @@ def table(results: dict[str, dict[str, Any]], where: dict[str, Any]) -> str:
         f" {where.get('ram_gib', '?')} GiB RAM ({where.get('arch', '?')}, Python"
         f" {where.get('python', '?')}); `make bench` re-runs them.",
         "",
-        "| benchmark | figure | measured | budget | met |",
-        "|---|---|---|---|---|",
+        "| benchmark | figure | measured | budget | met | previous run | load avg |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name in sorted(results):
         lines.extend("| " + " | ".join(cells) + " |" for cells in rows(name, results[name]))
@@ -150,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     failed = 0
     for name in names:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        path = RESULTS_DIR / f"{name}.json"
+        previous = previous_of(path)
         try:
             result = run_one(name, args.quick)
         except Exception:
@@ -158,7 +187,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench: {name} failed:\n{result['error']}", file=sys.stderr)
         result["machine"] = where
         result["quick"] = args.quick
-        path = RESULTS_DIR / f"{name}.json"
+        # The 1-minute load average as the run ended (a shared machine makes figures noisy).
+        result["load_average_1m"] = round(os.getloadavg()[0], 1)
+        if previous:
+            result["previous"] = previous
         tmp = path.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(result, indent=2) + "\n")
         tmp.replace(path)

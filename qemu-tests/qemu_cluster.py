@@ -110,6 +110,9 @@ class ClusterSettings:
     # --flannel-backend for every node; empty: the firmware's default (vxlan). With "none" the
     # pods stay on the runtime's bridge and the pod network and service checks are skipped.
     flannel_backend: str = ""
+    # Called with the powered-on boards and the host's kubeconfig once the cluster is up and
+    # checked, before the boards power off (the board benchmark measures them there).
+    while_up: Callable[[list[SegmentBoard], Path], None] | None = None
 
 
 @dataclass
@@ -456,6 +459,8 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
         print(report.pods_wide, end="", flush=True)
         if settings.flannel_backend != "none":
             check_network(kubeconfig, report)
+        if settings.while_up is not None:
+            settings.while_up(boards, kubeconfig)
         if settings.keep_running:
             say(f"cluster up; kubectl --kubeconfig {kubeconfig} ...; press Enter to power off")
             sys.stdin.readline()

@@ -1,0 +1,278 @@
+"""Board benchmark: the cluster of ``make qemu-cluster`` measured inside its emulated boards.
+
+Boots the emulated cluster (:mod:`qemu_cluster`: one ARM64 server board that runs workloads
+through its own agent, one ARM64 and one ARMv7 agent board, TCG, the images' own Python 3.13),
+lets it join and run its DaemonSet, then reads inside every board, from ``/proc``: the resident
+memory (VmRSS) of each k3py process (the server, the server board's agent child, the agents)
+and its CPU use over an idle minute; boot to node Ready per board (since its QEMU started);
+and, as the profile of a service's start, the slowest imports of the agent's entry module
+(``python3 -X importtime``) and whether the installed firmware's bytecode is up to date. The
+same server and agent figures are taken on this host beside them (``k3py server`` and one
+``k3py agent`` on the Docker engine, as :mod:`bench.agent_bench` runs them), so each board
+figure has its x86 counterpart.
+
+It is the ``qemu`` tier of ``make bench``: skipped when ``qemu-system-aarch64``/``-arm`` are
+missing. Images are reused from ``out/qemu-cluster/images`` when fresh (else built, as ``make
+qemu-cluster`` does); ``K3PY_BOARD_IMAGES=<dir>`` names a folder of ready images instead.
+Figures under TCG on a shared machine are noisy: the load average is recorded beside them.
+``python -m bench.board_bench`` prints JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.common import main
+
+if TYPE_CHECKING:
+    from qemu_cluster import SegmentBoard
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER_RSS_BUDGET_MB = 60
+AGENT_RSS_BUDGET_MB = 45
+BOOT_BUDGET_S = {"arm64": 20.0, "armv7": 30.0}
+IDLE_SECONDS = 60.0
+SETTLE_SECONDS = 20.0
+
+# Every k3py process of the board: pid, VmRSS (kB), utime+stime and start (ticks since boot),
+# the command line.
+_PROCESSES = (
+    "for p in /proc/[0-9]*; do"
+    ' c=$(tr "\\0" " " < $p/cmdline 2>/dev/null);'
+    ' case "$c" in *python*k3py*)'
+    " echo \"K3PYPROC|${p#/proc/}|$(awk '/^VmRSS/{print $2}' $p/status)"
+    "|$(awk '{print $14+$15, $22}' $p/stat)|$c\";; esac; done"
+)
+# The board's clock against its uptime, and the service log's milestones of the start.
+_MILESTONES = (
+    "echo \"K3PYUP|$(cut -d' ' -f1 /proc/uptime)|$(date +%s)\";"
+    " grep -E 'msg=\"?(k3py server is ready|joined the cluster|node registered)'"
+    " /var/log/k3py.log | head -n 8 | sed 's/^/K3PYLOG|/'"
+)
+TICKS = 100  # USER_HZ of ARM Linux (/proc/<pid>/stat counts in it)
+# The agent's entry module, imported as the service imports it at start.
+_IMPORTTIME = (
+    "cd / && python3 -X importtime -c 'import k3py.cluster.agent.agent' 2>&1 >/dev/null"
+    " | sort -t'|' -k2 -n -r | head -n 12"
+)
+# Stale or missing bytecode: sources of the installed k3py without a current .pyc beside them.
+_BYTECODE = (
+    "python3 -I -c 'import importlib.util as u, pathlib, k3py;"
+    " root = pathlib.Path(k3py.__file__).parent;"
+    ' src = list(root.rglob("*.py"));'
+    " missing = [s for s in src if not pathlib.Path(u.cache_from_source(str(s))).exists()];"
+    ' print(f"K3PYPYC|{len(src)}|{len(missing)}")\''
+)
+
+
+def _processes(board: SegmentBoard) -> dict[str, dict[str, Any]]:
+    """The board's k3py processes by role (``server``, ``agent``), RSS in MB, CPU ticks."""
+    result = board.run(_PROCESSES, timeout=120)
+    found: dict[str, dict[str, Any]] = {}
+    for line in result.output.splitlines():
+        if not line.startswith("K3PYPROC|"):
+            continue
+        _, pid, rss, times, command = line.split("|", 4)
+        ticks, start = [*times.split(), "0", "0"][:2]
+        words = command.split()
+        role = next((w for w in words if w in ("server", "agent")), "")
+        if not role or not rss.strip():
+            continue  # the launcher or a helper, not a service
+        entry = {
+            "pid": int(pid),
+            "rss_mb": round(int(rss) / 1024, 1),
+            "ticks": int(ticks),
+            "started_s_after_boot": round(int(start) / TICKS, 1),
+        }
+        # The biggest of a role is the service (a launcher that names the role is smaller).
+        if role not in found or entry["rss_mb"] > found[role]["rss_mb"]:
+            found[role] = entry
+    return found
+
+
+def _milestones(board: SegmentBoard) -> dict[str, float]:
+    """When the service's log says it was ready, joined and registered (seconds after boot)."""
+    output = board.run(_MILESTONES, timeout=60).output
+    booted_at = None
+    found: dict[str, float] = {}
+    for line in output.splitlines():
+        if line.startswith("K3PYUP|"):
+            _, uptime, now = line.split("|")
+            booted_at = float(now) - float(uptime)
+        elif line.startswith("K3PYLOG|") and booted_at is not None:
+            fields = dict(
+                part.split("=", 1) for part in shlex.split(line[len("K3PYLOG|") :]) if "=" in part
+            )
+            stamp = fields.get("time", "")
+            when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+            at = when.replace(tzinfo=datetime.UTC).timestamp() - booted_at
+            found.setdefault(fields.get("msg", "?"), round(at, 1))
+    return found
+
+
+def _board_figures(boards: list[SegmentBoard], kubeconfig: Path, out: dict[str, Any]) -> None:
+    """Idle RSS and CPU of every board's k3py processes, the import profile and bytecode."""
+    time.sleep(SETTLE_SECONDS)
+    before = {b.spec.name: _processes(b) for b in boards}
+    started = time.monotonic()
+    time.sleep(IDLE_SECONDS)
+    after = {b.spec.name: _processes(b) for b in boards}
+    seconds = time.monotonic() - started
+    for board in boards:
+        name = board.spec.name
+        figures: dict[str, Any] = {"board": board.spec.board}
+        for role, now in after[name].items():
+            then = before[name].get(role)
+            cpu = None
+            if then is not None and then["pid"] == now["pid"]:
+                cpu = round(100 * (now["ticks"] - then["ticks"]) / TICKS / seconds, 1)
+            figures[role] = {
+                "rss_mb": now["rss_mb"],
+                "cpu_percent": cpu,
+                "started_s_after_boot": now["started_s_after_boot"],
+            }
+        figures["start_milestones_s_after_boot"] = _milestones(board)
+        out["boards"][name] = figures
+    armv7 = next(b for b in boards if b.spec.board.endswith("armv7"))
+    profile = armv7.run(_IMPORTTIME, timeout=300).output
+    out["agent_import_profile_armv7"] = [
+        " ".join(line.split()) for line in profile.splitlines() if "import time:" in line
+    ]
+    for board in boards[:1] + [armv7]:
+        result = board.run(_BYTECODE, timeout=300)
+        for line in result.output.splitlines():
+            if line.startswith("K3PYPYC|"):
+                _, sources, missing = line.split("|")
+                out["bytecode"][board.spec.board] = {
+                    "sources": int(sources),
+                    "without_current_pyc": int(missing),
+                }
+
+
+def _boards(root: Path) -> dict[str, Any]:
+    sys.path.insert(0, str(REPO / "qemu-tests"))
+    from qemu_cluster import ClusterReport, ClusterSettings, run_cluster
+
+    out: dict[str, Any] = {"boards": {}, "bytecode": {}}
+    images = os.environ.get("K3PY_BOARD_IMAGES")
+    prebuilt: tuple[tuple[str, Path], ...] = ()
+    if images:
+        prebuilt = tuple(
+            (p.name.removesuffix(".img"), p) for p in sorted(Path(images).glob("*.img"))
+        )
+    settings = ClusterSettings(
+        out_dir=root / "qemu-cluster",
+        images_dir=REPO / "out" / "qemu-cluster" / "images",
+        prebuilt=prebuilt,
+        while_up=lambda boards, kubeconfig: _board_figures(boards, kubeconfig, out),
+    )
+    report = ClusterReport()
+    run_cluster(settings, report)
+    out["timings_s"] = {k: round(v, 1) for k, v in report.timings.items()}
+    out["boot_to_ready_s"] = {
+        name.removesuffix(" boot to Ready"): round(seconds, 1)
+        for name, seconds in report.timings.items()
+        if name.endswith("boot to Ready")
+    }
+    return out
+
+
+def _host() -> dict[str, Any]:
+    """The same figures on this host: a server and one agent on Docker, idle."""
+    from bench.agent_bench import Bench, _cpu_seconds, _status, run_on_docker
+    from k3py.cluster.api.status import ApiError
+    from k3py.cluster.client import KubeClient
+    from k3py.cluster.server.controllers.base import NODES
+
+    async def measure(bench: Bench) -> dict[str, Any]:
+        client = KubeClient.from_kubeconfig(bench.kubeconfig)
+        started = time.monotonic()
+        try:
+            while True:
+                try:
+                    node = await client.get(NODES, bench.node)
+                except ApiError:  # not registered yet
+                    node = {}
+                ready = [
+                    c
+                    for c in (node.get("status") or {}).get("conditions") or []
+                    if c.get("type") == "Ready" and c.get("status") == "True"
+                ]
+                if ready:
+                    break
+                if time.monotonic() - started > 120:
+                    raise TimeoutError("the host's agent did not become Ready in 120 s")
+                await asyncio.sleep(0.2)
+        finally:
+            await client.close()
+        ready_s = time.monotonic() - started
+        await asyncio.sleep(SETTLE_SECONDS)
+        assert bench.agent is not None
+        pids = {"server": bench.processes[0].pid, "agent": bench.agent.pid}
+        before = {role: _cpu_seconds(pid) for role, pid in pids.items()}
+        await asyncio.sleep(IDLE_SECONDS)
+        figures: dict[str, Any] = {"agent_start_to_ready_s": round(ready_s, 1)}
+        for role, pid in pids.items():
+            figures[role] = {
+                "rss_mb": round(_status(pid)["VmRSS"] / 1024, 1),
+                "cpu_percent": round(100 * (_cpu_seconds(pid) - before[role]) / IDLE_SECONDS, 1),
+            }
+        return figures
+
+    return run_on_docker("board-host", Bench, measure)
+
+
+def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]:
+    """Boot the emulated cluster and measure it; the host's figures beside it."""
+    if not (shutil.which("qemu-system-aarch64") and shutil.which("qemu-system-arm")):
+        return {"skipped": "qemu-system-aarch64/qemu-system-arm missing (the qemu tier)"}
+    results: dict[str, Any] = {"benchmark": "board", "load_average_before": os.getloadavg()}
+    with tempfile.TemporaryDirectory(prefix="k3py-board-bench-", dir=directory) as tmp:
+        results.update(_boards(Path(tmp)))
+    results["load_average_after_boards"] = os.getloadavg()
+    results["host"] = _host()
+    results["load_average_after"] = os.getloadavg()
+    boards, host = results["boards"], results["host"]
+    server = boards.get("server", {})
+    summary: dict[str, Any] = {}
+    budget: dict[str, Any] = {}
+
+    def figure(key: str, value: Any, limit: float | None = None) -> None:
+        if value is None:
+            return
+        summary[key] = value
+        if limit is not None:
+            budget[key] = {"budget": limit, "met": value <= limit}
+
+    figure("server_idle_rss_mb_arm64", server.get("server", {}).get("rss_mb"), SERVER_RSS_BUDGET_MB)
+    figure("server_idle_cpu_percent_arm64", server.get("server", {}).get("cpu_percent"))
+    for name, arch in (("agent-arm64", "arm64"), ("agent-armv7", "armv7")):
+        agent = boards.get(name, {}).get("agent", {})
+        figure(f"agent_idle_rss_mb_{arch}", agent.get("rss_mb"), AGENT_RSS_BUDGET_MB)
+        figure(f"agent_idle_cpu_percent_{arch}", agent.get("cpu_percent"))
+        ready = results["boot_to_ready_s"].get(name)
+        figure(f"boot_to_ready_s_{arch}", ready, BOOT_BUDGET_S[arch])
+    figure("server_board_boot_to_ready_s_arm64", results["boot_to_ready_s"].get("server"))
+    if "skipped" not in host:
+        figure("host_server_idle_rss_mb", host["server"]["rss_mb"])
+        figure("host_server_idle_cpu_percent", host["server"]["cpu_percent"])
+        figure("host_agent_idle_rss_mb", host["agent"]["rss_mb"])
+        figure("host_agent_idle_cpu_percent", host["agent"]["cpu_percent"])
+        figure("host_agent_start_to_ready_s", host["agent_start_to_ready_s"])
+    summary["load_average_1m_before"] = round(results["load_average_before"][0], 1)
+    results["summary"] = summary
+    results["budget"] = budget
+    return results
+
+
+if __name__ == "__main__":
+    main(run, __doc__)
