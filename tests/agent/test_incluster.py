@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -29,10 +30,13 @@ d = "/var/run/secrets/kubernetes.io/serviceaccount"
 token = open(d + "/token").read()
 ns = open(d + "/namespace").read()
 context = ssl.create_default_context(cafile=d + "/ca.crt")  # verifies the server with ca.crt
-print("HOST=" + os.environ.get("KUBERNETES_SERVICE_HOST", ""), flush=True)
+host = os.environ.get("KUBERNETES_SERVICE_HOST", "")
+print("HOST=" + host, flush=True)
+# The API's address: given, or the kubernetes Service's (what in-cluster clients use).
+base = sys.argv[1] if len(sys.argv) > 1 else f"https://{host}:{os.environ['KUBERNETES_SERVICE_PORT']}"
 for namespace in (ns, "default"):
     request = urllib.request.Request(
-        f"https://127.0.0.1:{sys.argv[1]}/api/v1/namespaces/{namespace}/pods",
+        f"{base}/api/v1/namespaces/{namespace}/pods",
         headers={"Authorization": "Bearer " + token},
     )
     try:
@@ -45,6 +49,41 @@ for namespace in (ns, "default"):
 """
 # The host's Python, mounted read-only into the busybox image, is the in-cluster client.
 HOST_MOUNTS = ("/usr", "/lib", "/lib64")
+
+
+def client_pod(namespace: str, host_network: bool, *api: str) -> dict[str, Any]:
+    """The client pod, named ``client``: it runs CLIENT with the API address ``api`` (none:
+    the kubernetes Service's), prints DONE and sleeps."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "client", "namespace": namespace},
+        "spec": {
+            "hostNetwork": host_network,
+            "terminationGracePeriodSeconds": 1,
+            "volumes": [
+                {"name": f"host{i}", "hostPath": {"path": path}}
+                for i, path in enumerate(HOST_MOUNTS)
+            ],
+            "containers": [
+                {
+                    "name": "c",
+                    "image": TEST_IMAGE,
+                    "command": [
+                        "/bin/sh",  # busybox's: /usr/bin/sh is now the host's
+                        "-c",
+                        '/usr/bin/python3 -c "$0" "$@" 2>&1; echo DONE; sleep 3600',
+                        CLIENT,
+                        *api,
+                    ],
+                    "volumeMounts": [
+                        {"name": f"host{i}", "mountPath": path, "readOnly": True}
+                        for i, path in enumerate(HOST_MOUNTS)
+                    ],
+                }
+            ],
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -69,36 +108,7 @@ def test_pod_lists_its_namespace_with_its_token(server: Server) -> None:
     server.kubectl(
         "create", "rolebinding", "pods", "-n", NS, "--role=pods", f"--serviceaccount={NS}:default"
     )
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "client", "namespace": NS},
-        "spec": {
-            "hostNetwork": True,
-            "terminationGracePeriodSeconds": 1,
-            "volumes": [
-                {"name": f"host{i}", "hostPath": {"path": path}}
-                for i, path in enumerate(HOST_MOUNTS)
-            ],
-            "containers": [
-                {
-                    "name": "c",
-                    "image": TEST_IMAGE,
-                    "command": [
-                        "/bin/sh",  # busybox's: /usr/bin/sh is now the host's
-                        "-c",
-                        '/usr/bin/python3 -c "$0" "$1" 2>&1; echo DONE; sleep 3600',
-                        CLIENT,
-                        str(server.port),
-                    ],
-                    "volumeMounts": [
-                        {"name": f"host{i}", "mountPath": path, "readOnly": True}
-                        for i, path in enumerate(HOST_MOUNTS)
-                    ],
-                }
-            ],
-        },
-    }
+    pod = client_pod(NS, True, f"https://127.0.0.1:{server.port}")
     server.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
 
     def logs() -> str:

@@ -289,6 +289,32 @@ def test_agent_restart_and_deleted_service_leave_no_stale_rule(svc: Services) ->
         )
 
 
+def test_a_pod_lists_its_namespace_through_the_kubernetes_service(svc: Services) -> None:
+    """In-cluster credentials: the mounted token and ca.crt, the API at KUBERNETES_SERVICE_HOST
+    (10.43.0.1, proxied to the server's host) from a pod on another host."""
+    from tests.agent.test_incluster import client_pod
+
+    cluster, ns = svc.cluster, "incluster"
+    cluster.kubectl("create", "namespace", ns)
+    cluster.kubectl("create", "role", "pods", "-n", ns, "--verb=list", "--resource=pods")
+    cluster.kubectl(
+        "create", "rolebinding", "pods", "-n", ns, "--role=pods", f"--serviceaccount={ns}:default"
+    )
+    pod = client_pod(ns, False)
+    pod["spec"]["nodeName"] = cluster.nodes[-1]
+    cluster.apply(pod)
+
+    def output() -> str:
+        logs = cluster.kubectl("logs", "client", "-n", ns, check=False).stdout
+        return logs if "DONE" in logs else ""
+
+    wait_until(lambda: bool(output()), 90, "the client pod's output")
+    out = output()
+    assert "HOST=10.43.0.1" in out, out
+    assert f"{ns} 200 PodList ['client']" in out, out
+    assert "default 403 Forbidden" in out, out
+
+
 def test_names_resolve_and_services_answer_while_the_server_is_stopped(svc: Services) -> None:
     cluster = svc.cluster
     assert cluster.server is not None
