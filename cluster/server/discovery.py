@@ -4,8 +4,8 @@ The documents are built from the resource registry (``RESOURCES``, then the serv
 resources: the CRD kind and the kinds of established CRDs): every served resource with
 its verbs, short names and categories, and each subresource as its own entry (``pods/status``,
 ``deployments/scale`` as an autoscaling/v1 Scale...), which is how kubectl learns that ``kubectl
-scale`` and ``kubectl get all`` apply. Only the legacy (unaggregated) form is served: clients
-that ask for aggregated discovery fall back to it, as they do with older API servers.
+scale`` and ``kubectl get all`` apply. ``/api`` and ``/apis`` also answer in the aggregated form
+(:mod:`.discovery_aggregated`) to clients that ask for it first, as kubectl does.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from k3py.cluster.api import status
+from k3py.cluster.api import status, wire
 from k3py.cluster.api.customresources import CustomResourceRegistry
 from k3py.cluster.api.resources import GroupVersion, ResourceInfo, group_versions, resources_in
-from k3py.cluster.server import componentstatus
+from k3py.cluster.server import componentstatus, discovery_aggregated
 from k3py.cluster.server.metrics import resource_api
 from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.http import json_response
@@ -129,17 +129,50 @@ async def core_versions(request: web.Request) -> web.Response:
     )
 
 
+def _core_list(version: str) -> dict[str, Any] | None:
+    document = resource_list("", version)
+    if document is not None and document["groupVersion"] == "v1":
+        # Computed on each request, outside the registry.
+        document["resources"].append(componentstatus.discovery_entry())
+    return document
+
+
+def _aggregated(body: dict[str, Any]) -> web.Response:
+    return web.Response(
+        body=wire.encode(body),
+        headers={"Content-Type": discovery_aggregated.CONTENT_TYPE, "Vary": "Accept"},
+    )
+
+
+async def core_versions_or_aggregated(request: web.Request) -> web.Response:
+    if not discovery_aggregated.wanted(request):
+        return await core_versions(request)
+    core = _core_list("v1")
+    assert core is not None
+    return _aggregated(discovery_aggregated.document([("", [("v1", core)])]))
+
+
 async def core_resources(request: web.Request) -> web.Response:
-    document = resource_list("", request.match_info["version"])
+    document = _core_list(request.match_info["version"])
     if document is None:
         raise status.path_not_found(request.path)
-    if document["groupVersion"] == "v1":  # computed on each request, outside the registry
-        document["resources"].append(componentstatus.discovery_entry())
     return json_response(document)
 
 
 async def groups(request: web.Request) -> web.Response:
-    document = group_list(request.app[REST].custom)
+    custom = request.app[REST].custom
+    document = group_list(custom)
+    if discovery_aggregated.wanted(request):
+        listed: list[tuple[str, list[tuple[str, dict[str, Any]]]]] = []
+        for entry in document["groups"]:
+            versions = []
+            for version in entry["versions"]:
+                found = resource_list(entry["name"], version["version"], custom)
+                if found is not None:
+                    versions.append((version["version"], found))
+            listed.append((entry["name"], versions))
+        listed.append((resource_api.GROUP, [(resource_api.VERSION, resource_api.resource_list())]))
+        return _aggregated(discovery_aggregated.document(listed))
     # Served outside the registry, as an APIService makes an aggregated group appear.
     document["groups"].append(resource_api.api_group())
     return json_response(document)
@@ -164,8 +197,8 @@ async def group_resources(request: web.Request) -> web.Response:
 
 def add_routes(app: web.Application) -> None:
     componentstatus.add_routes(app)
-    app.router.add_get("/api", core_versions)
-    app.router.add_get("/api/", core_versions)
+    app.router.add_get("/api", core_versions_or_aggregated)
+    app.router.add_get("/api/", core_versions_or_aggregated)
     app.router.add_get("/api/{version}", core_resources)
     app.router.add_get("/apis", groups)
     app.router.add_get("/apis/", groups)

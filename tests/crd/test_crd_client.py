@@ -116,3 +116,49 @@ def test_custom_objects_with_the_python_client(server: ServerProcess) -> None:
             time.sleep(0.1)
         status, _ = server.request("GET", f"/apis/{GROUP}/v1/devices/pi-1")
         assert status == 404
+
+
+def test_aggregated_discovery_lists_custom_resources(server: ServerProcess) -> None:
+    body = {**_crd(), "metadata": {"name": f"devices.{GROUP}"}}
+    body["spec"]["versions"][0]["subresources"] = {"status": {}}
+    assert (
+        server.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body)[0]
+        == 201
+    )
+    accept = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+    deadline = time.monotonic() + 20
+    try:
+        while True:
+            status, document = server.request("GET", "/apis", headers={"Accept": accept})
+            assert status == 200
+            groups = {item["metadata"]["name"]: item for item in document["items"]}
+            if GROUP in groups:
+                break
+            assert time.monotonic() < deadline, "the CRD's group never appeared"
+            time.sleep(0.1)
+        assert document["kind"] == "APIGroupDiscoveryList"
+        (version,) = groups[GROUP]["versions"]  # v1alpha1 is not served
+        (resource,) = version["resources"]
+        assert resource["resource"] == "devices"
+        assert resource["scope"] == "Cluster"
+        assert resource["responseKind"] == {"group": GROUP, "version": "v1", "kind": "Device"}
+        assert resource["subresources"] == [
+            {
+                "subresource": "status",
+                "responseKind": {"group": GROUP, "version": "v1", "kind": "Device"},
+                "verbs": ["get", "patch", "update"],
+            }
+        ]
+        apps = groups["apps"]["versions"][0]["resources"]
+        deployments = next(r for r in apps if r["resource"] == "deployments")
+        scale = next(s for s in deployments["subresources"] if s["subresource"] == "scale")
+        assert scale["responseKind"] == {"group": "autoscaling", "version": "v1", "kind": "Scale"}
+        status, core = server.request("GET", "/api", headers={"Accept": accept})
+        assert status == 200
+        assert core["items"][0]["versions"][0]["version"] == "v1"
+        status, legacy = server.request("GET", "/api")  # plain JSON still gets APIVersions
+        assert legacy["kind"] == "APIVersions"
+    finally:
+        server.request(
+            "DELETE", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/devices.{GROUP}"
+        )
