@@ -105,6 +105,22 @@ def test_crd_life_cycle(server: ServerProcess) -> None:
     )
     assert elsewhere.stdout.strip() == ""
 
+    # Server-side apply: a second manager's change of an owned field is a conflict.
+    applied = server.kubectl("apply", "--server-side", "-f", "-", stdin=widget("w4"))
+    assert "widget.example.com/w4 serverside-applied" in applied.stdout
+    conflict = server.kubectl(
+        "apply", "--server-side", "--field-manager=other", "-f", "-",
+        stdin=widget("w4", size="large"), check=False,
+    )  # fmt: skip
+    assert conflict.returncode != 0
+    assert 'conflict with "kubectl" using example.com/v1: .spec.size' in conflict.stderr
+    server.kubectl(
+        "apply", "--server-side", "--field-manager=other", "--force-conflicts", "-f", "-",
+        stdin=widget("w4", size="large"),
+    )  # fmt: skip
+    assert server.kubectl("get", "widget", "w4", "-o", "jsonpath={.spec.size}").stdout == "large"
+    server.kubectl("delete", "widget", "w4")
+
     # The status subresource: a status update changes only the status.
     server.kubectl(
         "patch", "widget", "w1", "--subresource=status", "--type=merge",

@@ -44,6 +44,7 @@ from k3py.cluster.server.rest.objects import CONFLICT_MESSAGE, Object
 NAMESPACES = by_kind("v1", "Namespace")
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as apiserver's generateName (no vowels)
 _STRATEGIC = "application/strategic-merge-patch+json"
+_MERGE = "application/merge-patch+json"
 _PATCH_TYPES = ("application/json-patch+json", "application/merge-patch+json", _STRATEGIC)
 # Server-side apply: the configuration creates the object or is merged into it as a strategic
 # merge patch, after :mod:`.managedfields` checked it against the other managers' fields.
@@ -435,7 +436,9 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
             if created is not None:
                 return created
             continue  # created by someone else meanwhile: apply to theirs
-        merge_type = _STRATEGIC if patch_type == APPLY else patch_type
+        merge_type = patch_type
+        if patch_type == APPLY:  # custom kinds have no patch strategies: a JSON merge
+            merge_type = _MERGE if customobjects.is_custom(info) else _STRATEGIC
         patched, warnings = await asyncio.to_thread(
             _patched, info, old, merge_type, body, opts, budget
         )
