@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,7 +177,7 @@ def test_pods_get_their_account_and_credentials(cluster: ServerProcess) -> None:
 def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> None:
     ns = NS + "-ghost"
     cluster.kubectl("create", "namespace", ns)
-    pod = {
+    pod: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": "haunted", "namespace": ns},
@@ -188,8 +189,8 @@ def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> No
         'Error from server (Forbidden): error when creating "STDIN": pods "haunted" is forbidden: '
         f'error looking up service account {ns}/ghost: serviceaccount "ghost" not found'
     ) in refused.stderr
-    # A controller's pods meet the same refusal, reported as the ReplicaSet's FailedCreate Event;
-    # once the account exists the controller's retry creates them.
+    # Controllers' pods meet the same refusal, reported as the owner's FailedCreate Event; once
+    # the account exists the controllers' retries create them.
     template = {"metadata": {"labels": {"app": "ghost"}}, "spec": pod["spec"]}
     replicaset = {
         "apiVersion": "apps/v1",
@@ -201,24 +202,46 @@ def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> No
             "template": template,
         },
     }
-    cluster.kubectl("create", "-f", "-", stdin=json.dumps(replicaset))
-    expected = (
-        'Error creating: pods "haunted-" is forbidden: error looking up service account '
-        f'{ns}/ghost: serviceaccount "ghost" not found'
+    job_spec = {**pod["spec"], "restartPolicy": "Never"}
+    job = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": "haunted-job", "namespace": ns},
+        "spec": {"template": {"spec": job_spec}},
+    }
+    for owner in (replicaset, job):
+        cluster.kubectl("create", "-f", "-", stdin=json.dumps(owner))
+    why = (
+        f"is forbidden: error looking up service account {ns}/ghost: "
+        'serviceaccount "ghost" not found'
     )
-    deadline = time.monotonic() + 15
-    while True:
+    expected = {
+        ("ReplicaSet", "haunted"): f'Error creating: pods "haunted-" {why}',
+        ("Job", "haunted-job"): f'Error creating: pods "haunted-job-" {why}',
+    }
+
+    def failed_creates() -> dict[tuple[str, str], str]:
         events = cluster.kubectl(
             "get", "events", "-n", ns, "--field-selector=reason=FailedCreate", "-o", "json"
         ).stdout
-        messages = [e["message"] for e in json.loads(events)["items"]]
-        if messages:
-            break
-        assert time.monotonic() < deadline, "no FailedCreate event"
+        return {
+            (e["involvedObject"]["kind"], e["involvedObject"]["name"]): e["message"]
+            for e in json.loads(events)["items"]
+        }
+
+    deadline = time.monotonic() + 15
+    while len(failed_creates()) < 2:
+        assert time.monotonic() < deadline, f"FailedCreate events: {failed_creates()}"
         time.sleep(0.3)
-    assert expected in messages, messages
+    assert failed_creates() == expected
     cluster.kubectl("create", "serviceaccount", "ghost", "-n", ns)
+
+    def pods() -> int:
+        return len(
+            json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]
+        )
+
     deadline = time.monotonic() + 30
-    while not json.loads(cluster.kubectl("get", "pods", "-n", ns, "-o", "json").stdout)["items"]:
-        assert time.monotonic() < deadline, "the ReplicaSet made no pod once its account existed"
+    while pods() < 2:
+        assert time.monotonic() < deadline, "the controllers made no pods once the account existed"
         time.sleep(0.5)

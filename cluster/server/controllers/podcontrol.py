@@ -4,7 +4,8 @@ Every write goes into the shared pods informer at once (``assume``), so the next
 never counts a new pod twice nor waits for one it already removed. A delete names the pod's
 uid as a precondition: a pod that is already gone or was replaced by a namesake (404, 409)
 needs nothing more. Successful writes are recorded on the owner as the ``SuccessfulCreate``
-and ``SuccessfulDelete`` Events that ``kubectl describe`` shows.
+and ``SuccessfulDelete`` Events that ``kubectl describe`` shows, a refused create as a
+``FailedCreate`` Event with the API's message (a missing ServiceAccount, a quota...).
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ Object = dict[str, Any]
 
 async def create_pod(controller: QueueController, owner: Object, pod: Object) -> Object:
     """Create ``pod`` in ``owner``'s namespace; return the stored pod."""
-    created = await controller.api.create(PODS, pod, podutil.namespace_of(owner))
+    try:
+        created = await controller.api.create(PODS, pod, podutil.namespace_of(owner))
+    except ApiError as err:
+        controller.event(owner, "Warning", "FailedCreate", f"Error creating: {err}")
+        raise
     controller.ctx.informers.get(PODS).assume(created)
     controller.event(
         owner, "Normal", "SuccessfulCreate", f"Created pod: {podutil.name_of(created)}"

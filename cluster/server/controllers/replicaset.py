@@ -188,10 +188,7 @@ class ReplicaSetController(QueueController):
             failures = [r for r in results if isinstance(r, BaseException)]
             created += size - len(failures)
             if failures:
-                first = failures[0]
-                if isinstance(first, ApiError):
-                    self.event(rs, "Warning", "FailedCreate", f"Error creating: {first}")
-                raise first
+                raise failures[0]  # podcontrol recorded each refusal as a FailedCreate Event
             batch *= 2
 
     async def _create_pod(self, rs: Object, template: Object) -> None:
