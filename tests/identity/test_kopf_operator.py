@@ -196,7 +196,8 @@ def test_the_bound_operator_creates_a_config_map_and_sets_status(
     )  # fmt: skip
     operator = Operator(token_kubeconfig, cluster.root / "kopf-bound.log")
     try:
-        cluster.kubectl("apply", "-f", "-", stdin=json.dumps(widget("gadget", "blue")))
+        for name, colour in (("early", "red"), ("gadget", "blue")):  # early: there already
+            cluster.kubectl("apply", "-f", "-", stdin=json.dumps(widget(name, colour)))
         for name, colour in (("early", "red"), ("gadget", "blue")):
 
             def ready(name: str = name) -> bool:
