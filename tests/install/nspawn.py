@@ -14,7 +14,10 @@ capabilities and the system calls runc needs (``keyctl``, ``bpf``), a writable
 interfaces' sysctls) and ``/var/lib/docker`` on a tmpfs, because overlayfs cannot stack its
 upper directory on the machine's own overlay root (``/var/lib/containerd`` too: the engine's
 state, like its images, is not the installer's to compare). Docker's iptables rules live in
-the machine's network namespace, never the host's.
+the machine's network namespace, never the host's. Without these, on a host with cgroup v1
+controllers: nspawn mounts the v1 hierarchies read-only (runc cannot make a container's
+cgroup), Docker cannot set a container interface's ``disable_ipv6`` (``/proc/sys`` read-only),
+and overlay2 on the overlay root fails.
 
 :func:`distribution_point` is a static HTTP server in a namespace of its own, linked to one
 machine only: the fleet's internal mirror the first server installs from.

@@ -174,9 +174,12 @@ def test_seed_lines_make_a_two_node_cluster_and_uninstall_leaves_nothing(
     refused = agent.run(_agent_line(forged), check=False)
     assert refused.returncode == 1
     assert "does not match the token's hash" in refused.stderr
+    # The agent's engine is stopped: the installer finds no Docker answering and starts it.
+    agent.run("systemctl stop docker.socket docker.service")
     started = time.monotonic()
     agent.run(_agent_line(token))
     agent_seconds = time.monotonic() - started
+    assert agent.run("systemctl is-active docker").stdout.strip() == "active"
     assert agent.run("systemctl is-active k3py-agent").stdout.strip() == "active"
     assert "k3py agent is running" in agent.run("journalctl -u k3py-agent --no-pager -o cat").stdout
 
