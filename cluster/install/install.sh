@@ -12,8 +12,7 @@
 #   K3PY_TOKEN, K3PY_TOKEN_FILE  the join token; its CA hash pins the server before anything
 #                             downloaded from it is trusted
 #   INSTALL_K3PY_EXEC         flags for `k3py server` / `k3py agent` (may start with the command)
-#   INSTALL_K3PY_ARTIFACT     a k3py wheel, a local file or an https:// URL (the first server,
-#                             air-gapped hosts)
+#   INSTALL_K3PY_ARTIFACT     a k3py wheel, a local file or an https:// URL (air-gapped hosts)
 #   INSTALL_K3PY_MIRROR       where `make dist`'s files are served (default: the MIRROR the
 #                             copy of this script was made for, see DIST_URL below)
 #   INSTALL_K3PY_VERSION      the version to fetch from the server or the mirror
