@@ -127,6 +127,13 @@ def validate(schema: Schema, obj: dict[str, Any]) -> list[status.Cause]:
     return causes
 
 
+def validate_value(schema: Schema, value: Any, path: str) -> list[status.Cause]:
+    """Every way ``value`` (found at ``path``) breaks ``schema``."""
+    causes: list[status.Cause] = []
+    _validate(schema, value, path, causes)
+    return causes
+
+
 def _invalid(path: str, value: Any, detail: str) -> status.Cause:
     return status.Cause("FieldValueInvalid", f"Invalid value: {_quote(value)}: {detail}", path)
 

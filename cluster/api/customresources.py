@@ -6,9 +6,8 @@ carries the version's structural schema, its printer columns, its scale paths an
 version. All versions of one CRD share one storage prefix (``/registry/<group>/<plural>/``), so
 the ``None`` conversion strategy is a change of ``apiVersion`` (:func:`convert`).
 :class:`CustomResourceRegistry` holds the infos of one server; it is fed by the server's CRD
-follower and consulted only after the static registry, so built-in kinds keep their path. This
-module also checks a CRD itself (:func:`validate_crd`), as kube-apiserver's apiextensions
-validation does for the rules users meet.
+follower and consulted only after the static registry, so built-in kinds keep their path. A CRD
+itself is checked by :mod:`.crdvalidation`.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from k3py.cluster.api import status
 from k3py.cluster.api.resources import ALL_VERBS, GroupVersion, ResourceInfo
 
 Object = dict[str, Any]
@@ -36,8 +34,6 @@ CRD = ResourceInfo(
 )
 # Set on every CRD: its objects are removed before the CRD goes (as kube-apiserver's finalizer).
 CLEANUP_FINALIZER = "customresourcecleanup.apiextensions.k8s.io"
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_VERSION = re.compile(r"^v[1-9][0-9]*((alpha|beta)[1-9][0-9]*)?$|^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 @dataclass(frozen=True)
@@ -284,167 +280,3 @@ def version_priority(version: str) -> tuple[int, int, int, str]:
     major, stage, minor = match.groups()
     rank = {None: 0, "beta": 1, "alpha": 2}[stage]
     return (rank, -int(major), -int(minor or 0), version)
-
-
-# Validation of the CRD object --------------------------------------------------------------
-
-
-def _cause(path: str, message: str, reason: str = "FieldValueInvalid") -> status.Cause:
-    return status.Cause(reason, message, path)
-
-
-def validate_crd(crd: Object) -> list[status.Cause]:
-    """What kube-apiserver refuses in a CustomResourceDefinition, with its field paths."""
-    causes: list[status.Cause] = []
-    spec = crd.get("spec")
-    if not isinstance(spec, dict):
-        return [_cause("spec", "Required value", "FieldValueRequired")]
-    group = spec.get("group")
-    names = spec.get("names") if isinstance(spec.get("names"), dict) else {}
-    assert isinstance(names, dict)
-    plural, kind = names.get("plural"), names.get("kind")
-    name = (crd.get("metadata") or {}).get("name")
-    if not isinstance(group, str) or not group:
-        causes.append(_cause("spec.group", "Required value", "FieldValueRequired"))
-    elif "." not in group:
-        causes.append(
-            _cause(
-                "spec.group", f'Invalid value: "{group}": should be a domain with at least one dot'
-            )
-        )
-    if not isinstance(plural, str) or not plural:
-        causes.append(_cause("spec.names.plural", "Required value", "FieldValueRequired"))
-    elif not _DNS_LABEL.match(plural):
-        causes.append(
-            _cause(
-                "spec.names.plural",
-                f'Invalid value: "{plural}": a lowercase RFC 1123 label must consist of lower'
-                " case alphanumeric characters or '-'",
-            )
-        )
-    if not isinstance(kind, str) or not kind:
-        causes.append(_cause("spec.names.kind", "Required value", "FieldValueRequired"))
-    if isinstance(plural, str) and isinstance(group, str) and name != f"{plural}.{group}":
-        causes.append(
-            _cause(
-                "metadata.name",
-                f'Invalid value: "{name}": must be spec.names.plural+"."+spec.group',
-            )
-        )
-    scope = spec.get("scope")
-    if scope not in ("Cluster", "Namespaced"):
-        causes.append(
-            _cause(
-                "spec.scope",
-                f'Unsupported value: "{scope or ""}": supported values: "Cluster", "Namespaced"',
-                "FieldValueNotSupported",
-            )
-        )
-    causes.extend(_validate_versions(spec.get("versions")))
-    strategy = (spec.get("conversion") or {}).get("strategy", "None")
-    if strategy != "None":
-        causes.append(
-            _cause(
-                "spec.conversion.strategy",
-                f'Unsupported value: "{strategy}": supported values: "None"',
-                "FieldValueNotSupported",
-            )
-        )
-    return causes
-
-
-def _validate_versions(versions: Any) -> list[status.Cause]:
-    if not isinstance(versions, list) or not versions:
-        return [_cause("spec.versions", "Invalid value: null: must have exactly one version")]
-    causes: list[status.Cause] = []
-    storage = [v for v in versions if isinstance(v, dict) and v.get("storage") is True]
-    if len(storage) != 1:
-        causes.append(
-            _cause(
-                "spec.versions",
-                f"Invalid value: {[v.get('name') for v in versions if isinstance(v, dict)]}:"
-                " must have exactly one version marked as storage version",
-            )
-        )
-    seen: set[str] = set()
-    for index, version in enumerate(versions):
-        here = f"spec.versions[{index}]"
-        if not isinstance(version, dict):
-            causes.append(_cause(here, "Invalid value: must be an object"))
-            continue
-        name = version.get("name")
-        if not isinstance(name, str) or not _VERSION.match(name):
-            causes.append(_cause(f"{here}.name", f'Invalid value: "{name}": must be a DNS label'))
-        elif name in seen:
-            causes.append(
-                _cause(f"{here}.name", f'Duplicate value: "{name}"', "FieldValueDuplicate")
-            )
-        else:
-            seen.add(name)
-        schema = (version.get("schema") or {}).get("openAPIV3Schema")
-        path = f"{here}.schema.openAPIV3Schema"
-        if not isinstance(schema, dict):
-            causes.append(
-                _cause(path, "Required value: schemas are required", "FieldValueRequired")
-            )
-            continue
-        if schema.get("type") != "object":
-            causes.append(
-                _cause(
-                    f"{path}.type",
-                    "Required value: must be object at the root",
-                    "FieldValueRequired",
-                )
-            )
-        causes.extend(_structural(schema, path, root=True))
-    return causes
-
-
-def _structural(schema: Object, path: str, *, root: bool = False) -> list[status.Cause]:
-    """The structural-schema rules: every specified field has a type (unless it is an
-    int-or-string or keeps unknown fields), and arrays say what their items are."""
-    causes: list[status.Cause] = []
-    kind = schema.get("type")
-    free = schema.get("x-kubernetes-int-or-string") or schema.get(
-        "x-kubernetes-preserve-unknown-fields"
-    )
-    if not kind and not free and not root:
-        causes.append(
-            _cause(
-                f"{path}.type",
-                "Required value: must not be empty for specified object fields",
-                "FieldValueRequired",
-            )
-        )
-    if kind == "array" and not isinstance(schema.get("items"), dict):
-        causes.append(
-            _cause(f"{path}.items", "Required value: must be specified", "FieldValueRequired")
-        )
-    for key, child in (schema.get("properties") or {}).items():
-        if isinstance(child, dict):
-            causes.extend(_structural(child, f"{path}.properties[{key}]"))
-    for key in ("items", "additionalProperties"):
-        child = schema.get(key)
-        if isinstance(child, dict):
-            causes.extend(_structural(child, f"{path}.{key}"))
-    return causes
-
-
-def names_conflict(crd: Object, others: list[Object]) -> str:
-    """Why the names of ``crd`` cannot be accepted (another CRD of its group has them), or ""."""
-    spec = crd.get("spec") or {}
-    names = spec.get("names") or {}
-    mine = {names.get("plural"), names.get("singular")} - {None, ""}
-    kind = names.get("kind")
-    for other in others:
-        other_spec = other.get("spec") or {}
-        if other_spec.get("group") != spec.get("group"):
-            continue
-        if (other.get("metadata") or {}).get("name") == (crd.get("metadata") or {}).get("name"):
-            continue
-        accepted = (other.get("status") or {}).get("acceptedNames") or {}
-        if mine & {accepted.get("plural"), accepted.get("singular")}:
-            return f'"{names.get("plural")}" is already in use'
-        if kind and kind == accepted.get("kind"):
-            return f'"{kind}" is already in use'
-    return ""

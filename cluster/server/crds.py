@@ -17,11 +17,11 @@ import logging
 from typing import Any
 
 from k3py.cluster.api import status
+from k3py.cluster.api.crdvalidation import names_conflict
 from k3py.cluster.api.customresources import (
     CLEANUP_FINALIZER,
     CRD,
     infos_of,
-    names_conflict,
 )
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.server.rest import engine

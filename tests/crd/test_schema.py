@@ -3,14 +3,15 @@ the CRD's own validation, and the printer columns' JSONPath."""
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from typing import Any
 
 from k3py.cluster.api import crdschema
+from k3py.cluster.api.crdvalidation import validate_crd
 from k3py.cluster.api.customresources import (
     CustomResourceRegistry,
     infos_of,
-    validate_crd,
     version_priority,
 )
 from k3py.cluster.api.printers_custom import json_path
@@ -84,7 +85,12 @@ def test_validation_errors_read_as_kube_apiserver_writes_them() -> None:
 
 
 def _crd(**spec: Any) -> dict[str, Any]:
-    version = {"name": "v1", "served": True, "storage": True, "schema": {"openAPIV3Schema": SCHEMA}}
+    version = {
+        "name": "v1",
+        "served": True,
+        "storage": True,
+        "schema": {"openAPIV3Schema": copy.deepcopy(SCHEMA)},
+    }
     base = {
         "group": "example.com",
         "scope": "Namespaced",
@@ -142,3 +148,39 @@ def test_registry_orders_versions_and_prints_columns() -> None:
     assert json_path(obj, ".status.conditions[0].type") == ["Ready"]
     assert registry.remove("things.example.com")
     assert registry.by_plural("example.com", "v1", "things") is None
+
+
+def test_malformed_crds_are_invalid_not_errors() -> None:
+    schema = copy.deepcopy(SCHEMA["properties"]["spec"])
+    shapes: list[tuple[str, Any]] = [
+        ("versions", {"v1": {}}),
+        ("versions", [None, "v1"]),
+        ("names", []),
+        ("conversion", "None"),
+    ]
+    for key, value in shapes:
+        assert validate_crd(_crd(**{key: value}))
+    for key, value in (
+        ("properties", ["name"]),
+        ("required", "name"),
+        ("type", "text"),
+        ("pattern", "(["),
+        ("enum", "abc"),
+        ("items", []),
+    ):
+        broken = _crd()
+        spec = broken["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+        spec[key] = value
+        causes = validate_crd(broken)
+        assert causes
+        assert causes[0].field.startswith("spec.versions[0].schema.openAPIV3Schema.properties")
+    defaulted = _crd()
+    version = defaulted["spec"]["versions"][0]
+    version["schema"]["openAPIV3Schema"] = {
+        "type": "object",
+        "properties": {
+            "spec": {**schema, "properties": {"n": {"type": "integer", "default": "x"}}}
+        },
+    }
+    (cause,) = validate_crd(defaulted)
+    assert cause.field.endswith("properties[spec].properties[n].default")

@@ -15,11 +15,11 @@ import json
 from typing import Any
 
 from k3py.cluster.api import crdschema, status
+from k3py.cluster.api.crdvalidation import validate_crd
 from k3py.cluster.api.customresources import (
     CLEANUP_FINALIZER,
     CRD,
     CustomResourceInfo,
-    validate_crd,
 )
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.validation import validate_create, validate_update
@@ -61,7 +61,8 @@ def _default_crd(crd: Object) -> None:
     if isinstance(names, dict) and isinstance(names.get("kind"), str):
         names.setdefault("singular", names["kind"].lower())
         names.setdefault("listKind", names["kind"] + "List")
-    for version in spec.get("versions") or []:
+    versions = spec.get("versions")
+    for version in versions if isinstance(versions, list) else []:
         if isinstance(version, dict):
             version.setdefault("served", True)
             version.setdefault("storage", False)

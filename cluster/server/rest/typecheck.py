@@ -203,7 +203,16 @@ def check(info: ResourceInfo, obj: dict[str, Any]) -> None:
     """Raise 400 when a field of ``obj`` holds a value of the wrong JSON type; turn ``null``
     values into what Go's decoder makes of them (unset fields, zero list items)."""
     message = protobuf.schema()["kinds"].get(f"{info.api_version}/{info.kind}")
-    if message is None:
+    if message is None:  # a kind without a layout (custom ones): its metadata is still typed
+        meta = obj.get("metadata")
+        if isinstance(meta, dict):
+            try:
+                _check_message(_META + "ObjectMeta", meta, "ObjectMeta")
+            except _Mismatch as err:
+                raise status.bad_request(
+                    f'{info.kind} in version "{info.version}" cannot be handled as a'
+                    f" {info.kind}: {err}"
+                ) from None
         return
     type_meta = {k: obj.pop(k) for k in ("apiVersion", "kind") if k in obj}
     try:
