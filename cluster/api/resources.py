@@ -151,6 +151,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
             ("authorization.k8s.io", "SelfSubjectRulesReview"),
             ("authorization.k8s.io", "SubjectAccessReview"),
             ("authentication.k8s.io", "SelfSubjectReview"),
+            ("authentication.k8s.io", "TokenReview"),
         )
     ),
     ResourceInfo(

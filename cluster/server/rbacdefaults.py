@@ -155,6 +155,13 @@ def cluster_roles() -> list[Object]:
                 _rule(["authentication.k8s.io"], ["selfsubjectreviews"], ["create"]),
             ],
         ),
+        _role(
+            "system:auth-delegator",  # for authenticating proxies: who is this, may they?
+            [
+                _rule(["authentication.k8s.io"], ["tokenreviews"], ["create"]),
+                _rule(["authorization.k8s.io"], ["subjectaccessreviews"], ["create"]),
+            ],
+        ),
         _role("system:discovery", [{"nonResourceURLs": discovery_urls, "verbs": ["get"]}]),
         _role("system:public-info-viewer", [{"nonResourceURLs": info_urls, "verbs": ["get"]}]),
     ]

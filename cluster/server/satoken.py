@@ -10,7 +10,8 @@ signature JWS uses instead of DER) is written here because it is a few lines ove
 ``cryptography``, which the server already depends on, while a JWT library would be one more
 dependency on the boards. A verified token names its ServiceAccount and pod by uid;
 :meth:`ServiceAccountTokens.authenticate` then checks that both still exist with those uids,
-so tokens of deleted pods or accounts stop working, as with kube-apiserver's bound tokens.
+so tokens of deleted pods or accounts stop working, as with kube-apiserver's bound tokens;
+a request to the API must carry a token for the API's audience (the issuer, the default).
 Like kube-apiserver's token cache, a token that authenticated is trusted again without those
 checks for :data:`TRUSTED_SECONDS` (never past its expiry): the signature check and the two
 lookups would otherwise be paid by every request of an in-cluster client. Deleting pods or
@@ -217,6 +218,25 @@ class ServiceAccountTokens:
         trusted = self._trusted.get(token)
         if trusted is not None and trusted[0] > moment:
             return trusted[1]
+        reviewed = await self.review(token, uid_of)
+        if reviewed is None:
+            return None
+        binding, claims = reviewed
+        audiences = claims.get("aud")
+        if not isinstance(audiences, list) or self.issuer not in audiences:
+            return None  # a token for another audience (say Vault) is no API credential
+        user = user_of_account(binding.namespace, binding.account)
+        left = float(claims["exp"]) - time.time()
+        self._trusted.pop(token, None)
+        self._trusted[token] = (moment + min(TRUSTED_SECONDS, left), user, binding.namespace)
+        if len(self._trusted) > _TRUSTED_MAX:
+            del self._trusted[next(iter(self._trusted))]
+        return user
+
+    async def review(
+        self, token: str, uid_of: UidLookup
+    ) -> tuple[Binding, Mapping[str, Any]] | None:
+        """A valid token's binding and claims, its account (and pod) checked to exist now."""
         try:
             binding, claims = self.verify(token)
         except TokenError:
@@ -228,13 +248,7 @@ class ServiceAccountTokens:
             pod_uid = await uid_of("pods", binding.namespace, binding.pod)
             if pod_uid is None or pod_uid != binding.pod_uid:
                 return None
-        user = user_of_account(binding.namespace, binding.account)
-        left = float(claims["exp"]) - time.time()
-        self._trusted.pop(token, None)
-        self._trusted[token] = (moment + min(TRUSTED_SECONDS, left), user, binding.namespace)
-        if len(self._trusted) > _TRUSTED_MAX:
-            del self._trusted[next(iter(self._trusted))]
-        return user
+        return binding, claims
 
     def forget(self, namespace: str) -> None:
         """Check a namespace's tokens afresh (every namespace's for ""): its pods or accounts

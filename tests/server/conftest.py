@@ -41,6 +41,9 @@ class TokenAuthenticator:
         scheme, _, token = request.headers.get("Authorization", "").partition(" ")
         return self.users.get(token) if scheme == "Bearer" else None
 
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        return self.users.get(token)
+
 
 @dataclass
 class Reply:

@@ -154,3 +154,62 @@ def test_official_client_local_review(cluster: ServerProcess, team_admin: Path) 
         )
         answer = authz.create_namespaced_local_subject_access_review(NS, body)
     assert answer.status.allowed is True
+
+
+def test_token_review_names_the_holder(cluster: ServerProcess, team_admin: Path) -> None:
+    """What an authenticating proxy asks: who holds this token (for my audience)?"""
+    cluster.kubectl("create", "serviceaccount", "proxy", "-n", NS)
+    cluster.kubectl(
+        "create", "clusterrolebinding", "lsar-proxy", "--clusterrole=system:auth-delegator",
+        f"--serviceaccount={NS}:proxy",
+    )  # fmt: skip
+    proxy = cluster.kubectl("create", "token", "proxy", "-n", NS).stdout.strip()
+    held = cluster.kubectl("create", "token", "lead", "-n", NS, "--audience=vault").stdout.strip()
+    path = "/apis/authentication.k8s.io/v1/tokenreviews"
+    as_proxy = {"Authorization": f"Bearer {proxy}"}
+
+    def review(token: str, *audiences: str) -> dict[str, Any]:
+        body: dict[str, Any] = {"spec": {"token": token, "audiences": list(audiences)}}
+        code, answer = cluster.request("POST", path, body, client_cert=False, headers=as_proxy)
+        assert code == 201, answer
+        assert answer["kind"] == "TokenReview"
+        status: dict[str, Any] = answer["status"]
+        return status
+
+    answer = review(held, "vault")
+    assert answer["authenticated"] is True
+    assert answer["audiences"] == ["vault"]
+    user = answer["user"]
+    assert user["username"] == f"system:serviceaccount:{NS}:lead"
+    assert user["groups"] == [
+        "system:serviceaccounts",
+        f"system:serviceaccounts:{NS}",
+        "system:authenticated",
+    ]
+    account = json.loads(cluster.kubectl("get", "sa", "lead", "-n", NS, "-o", "json").stdout)
+    assert user["uid"] == account["metadata"]["uid"]
+    assert review(held, "elsewhere") == {
+        "user": {},
+        "error": "token audiences are invalid for the target audiences",
+    }
+    assert review("eyJhbGciOiJFUzI1NiJ9.e30.AAAA") == {"user": {}, "error": "invalid bearer token"}
+    static = (cluster.data_dir / "server/cred/tokens").read_text().split(",")[0]
+    answer = review(static)
+    assert answer["authenticated"] is True
+    assert "system:masters" in answer["user"]["groups"]
+    assert answer["audiences"] == ["https://kubernetes.default.svc.cluster.local"]
+    # A token for Vault is no credential for the API itself.
+    body = {"spec": {"token": proxy}}
+    vault = {"Authorization": f"Bearer {held}"}
+    code, _ = cluster.request("POST", path, body, client_cert=False, headers=vault)
+    assert code == 401
+    # The review needs the auth-delegator role: the namespace's admin may not ask.
+    own = cluster.kubectl("create", "token", "lead", "-n", NS).stdout.strip()
+    lead = {"Authorization": f"Bearer {own}"}
+    code, answer = cluster.request("POST", path, body, client_cert=False, headers=lead)
+    assert code == 403, answer
+    assert answer["message"] == (
+        f'tokenreviews.authentication.k8s.io is forbidden: User "system:serviceaccount:{NS}:lead"'
+        ' cannot create resource "tokenreviews" in API group "authentication.k8s.io" at the'
+        " cluster scope"
+    )

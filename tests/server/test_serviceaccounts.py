@@ -52,7 +52,7 @@ def test_token_round_trip_and_refusals(tmp_path: Path) -> None:
 
 async def test_an_authenticated_token_is_trusted_briefly(tmp_path: Path) -> None:
     tokens = ServiceAccountTokens(ensure_signing_key(tmp_path))
-    token, _ = tokens.issue(Binding("ns", "sa", "uid-1", "", ""), ["api"], 600)
+    token, _ = tokens.issue(Binding("ns", "sa", "uid-1", "", ""), [], 600)  # the API's audience
     lookups: list[str] = []
 
     async def uid_of(resource: str, namespace: str, name: str) -> str | None:
@@ -70,6 +70,10 @@ async def test_an_authenticated_token_is_trusted_briefly(tmp_path: Path) -> None
     tokens.forget("ns")  # a deletion in its namespace: checked afresh
     await tokens.authenticate(token, uid_of)
     assert lookups == ["sa", "sa"]
+    # A token for another audience (Vault's, say) is valid but no credential for the API.
+    elsewhere, _ = tokens.issue(Binding("ns", "sa", "uid-1", "", ""), ["vault"], 600)
+    assert await tokens.review(elsewhere, uid_of) is not None
+    assert await tokens.authenticate(elsewhere, uid_of) is None
 
 
 def _as_token(cluster: ServerProcess, token: str, path: str) -> int:

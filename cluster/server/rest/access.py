@@ -12,6 +12,7 @@ stored.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Protocol
@@ -46,6 +47,10 @@ class RequestAuthenticator(Protocol):
     """Identifies a request's user (``auth.Authenticator``; tests may use a fake)."""
 
     def authenticate(self, request: web.Request) -> UserInfo | None: ...
+
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        """The user of a bearer token the server itself knows (not ServiceAccount tokens)."""
+        ...
 
 
 AUTHENTICATOR = web.AppKey("k3py.authenticator", RequestAuthenticator)
@@ -157,17 +162,17 @@ async def _service_account_user(request: web.Request) -> UserInfo | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if tokens is None or scheme.lower() != "bearer" or not looks_like_jwt(token.strip()):
         return None
-    ctx = request.app[REST]
+    return await tokens.authenticate(token.strip(), functools.partial(uid_of, request.app[REST]))
 
-    async def uid_of(resource: str, namespace: str, name: str) -> str | None:
-        info = SERVICE_ACCOUNTS if resource == "serviceaccounts" else PODS
-        assert info is not None
-        found = await ctx.objects.get_or_none(info, namespace, name)
-        if found is None or found["metadata"].get("deletionTimestamp"):
-            return None
-        return str(found["metadata"].get("uid", ""))
 
-    return await tokens.authenticate(token.strip(), uid_of)
+async def uid_of(ctx: RestContext, resource: str, namespace: str, name: str) -> str | None:
+    """The uid of a ServiceAccount or pod a token names; None once it is gone or going."""
+    info = SERVICE_ACCOUNTS if resource == "serviceaccounts" else PODS
+    assert info is not None
+    found = await ctx.objects.get_or_none(info, namespace, name)
+    if found is None or found["metadata"].get("deletionTimestamp"):
+        return None
+    return str(found["metadata"].get("uid", ""))
 
 
 async def _check_references(

@@ -5,13 +5,17 @@ and groups in its spec (which RBAC lets only privileged users create), the names
 ``LocalSubjectAccessReview`` likewise but only about its own namespace (what a namespace's
 ``admin`` may ask, as controllers and tools do),
 ``SelfSubjectRulesReview`` lists the rules RBAC grants the requester in a namespace
-(``kubectl auth can-i --list``) and ``SelfSubjectReview`` tells who the requester is
-(``kubectl auth whoami``). The answers come from the same authorizer chain the requests pass
-through (:func:`~k3py.cluster.server.rest.access.decide`); nothing is stored.
+(``kubectl auth can-i --list``), ``SelfSubjectReview`` tells who the requester is
+(``kubectl auth whoami``) and ``TokenReview`` who a bearer token's holder is (what
+authenticating proxies and Vault ask; ``system:auth-delegator`` may). The access answers come
+from the same authorizer chain the requests pass through
+(:func:`~k3py.cluster.server.rest.access.decide`), TokenReview's from the same authenticators;
+nothing is stored.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -20,7 +24,7 @@ from aiohttp import web
 from k3py.cluster.api import status
 from k3py.cluster.server.auth import RequestAttributes, UserInfo
 from k3py.cluster.server.pki import ADMIN_GROUP
-from k3py.cluster.server.rest.access import NO_RBAC_MATCH, decide, user_of
+from k3py.cluster.server.rest.access import AUTHENTICATOR, NO_RBAC_MATCH, decide, uid_of, user_of
 from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.http import (
     RequestTarget,
@@ -29,6 +33,7 @@ from k3py.cluster.server.rest.http import (
     media_type,
     read_body,
 )
+from k3py.cluster.server.satoken import SA_TOKENS, looks_like_jwt, user_of_account
 
 Object = dict[str, Any]
 _ALL_RULES: list[Object] = [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]
@@ -118,6 +123,8 @@ async def review(request: web.Request, target: RequestTarget) -> web.Response:
     if kind == "SelfSubjectReview":
         info = {"username": user.name, "groups": list(user.groups)}
         return _answer(body, spec, {"userInfo": info})
+    if kind == "TokenReview":
+        return _answer(body, spec, await _token_review(request, spec))
     if kind == "SelfSubjectRulesReview":
         if not spec.get("namespace"):
             raise status.bad_request("no namespace on request")
@@ -165,3 +172,46 @@ async def _rules(request: web.Request, user: UserInfo, namespace: str) -> Object
         # Nodes are also authorized by the Node authorizer, which lists no rules.
         "incomplete": user.node_name is not None,
     }
+
+
+async def _token_review(request: web.Request, spec: Object) -> Object:
+    """Who holds a token, as kube-apiserver's TokenReview answers (audiences included)."""
+    token = str(spec.get("token") or "")
+    if not token:
+        raise status.bad_request("token is required for TokenReview in authentication")
+    wanted = [str(a) for a in spec.get("audiences") or [] if a]
+    known = request.app[AUTHENTICATOR].authenticate_token(token)
+    tokens = request.app.get(SA_TOKENS)
+    if known is not None:
+        # Static tokens are the API server's own: valid for its audience only.
+        audiences = [tokens.issuer] if tokens is not None else []
+        user: Object = {"username": known.name, "groups": list(known.groups)}
+        return _reviewed(user, audiences, wanted)
+    reviewed = None
+    if tokens is not None and looks_like_jwt(token):
+        reviewed = await tokens.review(token, functools.partial(uid_of, request.app[REST]))
+    if reviewed is None:
+        return {"user": {}, "error": "invalid bearer token"}
+    binding, claims = reviewed
+    account = user_of_account(binding.namespace, binding.account)
+    extra = {"authentication.kubernetes.io/credential-id": [f"JTI={claims.get('jti', '')}"]}
+    if binding.pod:
+        extra["authentication.kubernetes.io/pod-name"] = [binding.pod]
+        extra["authentication.kubernetes.io/pod-uid"] = [binding.pod_uid]
+    user = {
+        "username": account.name,
+        "uid": binding.account_uid,
+        "groups": list(account.groups),
+        "extra": extra,
+    }
+    audience = claims.get("aud")
+    return _reviewed(user, [str(a) for a in audience] if isinstance(audience, list) else [], wanted)
+
+
+def _reviewed(user: Object, audiences: list[str], wanted: list[str]) -> Object:
+    """An authenticated answer, unless the token is for none of the wanted audiences."""
+    if wanted:
+        audiences = [a for a in wanted if a in audiences]
+        if not audiences:
+            return {"user": {}, "error": "token audiences are invalid for the target audiences"}
+    return {"authenticated": True, "user": user, "audiences": audiences}
