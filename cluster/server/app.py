@@ -208,8 +208,9 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             name="k3py-collector",
         )
         collector.add_done_callback(_report_crash)
+        crd_loop = await crds.start_follower(ctx)
         crd_follower = asyncio.create_task(
-            _restarting("CRD follower", lambda: crds.run_follower(ctx), app[CRASHED]),
+            _restarting("CRD follower", crd_loop, app[CRASHED]),
             name="k3py-crd-follower",
         )
         crd_follower.add_done_callback(_report_crash)

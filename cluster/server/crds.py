@@ -14,6 +14,7 @@ cleanup writes are idempotent, whichever server makes them first.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from k3py.cluster.api import status
@@ -102,21 +103,27 @@ class CRDFollower:
         self.ctx = ctx
         self.crds: dict[str, Object] = {}
 
-    async def run(self) -> None:
-        """List and watch the CRDs until the server stops (relisting after a 410)."""
-        prefix = CRD.storage_prefix()
+    async def relist(self) -> int:
+        """Serve what the stored CRDs say now; returns the revision to watch from."""
+        kvs, revision, _ = await self.ctx.objects.list_page(
+            CRD.storage_prefix(), revision=0, start_after="", limit=0
+        )
+        listed = {_name(o): o for o in (decode(kv) for kv in kvs)}
+        for name in set(self.crds) - set(listed):
+            self.forget(name)
+        self.crds = listed
+        for crd in list(listed.values()):
+            await self.sync(crd)
+        return revision
+
+    async def run(self, revision: int | None = None) -> None:
+        """Watch the CRDs from ``revision`` (listing first without one) until the server
+        stops, listing again after a 410."""
         while not self.ctx.stopping.is_set():
-            kvs, revision, _ = await self.ctx.objects.list_page(
-                prefix, revision=0, start_after="", limit=0
-            )
-            listed = {_name(o): o for o in (decode(kv) for kv in kvs)}
-            for name in set(self.crds) - set(listed):
-                self.forget(name)
-            self.crds = listed
-            for crd in list(listed.values()):
-                await self.sync(crd)
+            if revision is None:
+                revision = await self.relist()
             try:
-                async for events in self.ctx.objects.watch(prefix, revision):
+                async for events in self.ctx.objects.watch(CRD.storage_prefix(), revision):
                     for event in events:
                         if event.type == "delete":
                             self.forget(_name(event.object))
@@ -126,6 +133,7 @@ class CRDFollower:
             except status.ApiError as err:
                 if err.code != 410:
                     raise
+            revision = None
 
     def forget(self, name: str) -> None:
         self.crds.pop(name, None)
@@ -196,5 +204,19 @@ class CRDFollower:
         logger.info("removed a CRD and its objects", extra={"fields": {"crd": _name(crd)}})
 
 
-async def run_follower(ctx: RestContext) -> None:
-    await CRDFollower(ctx).run()
+async def start_follower(ctx: RestContext) -> Callable[[], Awaitable[None]]:
+    """Serve the stored CRDs now (so that a restarted server serves them from its first
+    request); returns the follower's loop, which runs for good from there (and, restarted
+    after a failure, lists again)."""
+    follower = CRDFollower(ctx)
+    start: list[int | None] = [None]
+    try:
+        start[0] = await follower.relist()
+    except Exception as err:  # the loop lists again; the server starts regardless
+        logger.error("listing the CRDs failed", exc_info=err)
+
+    async def loop() -> None:
+        revision, start[0] = start[0], None
+        await follower.run(revision)
+
+    return loop

@@ -1,6 +1,7 @@
 """Two ``k3py server`` processes on one PostgreSQL database: a CRD created through one is
 served by both (each follows the CRDs through its watch), objects written through either are
-the same objects, and the CRD's deletion through the other takes them away everywhere."""
+the same objects, a restarted server serves the CRD from its first request, and the CRD's
+deletion through the other takes them away everywhere."""
 
 from __future__ import annotations
 
@@ -72,6 +73,10 @@ def test_a_crd_created_on_one_server_is_served_by_the_other(
     table = second.kubectl("get", "widgets").stdout.split()
     assert table[:4] == ["NAME", "SIZE", "REPLICAS", "AGE"]
     assert table[4:7] == ["shared", "medium", "1"]
+    # A restarted server serves the stored CRDs from its first request on.
+    second.stop()
+    second.start()
+    assert second.request("GET", WIDGETS)[0] == 200
     second.kubectl("delete", "crd", "widgets.example.com", "--timeout=30s")
     _until(lambda: first.request("GET", WIDGETS)[0] == 404, "the first server to stop serving")
     status, _ = first.request("GET", "/apis/example.com/v1beta1/namespaces/default/widgets")
