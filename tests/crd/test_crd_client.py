@@ -104,13 +104,33 @@ def test_custom_objects_with_the_python_client(server: ServerProcess) -> None:
         assert "spec.cores in body should be greater than or equal to 1" in refused.value.body
         assert "spec.board in body should match '^[a-z0-9-]+$'" in refused.value.body
 
+        # A schema change applies to the next writes.
+        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/devices.{GROUP}"
+        cores = "/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/cores"
+        changed = [{"op": "add", "path": f"{cores}/maximum", "value": 8}]
+        status, _ = server.request(
+            "PATCH", path, changed, content_type="application/json-patch+json"
+        )
+        assert status == 200
+        deadline = time.monotonic() + 20
+        refusal = ""
+        while not refusal:
+            try:
+                objects.patch_cluster_custom_object(
+                    GROUP, "v1", "devices", "pi-2", {"spec": {"cores": 9}}
+                )
+            except ApiException as err:
+                refusal = str(err.body)
+            assert time.monotonic() < deadline, "the new schema was never applied"
+            time.sleep(0.1)
+        assert "spec.cores in body should be less than or equal to 8" in refusal
+
         with pytest.raises(ApiException) as unserved:
             objects.list_cluster_custom_object(GROUP, "v1alpha1", "devices")
         assert unserved.value.status == 404
 
         extensions.delete_custom_resource_definition(f"devices.{GROUP}")
         deadline = time.monotonic() + 20
-        path = f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/devices.{GROUP}"
         while server.request("GET", path)[0] != 404:
             assert time.monotonic() < deadline, "the CRD was never deleted"
             time.sleep(0.1)
