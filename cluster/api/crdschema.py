@@ -28,8 +28,8 @@ def _type_name(value: Any) -> str:
         return "null"
     if isinstance(value, bool):
         return "boolean"
-    if isinstance(value, int):
-        return "integer"
+    if isinstance(value, int):  # beyond int64, Go's JSON decoder makes it a float64
+        return "integer" if -(2**63) <= value < 2**63 else "number"
     if isinstance(value, float):
         return "number"
     if isinstance(value, str):

@@ -78,6 +78,10 @@ def test_validation_errors_read_as_kube_apiserver_writes_them() -> None:
         'spec.items[0].id: Invalid value: "string": spec.items[0].id in body must be of type'
         ' integer: "string"',
     ]
+    assert _messages({"spec": {"name": "a", "items": [{"id": 10**30}]}}) == [
+        'spec.items[0].id: Invalid value: "number": spec.items[0].id in body must be of type'
+        ' integer: "number"'
+    ]
     assert _messages({}) == []
     assert _messages({"spec": None}) == [
         'spec: Invalid value: "null": spec in body must be of type object: "null"'
