@@ -239,6 +239,12 @@ def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> No
         time.sleep(0.3)
     assert failed_creates() == expected
     cluster.kubectl("create", "serviceaccount", "ghost", "-n", ns)
+    # A deleted default account comes back when a pod needs it (as its controller makes it).
+    cluster.kubectl("delete", "serviceaccount", "default", "-n", ns)
+    plain = {**pod, "metadata": {"name": "plain", "namespace": ns}}
+    plain["spec"] = {"containers": pod["spec"]["containers"]}
+    cluster.kubectl("create", "-f", "-", stdin=json.dumps(plain))
+    cluster.kubectl("get", "serviceaccount", "default", "-n", ns)
 
     def pods() -> int:
         return len(
@@ -246,6 +252,6 @@ def test_a_pod_naming_a_missing_account_is_refused(cluster: ServerProcess) -> No
         )
 
     deadline = time.monotonic() + 30
-    while pods() < 2:
+    while pods() < 3:
         assert time.monotonic() < deadline, "the controllers made no pods once the account existed"
         time.sleep(0.5)

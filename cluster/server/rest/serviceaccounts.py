@@ -150,6 +150,13 @@ async def admit_pod(ctx: RestContext, pod: Object) -> None:
     meta = pod.get("metadata") or {}
     namespace = str(meta.get("namespace") or "default")
     stored = await ctx.objects.get_or_none(ACCOUNTS, namespace, account)
+    if stored is None and account == "default":
+        # kube-controller-manager's ServiceAccount controller puts a deleted ``default`` back
+        # at once; here it comes back when a pod needs it.
+        from k3py.cluster.server.rest import engine
+
+        await engine.ensure_service_account(ctx, namespace)
+        stored = await ctx.objects.get_or_none(ACCOUNTS, namespace, account)
     if stored is None:
         raise _no_account(meta, namespace, account)
     automount = spec.get("automountServiceAccountToken")
