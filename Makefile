@@ -22,7 +22,7 @@ FUZZ_MINUTES ?= 4
 APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
 	mtools dosfstools e2fsprogs fdisk bmap-tools mmdebstrap qemu-system-arm qemu-user-static \
 	binfmt-support gpgv debian-archive-keyring docker.io busybox-static postgresql \
-	systemd-container
+	systemd-container u-boot-qemu u-boot-tools
 
 .PHONY: help setup apt venv test test-unit test-integration test-image test-qemu check lint \
 	docker-engine test-docker test-netns test-nspawn \

@@ -52,8 +52,16 @@ def boot_files(ctx: BuildContext) -> None:
     assert ctx.kernel is not None
     boot = ctx.path("boot")
     boot.mkdir()
-    shutil.copy2(ctx.kernel.vmlinuz, boot / "vmlinuz")
-    shutil.copy2(ctx.path("initrd.img"), boot / "initrd.img")
+    if board.boot.method == "u-boot":
+        # Kernel, initramfs and command line live in the root slot; U-Boot's script picks it.
+        from k3py.image import uboot
+
+        uboot.slot_boot_files(ctx)
+        uboot.boot_partition_files(ctx, boot)
+    else:
+        shutil.copy2(ctx.kernel.vmlinuz, boot / "vmlinuz")
+        shutil.copy2(ctx.path("initrd.img"), boot / "initrd.img")
+        (boot / "cmdline.txt").write_text(board.kernel.cmdline + "\n")
     variables: dict[str, object] = {
         "board": board.name,
         "role": settings.role,
@@ -62,7 +70,6 @@ def boot_files(ctx: BuildContext) -> None:
         "console": board.console,
         "device_trees": [Path(d).name for d in board.kernel.device_trees],
     }
-    (boot / "cmdline.txt").write_text(board.kernel.cmdline + "\n")
     for target, template in sorted(board.boot.templates.items()):
         (boot / target).write_text(_render(board.directory / template, variables))
     for tree in board.kernel.device_trees:

@@ -25,7 +25,7 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "arm64": {"elf_class": 64, "elf_machine": "EM_AARCH64", "triplet": "aarch64-linux-gnu"},
     "armhf": {"elf_class": 32, "elf_machine": "EM_ARM", "triplet": "arm-linux-gnueabihf"},
 }
-BOOT_METHODS = ("qemu-direct", "raspberrypi")
+BOOT_METHODS = ("qemu-direct", "raspberrypi", "u-boot")
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,7 @@ class Boot:
     firmware_package: str
     firmware_files: tuple[str, ...]
     templates: Mapping[str, str]  # boot partition file name → template file in the board folder
+    device: str = "virtio 0"  # u-boot: the U-Boot device holding the card ("mmc 0" on a Pi)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def load_board(name_or_path: str | Path) -> Board:
     kernel.reject_unknown({"package", "device_trees", "modules", "initramfs_modules", "cmdline"})
     boot = top.table("boot")
     assert boot is not None
-    boot.reject_unknown({"method", "firmware_package", "firmware_files", "templates"})
+    boot.reject_unknown({"method", "firmware_package", "firmware_files", "templates", "device"})
     method = boot.string("method", choices=BOOT_METHODS)
     templates = boot.string_map("templates")
     for target, template in templates.items():
@@ -234,6 +235,7 @@ def load_board(name_or_path: str | Path) -> Board:
             firmware_package=firmware_package,
             firmware_files=boot.strings("firmware_files", ()),
             templates=templates,
+            device=boot.string("device", "virtio 0"),
         ),
         partitions=Partitions(
             template=template,

@@ -291,7 +291,7 @@ class SegmentBoard(QemuBoard):
             raise ClusterError(f"{self.spec.name}: cannot configure {iface}: {result.output}")
 
     def power_off(self, timeout: float = 60) -> None:
-        """``poweroff`` on the console, then wait for QEMU to exit (``-no-reboot``)."""
+        """``poweroff`` on the console, then wait for QEMU to exit (a power-off ends it)."""
         if self._child is None:
             return
         try:

@@ -1,7 +1,9 @@
 """A small driver for emulated boards: boot a built image under QEMU and talk to its console.
 
-It boots the image as built (kernel, initramfs and command line are read from the image's own
-boot partition with mtools), with ``-snapshot`` so the image file is never changed. The whole
+It boots the image as built: through the board's own firmware (U-Boot as ``-bios``, which runs
+the image's boot script), or for a board without one, with the kernel, initramfs and command
+line read from the image's boot partition with mtools; with ``-snapshot`` by default, so the
+image file is never changed. The whole
 serial console goes to a log file; every timeout is multiplied by ``K3PY_TIMEOUT_FACTOR`` (for
 slow machines); a command's exit code is read through unique markers, never by parsing the
 echo of ``$?`` out of console noise. The multi-board cluster harness builds on this class.
@@ -93,17 +95,14 @@ class QemuBoard:
     def argv(self) -> list[str]:
         assert self.board.qemu is not None
         qemu = self.board.qemu
-        cmdline = self._boot_file("cmdline.txt").read_text().strip()
         hostfwd = "".join(
             f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.forwards.items()
         )
-        fill = {
-            "image": str(self.image),
-            "kernel": str(self._boot_file("vmlinuz")),
-            "initrd": str(self._boot_file("initrd.img")),
-            "cmdline": cmdline,
-            "hostfwd": hostfwd,
-        }
+        fill = {"image": str(self.image), "hostfwd": hostfwd}
+        if any("{kernel}" in arg for arg in qemu.args):  # a board QEMU boots directly
+            fill["kernel"] = str(self._boot_file("vmlinuz"))
+            fill["initrd"] = str(self._boot_file("initrd.img"))
+            fill["cmdline"] = self._boot_file("cmdline.txt").read_text().strip()
         args = [arg.format(**fill) for arg in qemu.args]
         snapshot = ["-snapshot"] if self.snapshot else []
         return [qemu.binary, "-M", qemu.machine, "-cpu", qemu.cpu, "-m", str(qemu.memory_mib),

@@ -19,8 +19,8 @@ def test_the_four_boards_load_with_their_architecture_and_boot_method() -> None:
         available_boards()
     )
     expected = {
-        "qemu-virt-arm64": ("arm64", "qemu-direct"),
-        "qemu-virt-armv7": ("armhf", "qemu-direct"),
+        "qemu-virt-arm64": ("arm64", "u-boot"),
+        "qemu-virt-armv7": ("armhf", "u-boot"),
         "rpi4-arm64": ("arm64", "raspberrypi"),
         "rpi3-armv7": ("armhf", "raspberrypi"),
     }

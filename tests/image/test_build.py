@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -116,12 +117,31 @@ def test_partition_table_has_boot_two_root_slots_and_data(built: BuiltImage) -> 
     assert [p["start"] for p in recorded] == [int(p["start"]) * 512 for p in partitions]
 
 
-def test_boot_partition_holds_kernel_initramfs_cmdline_and_k3py_yaml(built: BuiltImage) -> None:
+def test_boot_partition_holds_the_boot_script_slot_state_and_k3py_yaml(
+    built: BuiltImage, tmp_path: Path
+) -> None:
+    from k3py.cluster.ota import bootenv
+
     boot = partition_table(built.image)[0]
     offset = int(boot["start"]) * 512
-    assert {"vmlinuz", "initrd.img", "cmdline.txt", "k3py.yaml"} <= fat_listing(built.image, offset)
-    cmdline = fat_file(built.image, offset, "cmdline.txt")
-    assert "root=LABEL=root-a" in cmdline
+    listing = fat_listing(built.image, offset)
+    assert {"boot.scr", "k3pyenv.0", "k3pyenv.1", "k3py.yaml"} <= listing
+    assert not {"vmlinuz", "initrd.img"} & listing  # they live in the root slots (U-Boot)
+
+    def read(name: str) -> bytes:
+        return subprocess.run(
+            ["mcopy", "-i", f"{built.image}@@{offset}", f"::{name}", "-"],
+            capture_output=True, check=True, env={**os.environ, "MTOOLS_SKIP_CHECK": "1"},
+        ).stdout  # fmt: skip
+
+    assert b"root=LABEL=root-${k3py_slot} k3py.slot=${k3py_slot}" in read("boot.scr")
+    state = read("k3pyenv.0")
+    assert bootenv.decode(state) == {"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3",
+                                     "BOOT_B_LEFT": "3", "K3PY_TRIAL": "none"}  # fmt: skip
+    root = extract_partition(built.image, partition_table(built.image)[1], tmp_path / "root")
+    assert "Type: regular" in debugfs(root, "stat /boot/vmlinuz")
+    assert "Type: regular" in debugfs(root, "stat /boot/initrd.img")
+    assert "k3py_cmdline=console=ttyAMA0" in debugfs(root, "cat /boot/cmdline.env")
     baked = fat_file(built.image, offset, "k3py.yaml")
     assert f"role: {built.role}" in baked
     assert ("server: https://10.0.2.2:9" in baked) == (built.role == "agent")  # --config
