@@ -304,8 +304,9 @@ async def run_agent(settings: AgentSettings) -> None:
     if not os.environ.get("K3PY_PARENT_PID"):
         sdnotify.ready(f"node {identity.node_name} is running")
     updater = None
-    # Over-the-air updates, when the firmware launcher started this agent (it makes them safe).
-    if os.environ.get("K3PY_LAUNCHER_PID"):
+    # Over-the-air updates, when the firmware launcher started this agent or the board has the
+    # A/B boot state of U-Boot's script (they make updates safe).
+    if os.environ.get("K3PY_LAUNCHER_PID") or os.path.exists("/boot/firmware/k3pyenv.0"):
         from k3py import __version__
         from k3py.cluster.ota.agent import start_under_launcher
 

@@ -4,9 +4,12 @@ When the controller sets this node's entry of a plan to ``Downloading``, the upd
 the plan's firmware bundle (:func:`k3py.cluster.ota.apply.apply_firmware`), reporting each
 phase in the entry; a refusal sets ``Failed`` with its reason and nothing changes. After an
 install it reports ``Rebooting`` and asks the launcher (``restart``: ``SIGHUP`` to it) to start
-the new version. At start, an entry left in ``Installing`` or ``Rebooting`` becomes
-``Healthy`` when this agent runs the plan's version, or ``RolledBack`` with the launcher's
-reason when it does not. Runs only under the launcher (it is what makes an update safe).
+the new version. A system bundle (:mod:`k3py.cluster.ota.system`) is written into the inactive
+root slot, the boot switches to it on trial, and the board reboots. At start, the boot is
+settled first (a slot on trial is marked good once this node is Ready again), then an entry left
+in ``Installing`` or ``Rebooting`` becomes ``Healthy`` when this agent runs the plan's version,
+or ``RolledBack`` with the launcher's or the bootloader's reason when it does not. Firmware
+bundles need the launcher, system bundles the A/B boot state (what makes each update safe).
 Entries are written by read-modify-write of the status, retried on conflicts.
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,9 +34,11 @@ from k3py.cluster.ota.apply import apply_firmware
 from k3py.cluster.ota.bundle import BundleError, Running
 from k3py.cluster.ota.firmware import Firmware
 from k3py.cluster.ota.rollout import DOWNLOADING, FAILED, HEALTHY, REBOOTING, ROLLED_BACK
+from k3py.cluster.ota.system import SystemSlots, apply_system, settle_boot
 
 logger = logging.getLogger("k3py.agent.ota")
 UPDATE_PLANS = by_kind("ota.k3py.io/v1", "UpdatePlan")
+NODES = by_kind("v1", "Node")
 POLL_SECONDS = 2.0
 Object = dict[str, Any]
 
@@ -47,11 +53,15 @@ class Updater:
         running: Running,
         *,
         key_path: Path,
-        restart: Callable[[], None],
+        restart: Callable[[], None] | None,
+        slots: SystemSlots | None = None,
+        reboot: Callable[[], None] | None = None,
+        boot_id: str = "",
     ) -> None:
         self.client, self.session, self.node = client, session, node
         self.firmware, self.running, self.key_path = firmware, running, key_path
-        self.restart = restart
+        self.restart, self.slots, self.reboot, self.boot_id = restart, slots, reboot, boot_id
+        self.fallback: str | None = None  # why the bootloader left a slot on trial
         self.clock = RealClock()
 
     def _entry(self, plan: Object) -> Object | None:
@@ -91,10 +101,13 @@ class Updater:
             if entry is None or entry.get("phase") not in ("Installing", REBOOTING):
                 continue
             name = plan["metadata"]["name"]
-            if str((plan.get("spec") or {}).get("version")) == self.running.version:
+            spec = plan.get("spec") or {}
+            if str(spec.get("version")) == self.running.version:
                 await self._set(name, HEALTHY)
             else:
                 reason = note["reason"] if note else "the new version did not start"
+                if spec.get("kind") == "system":
+                    reason = self.fallback or "the new slot did not boot"
                 await self._set(name, ROLLED_BACK, f"rolled back: {reason}")
         note_path.unlink(missing_ok=True)
 
@@ -107,8 +120,12 @@ class Updater:
             if entry is None or entry.get("phase") != DOWNLOADING:
                 continue
             name, spec = plan["metadata"]["name"], plan.get("spec") or {}
-            if spec.get("kind", "firmware") != "firmware":
-                await self._set(name, FAILED, "system bundles are not supported on this node yet")
+            if spec.get("kind", "firmware") == "system":
+                if await self._system(name, spec):
+                    return True
+                continue
+            if self.restart is None:
+                await self._set(name, FAILED, "firmware bundles need the firmware launcher")
                 continue
             url = f"/ota/v1/bundles/firmware-{spec.get('version')}.k3pyb"
             work = self.firmware.root / "downloads"
@@ -131,7 +148,45 @@ class Updater:
             return True
         return False
 
+    async def _system(self, name: str, spec: Object) -> bool:
+        """Apply the plan's system bundle and reboot into it; whether the board reboots."""
+        if self.slots is None or self.reboot is None:
+            await self._set(name, FAILED, "this node has no A/B boot state for system bundles")
+            return False
+        url = f"/ota/v1/bundles/system-{spec.get('version')}.k3pyb"
+
+        async def report(phase: str) -> None:
+            await self._set(name, phase)
+
+        try:
+            await apply_system(self.session, url, self.running, self.slots,
+                               key_path=self.key_path, report=report)  # fmt: skip
+        except BundleError as err:
+            await self._set(name, FAILED, str(err))
+            return False
+        except Exception as err:  # a download cut: the next round starts the slot again
+            logger.warning("system update failed; retrying", exc_info=err)
+            return False
+        await self._set(name, REBOOTING, "rebooting into the new slot")
+        self.reboot()
+        return True
+
+    async def node_ready(self) -> bool:
+        """Whether the server has this node Ready, as reported during this boot."""
+        assert NODES is not None
+        try:
+            node = await self.client.get(NODES, self.node)
+        except (ApiError, aiohttp.ClientError, OSError):
+            return False
+        status = node.get("status") or {}
+        if self.boot_id and (status.get("nodeInfo") or {}).get("bootID") != self.boot_id:
+            return False
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in status.get("conditions") or [] if isinstance(c, dict))  # fmt: skip
+
     async def run(self) -> None:
+        if self.slots is not None:
+            self.fallback = await settle_boot(self.slots, self.node_ready)
         await self.report_startup()
         while True:
             try:
@@ -142,6 +197,17 @@ class Updater:
             await asyncio.sleep(POLL_SECONDS)
 
 
+def _reboot() -> None:
+    subprocess.run(["reboot"], check=False)  # busybox init: ends the services, syncs, resets
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
 LAUNCHER_PID = "K3PY_LAUNCHER_PID"
 KEY_OVERRIDE = "K3PY_OTA_KEY"  # tests point agents at their key (boards use the image's)
 
@@ -149,16 +215,19 @@ KEY_OVERRIDE = "K3PY_OTA_KEY"  # tests point agents at their key (boards use the
 def start_under_launcher(
     client: KubeClient, server_url: str, ssl_context: Any, node: str, version: str
 ) -> asyncio.Task[None] | None:
-    """The updater task of an agent the launcher started (None otherwise: no safe restart)."""
+    """The updater task of an agent the launcher started or of a board with A/B boot state
+    (None otherwise: no update can be made safe)."""
     import os
     import signal
 
     from k3py.cluster.ota.apply import running_system
+    from k3py.cluster.ota.bootenv import BootEnv
     from k3py.cluster.ota.bundle import IMAGE_KEY_PATH
     from k3py.cluster.ota.firmware import DEFAULT_DIR
 
     launcher = os.environ.get(LAUNCHER_PID, "")
-    if not launcher.isdigit():
+    slots = SystemSlots.of_this_board() if BootEnv().available() else None
+    if not launcher.isdigit() and slots is None:
         return None
     root = Path(os.environ.get("K3PY_FIRMWARE_DIR", str(DEFAULT_DIR)))
     connector = aiohttp.TCPConnector(ssl=ssl_context or False, limit=2)
@@ -166,7 +235,9 @@ def start_under_launcher(
     updater = Updater(
         client, session, node, Firmware(root), running_system(version),
         key_path=Path(os.environ.get(KEY_OVERRIDE, str(IMAGE_KEY_PATH))),
-        restart=lambda: os.kill(int(launcher), signal.SIGHUP),
+        restart=(lambda: os.kill(int(launcher), signal.SIGHUP)) if launcher.isdigit() else None,
+        slots=slots, reboot=_reboot,
+        boot_id=_boot_id(),
     )  # fmt: skip
 
     async def run() -> None:
