@@ -10,7 +10,9 @@ settled first (a slot on trial is marked good once this node is Ready again), th
 in ``Installing`` or ``Rebooting`` becomes ``Healthy`` when this agent runs the plan's version,
 or ``RolledBack`` with the launcher's or the bootloader's reason when it does not. Firmware
 bundles need the launcher, system bundles the A/B boot state (what makes each update safe).
-Entries are written by read-modify-write of the status, retried on conflicts.
+A node writes only its own entry (a JSON patch testing the entry's name at its index), so the
+nodes of a batch reporting at once do not conflict; a missing entry is added by
+read-modify-write of the status, retried on conflicts.
 """
 
 from __future__ import annotations
@@ -72,21 +74,34 @@ class Updater:
 
     async def _set(self, name: str, phase: str, message: str = "") -> None:
         assert UPDATE_PLANS is not None
+        entry = {"name": self.node, "phase": phase, "lastTransitionTime": timestamp(self.clock)}
+        if message:
+            entry["message"] = message
         for _ in range(10):
             plan = await self.client.get(UPDATE_PLANS, name)
             status = plan.setdefault("status", {})
-            entries = [e for e in status.get("nodes") or []
-                       if isinstance(e, dict) and e.get("name") != self.node]  # fmt: skip
-            entry = {"name": self.node, "phase": phase,
-                     "lastTransitionTime": timestamp(self.clock)}  # fmt: skip
-            if message:
-                entry["message"] = message
-            status["nodes"] = sorted([*entries, entry], key=lambda e: str(e.get("name")))
+            listed = status.get("nodes") if isinstance(status.get("nodes"), list) else []
+            index = next((i for i, e in enumerate(listed)
+                          if isinstance(e, dict) and e.get("name") == self.node), None)  # fmt: skip
             try:
+                if index is not None:
+                    # Only this node's entry, checked in place: the other nodes' and the
+                    # controller's writes since the read do not conflict with it, as they would
+                    # with a whole status written back (ten nodes of a batch reporting at once).
+                    path = f"/status/nodes/{index}"
+                    patch = [{"op": "test", "path": f"{path}/name", "value": self.node},
+                             {"op": "replace", "path": path, "value": entry}]  # fmt: skip
+                    await self.client.patch(UPDATE_PLANS, name, patch, patch_type="json",
+                                            subresource="status")  # fmt: skip
+                    return
+                # No entry yet (the controller writes them first): add it, guarded by the
+                # resourceVersion of the read.
+                others = [e for e in listed if isinstance(e, dict)]
+                status["nodes"] = sorted([*others, entry], key=lambda e: str(e.get("name")))
                 await self.client.update(UPDATE_PLANS, plan, subresource="status")
                 return
             except ApiError as err:
-                if err.code != 409:
+                if err.code not in (409, 422):  # 422: the test failed, the list moved
                     raise
         raise RuntimeError(f"cannot report {phase} in UpdatePlan {name}: conflicts")
 

@@ -84,3 +84,28 @@ async def test_a_node_updates_reports_and_closes_its_entry(api: Api, tmp_path: P
         crashed = await _entry(client, "fw-crashed")
         assert crashed["phase"] == "RolledBack"
         assert crashed["message"] == "rolled back: crashed 3 times"
+
+
+async def test_ten_nodes_reporting_at_once_all_land(api: Api, tmp_path: Path) -> None:
+    """A batch of maxUnavailable 10 reports together: each node patches only its own entry."""
+    import asyncio
+
+    body = {"apiVersion": "ota.k3py.io/v1", "kind": "UpdatePlan", "metadata": {"name": "wide"},
+            "spec": {"version": "0.2.0"}}  # fmt: skip
+    created = (await api.post("/apis/ota.k3py.io/v1/updateplans", body)).body
+    nodes = [f"n{i}" for i in range(10)]
+    created["status"] = {"nodes": [{"name": n, "phase": "Downloading"} for n in nodes]}
+    assert (await api.put("/apis/ota.k3py.io/v1/updateplans/wide/status", created)).status == 200
+    url = str(api.client.make_url("/")).rstrip("/")
+    async with (
+        KubeClient(url, ssl_context=None, token="admin") as client,
+        _session(api, "admin") as session,
+    ):
+        updaters = [Updater(client, session, n, Firmware(tmp_path / n), OLD,
+                            key_path=tmp_path / "k.pub", restart=lambda: None)
+                    for n in nodes]  # fmt: skip
+        for phase in ("Verifying", "Installing"):
+            await asyncio.gather(*(u._set("wide", phase) for u in updaters))
+            assert UPDATE_PLANS is not None
+            plan = await client.get(UPDATE_PLANS, "wide")
+            assert [e["phase"] for e in plan["status"]["nodes"]] == [phase] * 10
