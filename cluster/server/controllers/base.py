@@ -57,6 +57,9 @@ JOBS = _info("batch/v1", "Job")
 LEASES = _info("coordination.k8s.io/v1", "Lease")
 EVENTS = _info("v1", "Event")
 
+# Pod events reach the owner's queue this much later, so that a burst of them is one pass.
+POD_EVENT_DELAY = 0.05
+
 ALL_CONTROLLERS = (
     "scheduler",
     "deployment",
@@ -170,12 +173,13 @@ class QueueController:
     def enqueue(self, obj: Object) -> None:
         self.queue.add(object_key(obj))
 
-    def enqueue_owner(self, obj: Object, kind: str) -> None:
-        """Queue the controller that owns ``obj`` if it is a ``kind``."""
+    def enqueue_owner(self, obj: Object, kind: str, *, delay: float = 0.0) -> None:
+        """Queue the controller that owns ``obj`` if it is a ``kind`` (``delay`` s from now)."""
         for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
             if ref.get("controller") and ref.get("kind") == kind:
                 namespace = (obj.get("metadata") or {}).get("namespace")
-                self.queue.add(f"{namespace}/{ref['name']}" if namespace else str(ref["name"]))
+                key = f"{namespace}/{ref['name']}" if namespace else str(ref["name"])
+                self.queue.add_after(key, delay)
 
     async def reconcile(self, key: str) -> float | None:
         """Make the world match ``key``'s object; return seconds until a re-check, if any."""

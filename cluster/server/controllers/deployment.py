@@ -23,6 +23,7 @@ from k3py.cluster.client.events import timestamp
 from k3py.cluster.server.controllers import podutil, rollout
 from k3py.cluster.server.controllers.base import (
     DEPLOYMENTS,
+    POD_EVENT_DELAY,
     PODS,
     REPLICASETS,
     ControllerContext,
@@ -59,7 +60,7 @@ class DeploymentController(QueueController):
             return
         rs = self.replicasets.get(str(ref["name"]), podutil.namespace_of(pod))
         if rs is not None:
-            self._rs_event(rs)
+            self.enqueue_owner(rs, "Deployment", delay=POD_EVENT_DELAY)
 
     # -- reading ----------------------------------------------------------------------------------
 

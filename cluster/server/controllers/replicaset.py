@@ -23,6 +23,7 @@ from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import object_key
 from k3py.cluster.server.controllers import podcontrol, podutil
 from k3py.cluster.server.controllers.base import (
+    POD_EVENT_DELAY,
     PODS,
     REPLICASETS,
     ControllerContext,
@@ -94,14 +95,14 @@ class ReplicaSetController(QueueController):
         self.enqueue(rs)
 
     def _pod_event(self, pod: Object) -> None:
-        self.enqueue_owner(pod, "ReplicaSet")
+        self.enqueue_owner(pod, "ReplicaSet", delay=POD_EVENT_DELAY)
         if podutil.controller_ref(pod) is None:
             self._enqueue_selecting(pod)
 
     def _pod_changed(self, old: Object, new: Object) -> None:
         self._pod_event(new)
         if podutil.controller_ref(old) != podutil.controller_ref(new):
-            self.enqueue_owner(old, "ReplicaSet")
+            self.enqueue_owner(old, "ReplicaSet", delay=POD_EVENT_DELAY)
 
     def _enqueue_selecting(self, pod: Object) -> None:
         labels = podutil.meta(pod).get("labels") or {}
