@@ -35,7 +35,15 @@ from k3py.cluster.client.events import timestamp
 from k3py.cluster.ota.apply import apply_firmware
 from k3py.cluster.ota.bundle import BundleError, Running
 from k3py.cluster.ota.firmware import Firmware
-from k3py.cluster.ota.rollout import DOWNLOADING, FAILED, HEALTHY, REBOOTING, ROLLED_BACK
+from k3py.cluster.ota.rollout import (
+    DOWNLOADING,
+    FAILED,
+    HEALTHY,
+    INSTALLING,
+    REBOOTING,
+    ROLLED_BACK,
+    VERIFYING,
+)
 from k3py.cluster.ota.system import SystemSlots, apply_system, settle_boot
 
 logger = logging.getLogger("k3py.agent.ota")
@@ -113,12 +121,17 @@ class Updater:
         plans, _ = await self.client.list(UPDATE_PLANS)
         for plan in plans:
             entry = self._entry(plan)
-            if entry is None or entry.get("phase") not in ("Installing", REBOOTING):
+            if entry is None or entry.get("phase") not in (INSTALLING, VERIFYING, REBOOTING):
                 continue
             name = plan["metadata"]["name"]
             spec = plan.get("spec") or {}
             if str(spec.get("version")) == self.running.version:
                 await self._set(name, HEALTHY)
+            elif (spec.get("kind") == "system" and entry.get("phase") != REBOOTING
+                  and self.fallback is None):  # fmt: skip
+                # Cut during the write of the inactive slot (the boot never switched to it):
+                # the running system is whole; the slot is written again.
+                await self._set(name, DOWNLOADING, "the install was interrupted; starting again")
             else:
                 reason = note["reason"] if note else "the new version did not start"
                 if spec.get("kind") == "system":
