@@ -2,8 +2,8 @@
 launcher, a signed bundle pushed, an UpdatePlan applied with kubectl semantics (the API).
 
 Every agent runs this tree's wheel from its own firmware directory; the bundle carries the same
-code relabelled 0.2.0. The plan (maxUnavailable 1) must never have two nodes in flight, and end
-with every node Healthy on 0.2.0. Then a bundle whose k3py exits at start (0.3.0): its first
+code relabelled 0.2.0. The plan (maxUnavailable 1) must never have two nodes in flight in any
+state of its status (every one, watched), and end with every node Healthy on 0.2.0. Then a bundle whose k3py exits at start (0.3.0): its first
 node crashes three times, the launcher brings 0.2.0 back, the agent reports RolledBack and the
 plan halts at its failure threshold with the other nodes untouched.
 """
@@ -111,20 +111,29 @@ async def _push(kubeconfig: Path, path: Path) -> None:
 
 
 async def _follow(
-    client: KubeClient, name: str, until: set[str], seconds: float
+    client: KubeClient, name: str, until: set[str], seconds: float, resource_version: str
 ) -> tuple[dict[str, str], int, str]:
-    """Poll the plan: its last node phases, the most nodes ever in flight, its phase."""
+    """Every state of the plan's status, watched from ``resource_version`` (read before the
+    plan was created): its last node phases, the most nodes ever in flight, its phase."""
     assert UPDATE_PLANS is not None
-    most, deadline = 0, time.monotonic() + seconds
-    while True:
-        plan = await client.get(UPDATE_PLANS, name)
-        status = plan.get("status") or {}
-        phases = {e["name"]: e["phase"] for e in status.get("nodes") or []}
-        most = max(most, sum(p in IN_FLIGHT for p in phases.values()))
-        if status.get("phase") in until and phases:
-            return phases, most, str(status.get("phase"))
-        assert time.monotonic() < deadline, f"plan {name} stuck: {status}"
-        await asyncio.sleep(0.1)
+    most = 0
+
+    async def watch() -> tuple[dict[str, str], str]:
+        nonlocal most
+        stream = client.watch(UPDATE_PLANS, resource_version=resource_version,
+                              timeout_seconds=int(seconds))  # fmt: skip
+        async for kind, plan in stream:
+            if kind == "BOOKMARK" or plan["metadata"]["name"] != name:
+                continue
+            status = plan.get("status") or {}
+            phases = {e["name"]: e["phase"] for e in status.get("nodes") or []}
+            most = max(most, sum(p in IN_FLIGHT for p in phases.values()))
+            if status.get("phase") in until and phases:
+                return phases, str(status.get("phase"))
+        raise AssertionError(f"plan {name} did not reach {until} within {seconds} s")
+
+    phases, phase = await asyncio.wait_for(watch(), seconds + 10)
+    return phases, most, phase
 
 
 async def test_a_rollout_over_five_agents_and_a_bad_bundle_that_halts(
@@ -146,17 +155,20 @@ async def test_a_rollout_over_five_agents_and_a_bad_bundle_that_halts(
                                    "maxUnavailable": 1}  # fmt: skip
         plan = {"apiVersion": "ota.k3py.io/v1", "kind": "UpdatePlan",
                 "metadata": {"name": "to-0-2-0"}, "spec": spec}  # fmt: skip
+        _, version = await client.list(UPDATE_PLANS)
         started = time.monotonic()
         await client.create(UPDATE_PLANS, plan)
-        phases, most, phase = await _follow(client, "to-0-2-0", {"Complete", "Halted"}, 240)
+        phases, most, phase = await _follow(client, "to-0-2-0", {"Complete", "Halted"}, 240,
+                                            version)  # fmt: skip
         rollout_s = time.monotonic() - started
         assert phase == "Complete", phases
         assert most == 1
         assert set(phases.values()) == {"Healthy"}
         assert {f.version_of(f.current) for f in firmwares} == {"0.2.0"}
         plan = {**plan, "metadata": {"name": "to-0-3-0"}, "spec": {**spec, "version": "0.3.0"}}
+        _, version = await client.list(UPDATE_PLANS)
         await client.create(UPDATE_PLANS, plan)
-        phases, most, phase = await _follow(client, "to-0-3-0", {"Halted"}, 120)
+        phases, most, phase = await _follow(client, "to-0-3-0", {"Halted"}, 120, version)
         assert most <= 1
         assert sorted(phases.values()).count("RolledBack") == 1
         assert sorted(phases.values()).count("Pending") == AGENTS - 1
