@@ -5,8 +5,9 @@ A server (no agent of its own) and 100 hollow nodes served from this process
 agent is the real updater (:class:`k3py.cluster.ota.agent.Updater`) polling the plans as an
 agent does: when its entry says ``Downloading`` it downloads the pushed firmware bundle over
 HTTPS into ``<name>.partial`` (resumable with ``Range``), verifies signature, rules and hashes,
-installs the wheel into its own firmware directory (on tmpfs, 100 copies) and reports each
-phase in the plan. The launcher's restart is the one part simulated: the node pauses
+installs the wheel into its own firmware directory (on tmpfs, 100 copies, without the bytecode
+a board compiles for itself: 100 boards' compiling would not fit these 2 cores) and reports
+each phase in the plan. The launcher's restart is the one part simulated: the node pauses
 :data:`RESTART_S` (the firmware downtime ``bench/ota_firmware_bench.py`` measures with a real
 agent) and a fresh updater on the new version reports ``Healthy`` as a restarted agent does.
 
@@ -57,7 +58,7 @@ async def _hollow_agent(
     name: str, client: KubeClient, session: aiohttp.ClientSession, root: Path, key: Path
 ) -> None:
     """One node's updater until it installed the bundle, then its restart on the new one."""
-    firmware = Firmware(root / name)
+    firmware = Firmware(root / name, compile_bytecode=False)  # 100 nodes, one machine
     old = Updater(client, session, name, firmware, Running("0.1.0", "arm64", "hollow"),
                   key_path=key, restart=lambda: None)  # fmt: skip
     installed = False
