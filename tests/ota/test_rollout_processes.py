@@ -3,9 +3,10 @@ launcher, a signed bundle pushed, an UpdatePlan applied with kubectl semantics (
 
 Every agent runs this tree's wheel from its own firmware directory; the bundle carries the same
 code relabelled 0.2.0. The plan (maxUnavailable 1) must never have two nodes in flight in any
-state of its status (every one, watched), and end with every node Healthy on 0.2.0. Then a bundle whose k3py exits at start (0.3.0): its first
-node crashes three times, the launcher brings 0.2.0 back, the agent reports RolledBack and the
-plan halts at its failure threshold with the other nodes untouched.
+state of its status (every one, watched), and end with every node Healthy on 0.2.0. Then a
+bundle whose k3py exits at start (0.3.0): its first node crashes three times, the launcher
+brings 0.2.0 back, the agent reports RolledBack and the plan halts at its failure threshold
+with the other nodes untouched.
 """
 
 from __future__ import annotations
