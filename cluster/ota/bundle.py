@@ -33,6 +33,9 @@ FORMAT = 1
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 KINDS = ("firmware", "system")
+# A system bundle's payloads: the root slot and its block-hash index (boards read them by name).
+SLOT_PAYLOAD = "rootfs.img"
+INDEX_PAYLOAD = "rootfs.blocks"
 # In the root slot, not on the data partition: a system bundle can rotate the key with the slot.
 IMAGE_KEY_PATH = Path("/usr/lib/k3py/ota-key.pub")
 ANY = "any"

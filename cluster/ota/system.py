@@ -34,8 +34,10 @@ from cryptography.exceptions import InvalidSignature
 from k3py.cluster.ota import blocks
 from k3py.cluster.ota.bootenv import ATTEMPTS, BootEnv, State, other, slot_device
 from k3py.cluster.ota.bundle import (
+    INDEX_PAYLOAD,
     MANIFEST,
     SIGNATURE,
+    SLOT_PAYLOAD,
     BundleError,
     Manifest,
     Running,
@@ -81,8 +83,6 @@ async def read_verified(
     session: aiohttp.ClientSession, url: str, key_path: Path, running: Running
 ) -> tuple[Manifest, RemoteMember, bytes]:
     """Manifest (signature and rules checked), where the slot payload lies, its checked index."""
-    from k3py.image.ota.bundler import INDEX_PAYLOAD, SLOT_PAYLOAD
-
     key = load_public_key(key_path)
     found = await remote_members(session, url, SLOT_PAYLOAD)
     if MANIFEST not in found or SIGNATURE not in found or INDEX_PAYLOAD not in found:
@@ -132,11 +132,10 @@ async def write_slot(
     slot: RemoteMember,
     index: bytes,
     target: Path,
-    sources: list[Path],
+    local: dict[bytes, blocks.LocalBlock],
     block_size: int,
 ) -> blocks.Delta:
     """The new slot into ``target``: local blocks copied, missing ones fetched, all checked."""
-    local = await asyncio.to_thread(blocks.local_blocks, sources, block_size)
     wanted = blocks.digests(index)
     delta = blocks.plan(index, local, block_size)
     missing = set(delta.missing)
@@ -221,13 +220,14 @@ async def apply_system(
 ) -> tuple[Manifest, blocks.Delta]:
     """Verify the bundle at ``url``, write the inactive slot, switch the boot to it on trial."""
     manifest, slot, index = await read_verified(session, url, key_path, running)
-    await report(INSTALLING)
     target_slot = other(slots.running)
     target = slots.device(target_slot)
     payload = manifest.payload("slot")
     block_size = payload.block_size or blocks.BLOCK_SIZE
-    delta = await write_slot(session, url, slot, index, target,
-                             [slots.device(slots.running)], block_size)  # fmt: skip
+    local = await asyncio.to_thread(blocks.local_blocks, [slots.device(slots.running)],
+                                    block_size)  # fmt: skip
+    await report(INSTALLING)  # from here on the inactive slot changes
+    delta = await write_slot(session, url, slot, index, target, local, block_size)
     await report(VERIFYING)
     if await asyncio.to_thread(_hash_device, target, slot.size) != payload.sha256:
         raise BundleError(f"slot {target_slot.upper()} does not read back as written")

@@ -23,10 +23,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from k3py.cluster.ota import blocks
-from k3py.cluster.ota.bundle import ANY, MANIFEST, SIGNATURE, BundleError, Manifest, Payload, key_id
-
-SLOT_PAYLOAD = "rootfs.img"
-INDEX_PAYLOAD = "rootfs.blocks"
+from k3py.cluster.ota.bundle import (
+    ANY,
+    INDEX_PAYLOAD,
+    MANIFEST,
+    SIGNATURE,
+    SLOT_PAYLOAD,
+    BundleError,
+    Manifest,
+    Payload,
+    key_id,
+)
 
 
 def keygen(private_path: Path, public_path: Path) -> str:
