@@ -48,14 +48,15 @@ SETTLE_SECONDS = 20.0
 _PROCESSES = (
     "for p in /proc/[0-9]*; do"
     ' c=$(tr "\\0" " " < $p/cmdline 2>/dev/null);'
-    ' case "$c" in *python*k3py*)'
+    ' case "$c" in *python*k3py*|*dockerd*)'
     " echo \"K3PYPROC|${p#/proc/}|$(awk '/^VmRSS/{print $2}' $p/status)"
     "|$(awk '{print $14+$15, $22}' $p/stat)|$c\";; esac; done"
 )
 # The board's clock against its uptime, and the service log's milestones of the start.
 _MILESTONES = (
     "echo \"K3PYUP|$(cut -d' ' -f1 /proc/uptime)|$(date +%s)\";"
-    " grep -E 'msg=\"?(k3py server is ready|joined the cluster|node registered)'"
+    " grep -E 'msg=\"?(k3py server is ready|joined the cluster|waiting for the container"
+    " runtime|node registered)'"
     " /var/log/k3py.log | head -n 8 | sed 's/^/K3PYLOG|/'"
 )
 TICKS = 100  # USER_HZ of ARM Linux (/proc/<pid>/stat counts in it)
@@ -84,6 +85,13 @@ def _processes(board: SegmentBoard) -> dict[str, dict[str, Any]]:
         _, pid, rss, times, command = line.split("|", 4)
         ticks, start = [*times.split(), "0", "0"][:2]
         words = command.split()
+        if words and words[0].endswith("dockerd"):
+            found.setdefault("dockerd", {"started_s_after_boot": round(int(start) / TICKS, 1)})
+            continue
+        if "k3py.cluster.ota.launcher" in words:
+            launched = round(int(start) / TICKS, 1)
+            found.setdefault("launcher", {"started_s_after_boot": launched})
+            continue
         role = next((w for w in words if w in ("server", "agent")), "")
         if not role or not rss.strip():
             continue  # the launcher or a helper, not a service
@@ -131,6 +139,9 @@ def _board_figures(boards: list[SegmentBoard], kubeconfig: Path, out: dict[str, 
         name = board.spec.name
         figures: dict[str, Any] = {"board": board.spec.board}
         for role, now in after[name].items():
+            if "rss_mb" not in now:  # dockerd, the launcher: when they started
+                figures[role] = now
+                continue
             then = before[name].get(role)
             cpu = None
             if then is not None and then["pid"] == now["pid"]:
