@@ -102,16 +102,9 @@ def set_path_value(obj: Object, path: str, value: Any) -> None:
     current[parts[-1]] = value
 
 
-def custom_scale(info: CustomResourceInfo, obj: Object) -> Object:
-    """The autoscaling/v1 Scale of a custom object, read through its CRD's scale paths."""
-    assert info.scale is not None
+def scale_object(obj: Object, spec_replicas: Any, status: Object) -> Object:
+    """An autoscaling/v1 Scale of ``obj`` with these replicas and status."""
     meta = obj["metadata"]
-    replicas = path_value(obj, info.scale.spec_replicas)
-    current = path_value(obj, info.scale.status_replicas)
-    selector = path_value(obj, info.scale.label_selector) if info.scale.label_selector else None
-    scale_status: Object = {"replicas": current if isinstance(current, int) else 0}
-    if isinstance(selector, str) and selector:
-        scale_status["selector"] = selector
     return {
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
@@ -120,9 +113,21 @@ def custom_scale(info: CustomResourceInfo, obj: Object) -> Object:
             for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
             if k in meta
         },
-        "spec": {"replicas": replicas if isinstance(replicas, int) else 0},
-        "status": scale_status,
+        "spec": {"replicas": spec_replicas},
+        "status": status,
     }
+
+
+def custom_scale(info: CustomResourceInfo, obj: Object) -> Object:
+    """The autoscaling/v1 Scale of a custom object, read through its CRD's scale paths."""
+    assert info.scale is not None
+    replicas = path_value(obj, info.scale.spec_replicas)
+    current = path_value(obj, info.scale.status_replicas)
+    selector = path_value(obj, info.scale.label_selector) if info.scale.label_selector else None
+    scale_status: Object = {"replicas": current if isinstance(current, int) else 0}
+    if isinstance(selector, str) and selector:
+        scale_status["selector"] = selector
+    return scale_object(obj, replicas if isinstance(replicas, int) else 0, scale_status)
 
 
 def _str(value: Any) -> str:

@@ -17,7 +17,12 @@ from aiohttp import web
 
 from k3py.cluster.api import status
 from k3py.cluster.api.bounded import WorkBudget
-from k3py.cluster.api.customresources import CustomResourceInfo, custom_scale, set_path_value
+from k3py.cluster.api.customresources import (
+    CustomResourceInfo,
+    custom_scale,
+    scale_object,
+    set_path_value,
+)
 from k3py.cluster.api.patch import apply_json_patch, apply_merge_patch
 from k3py.cluster.api.resources import ResourceInfo, by_kind
 from k3py.cluster.server.rest import engine
@@ -56,23 +61,16 @@ def selector_string(selector: dict[str, Any] | None) -> str:
 
 
 def to_scale(obj: Object) -> Object:
-    meta = obj["metadata"]
     spec = obj.get("spec") or {}
     replicas = spec.get("replicas")
-    return {
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            k: meta[k]
-            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
-            if k in meta
-        },
-        "spec": {"replicas": 1 if replicas is None else replicas},
-        "status": {
+    return scale_object(
+        obj,
+        1 if replicas is None else replicas,
+        {
             "replicas": (obj.get("status") or {}).get("replicas", 0),
             "selector": selector_string(spec.get("selector")),
         },
-    }
+    )
 
 
 def _scale_replicas(scale: Any) -> int:
