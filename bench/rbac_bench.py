@@ -26,6 +26,7 @@ from typing import Any
 
 from bench.common import main
 from bench.server_bench import CLIENTS, NAMESPACE, Endpoint, Server, _median_of, _offered
+from tests.crd.manifests import namespaced_crd
 
 RATE = 200
 BUDGETS = {"rss_idle_mb": 60.0, "write_p99_ms_at_200_per_s_rbac": 50.0}
@@ -96,35 +97,7 @@ async def _prepare(endpoint: Endpoint) -> str:
     return str(answer["status"]["token"])
 
 
-CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "gadgets.bench.k3py.io"},
-    "spec": {
-        "group": "bench.k3py.io",
-        "scope": "Namespaced",
-        "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {"size": {"type": "integer"}},
-                            }
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+CRD = namespaced_crd("bench.k3py.io", "Gadget", {"size": {"type": "integer"}})
 
 
 def _rss_mb(pid: int) -> float:

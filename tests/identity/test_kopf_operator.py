@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.crd.manifests import namespaced_crd
 from tests.processes import stop_process
 from tests.server.process import ServerProcess
 
@@ -32,42 +33,9 @@ pytestmark = pytest.mark.integration
 NS = "widgets"
 ACCOUNT = "widget-operator"
 APP = Path(__file__).with_name("operator_app.py")
-CRD: dict[str, Any] = {
-    "apiVersion": "apiextensions.k8s.io/v1",
-    "kind": "CustomResourceDefinition",
-    "metadata": {"name": "widgets.demo.k3py.io"},
-    "spec": {
-        "group": "demo.k3py.io",
-        "scope": "Namespaced",
-        "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
-        "versions": [
-            {
-                "name": "v1",
-                "served": True,
-                "storage": True,
-                "subresources": {"status": {}},
-                "schema": {
-                    "openAPIV3Schema": {
-                        "type": "object",
-                        "properties": {
-                            "spec": {
-                                "type": "object",
-                                "properties": {
-                                    "colour": {"type": "string"},
-                                    "size": {"type": "integer"},
-                                },
-                            },
-                            "status": {
-                                "type": "object",
-                                "x-kubernetes-preserve-unknown-fields": True,
-                            },
-                        },
-                    }
-                },
-            }
-        ],
-    },
-}
+CRD = namespaced_crd(
+    "demo.k3py.io", "Widget", {"colour": {"type": "string"}, "size": {"type": "integer"}}
+)
 ROLE: dict[str, Any] = {
     "apiVersion": "rbac.authorization.k8s.io/v1",
     "kind": "Role",
