@@ -157,6 +157,9 @@ class Card:
         old = next(line for line in metadata.splitlines() if line.startswith("Version:"))
         files = {f"{DIST}/{dist_info}/METADATA":
                  metadata.replace(old, f"Version: {version}", 1).encode()}  # fmt: skip
+        # The image's os-release names its k3py version (OS-IMAGE in kubectl get nodes -o wide).
+        release = debugfs_cat(slot, "/usr/lib/os-release")
+        files["/usr/lib/os-release"] = release.replace(old.split()[-1], version).encode()
         if bad:
             files[f"{DIST}/k3py/cluster/agent/agent.py"] = b'raise SystemExit("broken agent")\n'
             cmdline = debugfs_cat(slot, "/boot/cmdline.env").strip()

@@ -72,6 +72,7 @@ def test_arm64_update_power_cuts_and_a_bad_bundle_that_falls_back(
         wait_for("Healthy", lambda: server.phase("system-0-1-1", board) == "Healthy", 400)
         wide = server.kubectl("get", "nodes", "-o", "wide")
         assert "+k3py-0.1.1" in wide, wide
+        assert "k3py 0.1.1 (agent, arm64)" in wide, wide  # OS-IMAGE: the slot's os-release
         assert server.ready(board)
         print(f"{board}: from the switch to Healthy on slot B, with a power cut in between: "
               f"{time.monotonic() - switched:.0f}s (was {old})\n{wide}")  # fmt: skip
@@ -116,6 +117,7 @@ def test_armv7_takes_a_system_bundle_into_slot_b(
         downtime = time.monotonic() - rebooted
         wide = server.kubectl("get", "nodes", "-o", "wide")
         assert "+k3py-0.1.3" in wide, wide
+        assert "k3py 0.1.3 (agent, armhf)" in wide, wide  # OS-IMAGE: the slot's os-release
         record_property("system_update_downtime_s", round(downtime, 1))
         print(f"{board}: Rebooting → Healthy on slot B in {downtime:.0f}s\n{wide}")
     finally:
