@@ -18,6 +18,7 @@ and U-Boot boots the previous one by itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -26,7 +27,7 @@ import tarfile
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import BinaryIO
 
 import aiohttp
 from cryptography.exceptions import InvalidSignature
@@ -116,6 +117,9 @@ async def read_verified(
 def _hash_device(device: Path, size: int) -> str:
     digest = hashlib.sha256()
     with device.open("rb") as file:
+        # The written blocks are synced; drop them from the page cache so the hash is of what
+        # the card gives back, not of what the kernel still holds.
+        os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
         left = size
         while left:
             chunk = file.read(min(left, 1 << 20))
@@ -139,12 +143,12 @@ async def write_slot(
     wanted = blocks.digests(index)
     delta = blocks.plan(index, local, block_size)
     missing = set(delta.missing)
-    handles: dict[Path, Any] = {}
+    handles: dict[Path, BinaryIO] = {}
 
     def length_of(number: int) -> int:
         return min(block_size, slot.size - number * block_size)
 
-    with target.open("r+b") as out:
+    with target.open("r+b") as out, contextlib.ExitStack() as stack:
         out.seek(0)
         out.write(b"\0" * length_of(0))  # until the end, no file system is recognisable here
         out.flush()
@@ -161,8 +165,9 @@ async def write_slot(
                 chunks = [data[i : i + block_size] for i in range(0, length, block_size)]
             else:
                 source = local[wanted[number]]
-                handle = handles.get(source.path) or handles.setdefault(
-                    source.path, source.path.open("rb"))  # fmt: skip
+                handle = handles.get(source.path)
+                if handle is None:
+                    handle = handles[source.path] = stack.enter_context(source.path.open("rb"))
                 handle.seek(source.offset)
                 chunks = [handle.read(block_size)[: length_of(number)]]
             for chunk in chunks:
@@ -180,8 +185,6 @@ async def write_slot(
         out.write(first)
         out.flush()
         os.fsync(out.fileno())
-    for handle in handles.values():
-        handle.close()
     return delta
 
 
