@@ -66,9 +66,12 @@ def validate_update_plan(errs: Errors, obj: Obj, old: Obj | None) -> None:
         errs.invalid("spec.maxUnavailable", unavailable, "must be at least 1")
     for field in ("canary", "pauseSeconds"):
         _non_negative(errs, f"spec.{field}", spec.get(field))
-    threshold = spec.get("failureThreshold")
-    if threshold is not None and (not isinstance(threshold, int) or threshold < 1):
-        errs.invalid("spec.failureThreshold", threshold, "must be at least 1")
+    for field in ("failureThreshold", "progressDeadlineSeconds"):
+        value = spec.get(field)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 1
+        ):
+            errs.invalid(f"spec.{field}", value, "must be at least 1")
     selector = spec.get("nodeSelector")
     if selector is not None and not (
         isinstance(selector, dict) and all(isinstance(v, str) for v in selector.values())
@@ -108,6 +111,9 @@ def definitions() -> dict[str, dict[str, Any]]:
             "drain": {"type": "boolean",
                       "description": "Cordon and evict pods before a node reboots."},
             "failureThreshold": _integer("Failed or rolled-back nodes that halt the plan."),
+            "progressDeadlineSeconds": _integer(
+                "Seconds a node may stay in one phase between Downloading and Rebooting before "
+                "it counts as Failed (default 600)."),
         },
     }  # fmt: skip
     node = {

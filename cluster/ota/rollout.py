@@ -13,7 +13,11 @@ concurrency, with a ``maxUnavailable`` it lacks):
   ``Healthy`` and ``pauseSeconds`` have passed since its last node became so;
 - never more than ``maxUnavailable`` nodes are between ``Downloading`` and ``Rebooting``;
 - once ``failureThreshold`` nodes are ``Failed`` or ``RolledBack`` the plan is ``Halted``: no
-  node starts any more (those in flight finish); it is ``Complete`` when every node is Healthy.
+  node starts any more (those in flight finish); it is ``Complete`` when every node is Healthy;
+- a node that stays in one phase between ``Downloading`` and ``Rebooting`` for
+  ``progressDeadlineSeconds`` (default 600, as a Deployment's) has ``Failed``: its agent cannot
+  update (not started by the firmware launcher, no A/B boot state) or is gone, and it must not
+  hold a place of ``maxUnavailable`` for ever.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class PlanSpec:
     pause_seconds: float = 0.0
     drain: bool = False
     failure_threshold: int = 1
+    progress_deadline_seconds: float = 600.0
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, object], node_count: int) -> PlanSpec:
@@ -55,6 +60,7 @@ class PlanSpec:
             pause_seconds=float(str(spec.get("pauseSeconds", 0))),
             drain=bool(spec.get("drain", False)),
             failure_threshold=max(1, int(str(spec.get("failureThreshold", 1)))),
+            progress_deadline_seconds=float(str(spec.get("progressDeadlineSeconds", 600))),
         )
 
 
@@ -72,6 +78,8 @@ class Decision:
     wait_seconds: float | None = None  # when Paused: until the next batch may start
     batch: int = 0  # the batch now running or next (0 is the canaries when there are any)
     counts: dict[str, int] = field(default_factory=dict)
+    stalled: list[str] = field(default_factory=list)  # in flight past the deadline: now Failed
+    deadline_seconds: float | None = None  # until the next in-flight node's deadline
 
 
 def batches(nodes: Sequence[str], spec: PlanSpec) -> list[list[str]]:
@@ -87,7 +95,32 @@ def step(
     spec: PlanSpec, nodes: Sequence[str], states: Mapping[str, NodeState], now: float
 ) -> Decision:
     """What the controller does now for a plan over ``nodes``."""
+    decision = _step(spec, nodes, _with_deadlines(spec, nodes, states, now), now)
+    decision.stalled = [n for n in sorted(nodes) if _stalled(spec, states.get(n, NodeState()), now)]
+    left = [
+        spec.progress_deadline_seconds - (now - states[n].since)
+        for n in nodes
+        if n in states and states[n].phase in IN_FLIGHT and n not in decision.stalled
+    ]
+    decision.deadline_seconds = max(0.0, min(left)) if left else None
+    return decision
+
+
+def _stalled(spec: PlanSpec, state: NodeState, now: float) -> bool:
+    return state.phase in IN_FLIGHT and now - state.since >= spec.progress_deadline_seconds
+
+
+def _with_deadlines(
+    spec: PlanSpec, nodes: Sequence[str], states: Mapping[str, NodeState], now: float
+) -> dict[str, NodeState]:
+    """The nodes' states with those past the progress deadline counted as Failed."""
     state = {n: states.get(n, NodeState()) for n in nodes}
+    return {n: NodeState(FAILED, now) if _stalled(spec, s, now) else s for n, s in state.items()}
+
+
+def _step(
+    spec: PlanSpec, nodes: Sequence[str], state: Mapping[str, NodeState], now: float
+) -> Decision:
     counts = {p: sum(1 for s in state.values() if s.phase == p) for p in NODE_PHASES}
     failures = sum(counts[p] for p in FAILURES)
     in_flight = sum(counts[p] for p in IN_FLIGHT)

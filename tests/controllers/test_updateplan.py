@@ -138,3 +138,26 @@ async def test_a_node_an_operator_cordoned_stays_cordoned(cluster: Cluster) -> N
     (n0,) = cluster.api.objects(NODES)
     assert n0["spec"]["unschedulable"] is True
     assert cluster.objects("ota.k3py.io/v1", "UpdatePlan")[0]["status"]["phase"] == "Complete"
+
+
+async def test_a_node_whose_agent_never_reports_fails_at_the_progress_deadline(
+    cluster: Cluster,
+) -> None:
+    # An agent not started by the firmware launcher takes no update and says nothing.
+    cluster.add(UpdatePlanController)
+    for number in range(3):
+        await cluster.create(node(f"n{number}"))
+    await cluster.create(plan(maxUnavailable=1, failureThreshold=2, progressDeadlineSeconds=30))
+    await cluster.start()
+    assert entries(cluster) == {"n0": "Downloading", "n1": "Pending", "n2": "Pending"}
+    await cluster.settle(20)
+    assert entries(cluster)["n0"] == "Downloading"
+    await cluster.settle(12)
+    assert entries(cluster) == {"n0": "Failed", "n1": "Downloading", "n2": "Pending"}
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    (n0,) = [e for e in got["status"]["nodes"] if e["name"] == "n0"]
+    assert "no progress in Downloading for 30s" in n0["message"]
+    await cluster.settle(32)  # the second silent node reaches the threshold
+    (got,) = cluster.objects("ota.k3py.io/v1", "UpdatePlan")
+    assert got["status"]["phase"] == "Halted"
+    assert entries(cluster)["n2"] == "Pending"

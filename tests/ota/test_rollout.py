@@ -121,3 +121,32 @@ def test_drained_nodes_are_uncordoned_once_healthy() -> None:
     decision = step(spec, NODES, {"node1": NodeState(HEALTHY, 1.0)}, 2.0)
     assert decision.uncordon == ["node1"]
     assert decision.start == ["node2"]
+
+
+def test_a_node_that_reports_no_progress_fails_at_the_deadline_and_frees_its_place() -> None:
+    # A node whose agent cannot update (not under the launcher) never leaves Downloading.
+    spec = PlanSpec("0.2.0", max_unavailable=1, failure_threshold=2, progress_deadline_seconds=60)
+    states = {"node1": NodeState("Downloading", 100.0)}
+    waiting = step(spec, NODES, states, 130.0)
+    assert waiting.stalled == []
+    assert waiting.start == []
+    assert waiting.deadline_seconds == pytest.approx(30.0)
+    stalled = step(spec, NODES, states, 160.0)
+    assert stalled.stalled == ["node1"]
+    assert stalled.counts[FAILED] == 1
+    assert stalled.start == ["node2"]  # below the threshold: the next node takes the place
+
+
+def test_progress_resets_the_deadline_and_stalls_count_toward_the_halt() -> None:
+    spec = PlanSpec("0.2.0", max_unavailable=2, progress_deadline_seconds=60)
+    states = {"node1": NodeState("Installing", 150.0), "node2": NodeState("Rebooting", 100.0)}
+    decision = step(spec, NODES, states, 170.0)
+    assert decision.stalled == ["node2"]  # node1 moved on at 150 s: 40 s left
+    assert decision.phase == rollout.HALTED  # failureThreshold 1
+    assert decision.start == []
+
+
+def test_progress_deadline_from_the_spec() -> None:
+    spec = PlanSpec.from_spec({"version": "0.2.0", "progressDeadlineSeconds": 1800}, 5)
+    assert spec.progress_deadline_seconds == 1800
+    assert PlanSpec.from_spec({"version": "0.2.0"}, 5).progress_deadline_seconds == 600

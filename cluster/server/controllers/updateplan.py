@@ -25,7 +25,15 @@ from typing import Any
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
 from k3py.cluster.client.events import timestamp
-from k3py.cluster.ota.rollout import DOWNLOADING, HALTED, PENDING, NodeState, PlanSpec, step
+from k3py.cluster.ota.rollout import (
+    DOWNLOADING,
+    FAILED,
+    HALTED,
+    PENDING,
+    NodeState,
+    PlanSpec,
+    step,
+)
 from k3py.cluster.server.controllers import podutil
 from k3py.cluster.server.controllers.base import NODES, PODS, ControllerContext, QueueController
 
@@ -82,7 +90,14 @@ class UpdatePlanController(QueueController):
             since = podutil.parse_time(entry.get("lastTransitionTime")) or self.clock.now()
             states[node] = NodeState(str(entry.get("phase", PENDING)), since.timestamp())
         decision = step(spec, list(nodes), states, self.clock.now().timestamp())
-        recheck = decision.wait_seconds
+        recheck = _sooner(decision.wait_seconds, decision.deadline_seconds)
+        for node in decision.stalled:
+            phase = entries[node].get("phase")
+            entries[node] = {"name": node, "phase": FAILED, "lastTransitionTime": now_text,
+                             "message": f"no progress in {phase} for "
+                                        f"{spec.progress_deadline_seconds:.0f}s: the node's agent "
+                                        "does not report (is it started by the firmware launcher,"
+                                        " or on a board with A/B boot state?)"}  # fmt: skip
         for node in decision.start:
             if spec.drain:
                 waiting = await self._drain(nodes[node], name)
@@ -157,3 +172,7 @@ class UpdatePlanController(QueueController):
         annotations = {DRAINED_ANNOTATION: plan if cordon else None}
         patch = {"metadata": {"annotations": annotations}, "spec": {"unschedulable": cordon}}
         await self.api.patch(NODES, podutil.name_of(node), patch)
+
+
+def _sooner(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
