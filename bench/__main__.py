@@ -120,10 +120,14 @@ def previous_of(path: Path) -> dict[str, Any]:
     return {"figures": figures_of(old), "load_average_1m": old.get("load_average_1m")}
 
 
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
 def rows(name: str, result: dict[str, Any]) -> list[list[str]]:
-    load = result.get("load_average_1m")
+    load = _number(result.get("load_average_1m"))
     previous = result.get("previous") or {}
-    before, before_load = previous.get("figures") or {}, previous.get("load_average_1m")
+    before, before_load = previous.get("figures") or {}, _number(previous.get("load_average_1m"))
     if "error" in result:
         return [[name, "failed", result["error"].splitlines()[-1][:80], "", "", "", ""]]
     table = []
