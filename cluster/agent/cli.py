@@ -167,6 +167,8 @@ def run(args: argparse.Namespace) -> int:
     import asyncio
 
     from k3py.cluster.agent import memory
+
+    memory.import_aiohttp()  # before anything else imports it
     from k3py.cluster.agent.agent import run_agent
 
     _exit_with_parent(os.environ)

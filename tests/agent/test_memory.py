@@ -1,0 +1,30 @@
+"""The agent's process-wide memory settings: aiohttp imported without the system CA store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+PROBE = """
+import json, os, ssl
+before = os.environ.get("SSL_CERT_FILE")
+from k3py.cluster.agent import memory
+memory.import_aiohttp()
+import aiohttp.connector
+print(json.dumps({
+    "unused_default": aiohttp.connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509_ca"],
+    "made_later": ssl.create_default_context().cert_store_stats()["x509_ca"],
+    "environment_kept": os.environ.get("SSL_CERT_FILE") == before,
+}))
+"""
+
+
+def test_aiohttp_default_context_holds_no_cas_and_later_contexts_load_the_system_store() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    got = json.loads(out)
+    assert got["unused_default"] == 0
+    assert got["made_later"] > 0  # the system store is still there for anything that asks
+    assert got["environment_kept"]
