@@ -18,6 +18,11 @@ The agent's budget (45 MB resident, idle) leaves no room for defaults sized for 
   nothing, as the kubelet's. :func:`import_aiohttp` imports aiohttp with an empty store in
   view, then restores the environment, so a context made later (by anything else) loads the
   system store as usual.
+- The boards' Debian kernels (arm64 and armmp-lpae) back anonymous memory with 2 MiB
+  transparent huge pages whenever they can (``CONFIG_TRANSPARENT_HUGEPAGE_ALWAYS``), where most
+  hosts say ``madvise``: a heap that touches a few KiB of a 2 MiB-aligned range is charged the
+  whole huge page. :func:`no_huge_pages` opts the agent (and the processes it starts) out with
+  ``prctl(PR_SET_THP_DISABLE)``, before its heap grows.
 """
 
 from __future__ import annotations
@@ -32,6 +37,17 @@ logger = logging.getLogger("k3py.agent")
 TLS_READ_BUFFER = 32 * 1024
 MALLOC_ARENAS = 2
 _M_ARENA_MAX = -8  # glibc's malloc.h
+_PR_SET_THP_DISABLE = 41  # linux/prctl.h
+
+
+def no_huge_pages() -> None:
+    """Keep transparent huge pages out of this process's memory (a no-op where unknown)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) != 0:
+            logger.debug("prctl(PR_SET_THP_DISABLE) refused: errno %d", ctypes.get_errno())
+    except (OSError, AttributeError):
+        pass
 
 
 def tune() -> None:

@@ -28,3 +28,16 @@ def test_aiohttp_default_context_holds_no_cas_and_later_contexts_load_the_system
     assert got["unused_default"] == 0
     assert got["made_later"] > 0  # the system store is still there for anything that asks
     assert got["environment_kept"]
+
+
+def test_the_agent_opts_out_of_transparent_huge_pages() -> None:
+    probe = (
+        "from k3py.cluster.agent import memory\n"
+        "memory.no_huge_pages()\n"
+        "print(open('/proc/self/status').read())\n"
+    )
+    status = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    # Kernels since 5.0 show the flag; a board's kernel would otherwise use huge pages.
+    assert "THP_enabled:\t0" in status
