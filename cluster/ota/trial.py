@@ -18,7 +18,9 @@ from pathlib import Path
 
 from k3py.cluster.ota.bootenv import BootEnv, running_slot
 
-DEFAULT_SECONDS = 600.0
+# A healthy board is Ready well within this (an emulated ARMv7 board in about 2 minutes); three
+# failed attempts then take about 10 minutes, the UpdatePlan's default progress deadline.
+DEFAULT_SECONDS = 150.0
 
 
 def deadline_seconds(cmdline: Path = Path("/proc/cmdline")) -> float:
