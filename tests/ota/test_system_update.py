@@ -147,3 +147,16 @@ async def test_a_foreign_or_downgrading_bundle_changes_nothing(
             await apply_system(session, URL, newer, slots, key_path=pushed[1], report=report)
     assert (tmp_path / "b").read_bytes() == b"\x55" * len(new)
     assert {n: (env.mount / n).read_bytes() for n in bootenv.ENV_FILES} == before
+
+
+def test_the_trial_deadline_comes_from_the_slots_command_line(tmp_path: Path) -> None:
+    from k3py.cluster.ota import trial
+
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text("console=ttyAMA0 root=LABEL=root-b k3py.slot=b k3py.trial=15\n")
+    assert trial.deadline_seconds(cmdline) == 15
+    cmdline.write_text("console=ttyAMA0 k3py.trial=1\n")
+    assert trial.deadline_seconds(cmdline) == 10  # a floor: a boot needs some time
+    cmdline.write_text("console=ttyAMA0\n")
+    assert trial.deadline_seconds(cmdline) == trial.DEFAULT_SECONDS
+    assert bootenv.running_slot(tmp_path / "missing") == "a"
