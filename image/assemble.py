@@ -47,7 +47,8 @@ def _render(template: Path, variables: dict[str, object]) -> str:
 
 
 def boot_files(ctx: BuildContext) -> None:
-    """Kernel, initramfs, command line, device trees, Pi firmware and k3py.yaml for the FAT."""
+    """Kernel, initramfs, command line (or U-Boot's script and slot state), device trees, Pi
+    firmware, a Pi's U-Boot and k3py.yaml for the FAT."""
     settings, board = ctx.settings, ctx.settings.board
     assert ctx.kernel is not None
     boot = ctx.path("boot")
@@ -88,6 +89,14 @@ def boot_files(ctx: BuildContext) -> None:
                 f"{board.boot.firmware_package}"
             )
         shutil.copy2(firmware_dir / name, boot / name)
+    for target, packaged in sorted(board.boot.loader_files.items()):
+        loader = ctx.path("boot-pkgs") / packaged.lstrip("/")
+        if not loader.is_file():
+            raise ImageError(
+                f"{board.directory}/board.toml: key 'boot.loader_files': {packaged} is not in "
+                f"{board.boot.loader_package}"
+            )
+        shutil.copy2(loader, boot / target)
     if settings.config_file is not None:
         shutil.copyfile(settings.config_file, boot / "k3py.yaml")
     else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,14 @@ class Boot:
     firmware_files: tuple[str, ...]
     templates: Mapping[str, str]  # boot partition file name → template file in the board folder
     device: str = "virtio 0"  # u-boot: the U-Boot device holding the card ("mmc 0" on a Pi)
+    # u-boot on a Pi: the package holding U-Boot and which of its files go onto the boot
+    # partition (boot partition name → path inside the package).
+    loader_package: str = "none"
+    loader_files: Mapping[str, str] = field(default_factory=dict)
+    # u-boot: the device tree address the boot script hands to booti/bootz (QEMU's and the Pi
+    # firmware's trees differ), and U-Boot variables it sets before loading (load addresses).
+    fdt: str = "${fdtcontroladdr}"
+    script_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -186,7 +194,8 @@ def load_board(name_or_path: str | Path) -> Board:
     kernel.reject_unknown({"package", "device_trees", "modules", "initramfs_modules", "cmdline"})
     boot = top.table("boot")
     assert boot is not None
-    boot.reject_unknown({"method", "firmware_package", "firmware_files", "templates", "device"})
+    boot.reject_unknown({"method", "firmware_package", "firmware_files", "templates", "device",
+                         "loader_package", "loader_files", "fdt", "script_env"})  # fmt: skip
     method = boot.string("method", choices=BOOT_METHODS)
     templates = boot.string_map("templates")
     for target, template in templates.items():
@@ -217,6 +226,8 @@ def load_board(name_or_path: str | Path) -> Board:
     firmware_package = boot.string("firmware_package", "none")
     if method == "raspberrypi" and firmware_package == "none":
         raise BoardError(f"{file}: key 'boot.firmware_package': the raspberrypi method needs it")
+    if boot.data.get("loader_files") and boot.data.get("loader_package", "none") == "none":
+        raise BoardError(f"{file}: key 'boot.loader_package': boot.loader_files needs it")
 
     return Board(
         name=name,
@@ -236,6 +247,10 @@ def load_board(name_or_path: str | Path) -> Board:
             firmware_files=boot.strings("firmware_files", ()),
             templates=templates,
             device=boot.string("device", "virtio 0"),
+            loader_package=boot.string("loader_package", "none"),
+            loader_files=boot.string_map("loader_files"),
+            fdt=boot.string("fdt", "${fdtcontroladdr}"),
+            script_env=boot.string_map("script_env"),
         ),
         partitions=Partitions(
             template=template,

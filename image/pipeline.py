@@ -47,7 +47,7 @@ def resolve_packages(ctx: BuildContext) -> None:
         [board.kernel.package], follow=lambda name: name.startswith("linux-image-")
     )
     ctx.packages["initramfs"] = index.resolve(content.initramfs_packages, exclude=content.exclude)
-    boot = [] if board.boot.firmware_package == "none" else [board.boot.firmware_package]
+    boot = [p for p in (board.boot.firmware_package, board.boot.loader_package) if p != "none"]
     ctx.packages["boot"] = index.resolve(boot, follow=lambda name: False)
     # The target's Python version, built for the build host, compiles the bytecode natively.
     ctx.packages["host-python"] = ctx.archive.index("amd64").resolve(HOST_PYTHON_PACKAGES)

@@ -21,8 +21,8 @@ def test_the_four_boards_load_with_their_architecture_and_boot_method() -> None:
     expected = {
         "qemu-virt-arm64": ("arm64", "u-boot"),
         "qemu-virt-armv7": ("armhf", "u-boot"),
-        "rpi4-arm64": ("arm64", "raspberrypi"),
-        "rpi3-armv7": ("armhf", "raspberrypi"),
+        "rpi4-arm64": ("arm64", "u-boot"),
+        "rpi3-armv7": ("armhf", "u-boot"),
     }
     for name, (architecture, method) in expected.items():
         board = load_board(name)
@@ -31,6 +31,12 @@ def test_the_four_boards_load_with_their_architecture_and_boot_method() -> None:
     assert load_board("qemu-virt-arm64").qemu is not None
     for pi in ("rpi4-arm64", "rpi3-armv7"):
         assert "cgroup_enable=memory cgroup_memory=1" in load_board(pi).kernel.cmdline
+        boot = load_board(pi).boot
+        assert (boot.device, boot.loader_package, boot.fdt) == (
+            "mmc 0",
+            "u-boot-rpi",
+            "${fdt_addr}",
+        )
 
 
 @pytest.fixture
@@ -46,6 +52,14 @@ def test_an_unknown_key_is_named_with_its_file(board_copy: Path) -> None:
         load_board(board_copy)
     assert str(board_copy) in str(err.value)
     assert "'kernel.module'" in str(err.value)
+
+
+def test_u_boot_files_without_their_package_name_the_key(board_copy: Path) -> None:
+    board_copy.write_text(
+        board_copy.read_text().replace("[boot]", '[boot]\nloader_files = { "u-boot.bin" = "x" }')
+    )
+    with pytest.raises(BoardError, match=r"key 'boot\.loader_package'"):
+        load_board(board_copy)
 
 
 def test_a_wrong_architecture_names_the_key(board_copy: Path) -> None:
