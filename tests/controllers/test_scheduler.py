@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
+import pytest
+
+from k3py.cluster.api.status import ApiError
 from k3py.cluster.server.controllers.base import PODS
 from k3py.cluster.server.scheduler.predicates import (
     NodeInfo,
@@ -181,3 +185,44 @@ async def test_a_freed_node_takes_the_waiting_pod_and_assumed_pods_hold_resource
     assert [(p["metadata"]["name"], p["spec"].get("nodeName")) for p in cluster.pods()] == [
         (next(n for n in bound if n != first), "only")
     ]
+
+
+async def test_pods_waiting_together_are_bound_together_each_on_its_own(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pods queued at once are placed in one turn of the event loop, so that their
+    bindings reach the datastore together; each is still its own Binding, and one refused
+    does not hold back the others."""
+    cluster.with_scheduler()
+    for name in ("n1", "n2"):
+        await cluster.create(node(name, cpu="4"))
+    for i in range(8):
+        await cluster.create(with_requests(f"p{i}", cpu="100m"))
+    create = cluster.api.create
+    in_flight = peak = 0
+    bindings: list[str] = []
+
+    async def counting_create(info: Any, obj: Object, *args: Any, **kw: Any) -> Object:
+        nonlocal in_flight, peak
+        if kw.get("subresource") != "binding":
+            return await create(info, obj, *args, **kw)
+        bindings.append(obj["metadata"]["name"])
+        in_flight += 1
+        peak = max(peak, in_flight)
+        try:
+            await asyncio.sleep(0)  # one datastore hand-over: the others join it meanwhile
+            if obj["metadata"]["name"] == "p3":
+                raise ApiError(409, "Conflict", "pod p3 is already assigned")
+            return await create(info, obj, *args, **kw)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(cluster.api, "create", counting_create)
+    await cluster.start()
+    await cluster.settle()
+    assert sorted(bindings) == [f"p{i}" for i in range(8)]  # one Binding per pod
+    assert peak == 8  # all under way together, not one per turn of the loop
+    nodes = {p["metadata"]["name"]: p["spec"].get("nodeName") for p in cluster.pods()}
+    assert nodes.pop("p3") is None  # refused: the watch says who placed it
+    assert all(nodes.values())
+    assert len(cluster.events("Scheduled")) == 7

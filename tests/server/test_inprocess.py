@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
+from k3py.cluster.server.app import create_app
 from k3py.cluster.server.rest.context import REST
 from k3py.cluster.server.rest.inprocess import InProcessApi
-from tests.server.conftest import Api
+from k3py.cluster.server.settings import ServerSettings
+from k3py.cluster.server.store import SQLiteDatastore
+from tests.server.conftest import ADMIN, Api, TokenAuthenticator, serving
 
 _PODS = by_kind("v1", "Pod")
 assert _PODS is not None
@@ -91,3 +95,46 @@ async def test_watchers_get_their_own_copies_of_each_change(api: Api) -> None:
     with pytest.raises(ApiError) as future:
         await client.list(PODS, "default", resource_version=str(10**9))
     assert future.value.code == 504
+
+
+async def test_bindings_made_together_share_a_transaction_and_fail_alone(
+    settings: ServerSettings, tmp_path: Path
+) -> None:
+    """The scheduler's binds of one turn reach SQLite as one transaction; each pod still gets
+    its own checks, its own 409/404 and its own MODIFIED event."""
+    store = SQLiteDatastore(tmp_path / "state.db")
+    app = create_app(settings, store, TokenAuthenticator({"admin": ADMIN}))
+    async with serving(app) as api:
+        client = InProcessApi(api.app[REST])
+        for name in ("a", "b", "c", "d"):
+            await client.create(PODS, pod(name), "default")
+        binding = {"target": {"name": "n0"}, "metadata": {"name": "b"}}
+        await client.create(PODS, binding, "default", subresource="binding")
+        _, version = await client.list(PODS, "default")
+        events = client.watch(PODS, "default", resource_version=version, timeout_seconds=5)
+        before = store.stats
+        results = await asyncio.gather(
+            *(
+                client.create(
+                    PODS,
+                    {"target": {"name": f"n-{name}"}, "metadata": {"name": name}},
+                    "default",
+                    subresource="binding",
+                )
+                for name in ("a", "b", "c", "missing", "d")
+            ),
+            return_exceptions=True,
+        )
+        codes = [
+            r.code if isinstance(r, ApiError) else r["code"] if isinstance(r, dict) else r
+            for r in results
+        ]
+        assert codes == [201, 409, 201, 404, 201]
+        after = store.stats
+        assert (after.writes - before.writes, after.transactions - before.transactions) == (3, 1)
+        seen = [await asyncio.wait_for(anext(events), 5) for _ in range(3)]
+        assert [kind for kind, _ in seen] == ["MODIFIED"] * 3
+        placed = {o["metadata"]["name"]: o["spec"]["nodeName"] for _, o in seen}
+        assert placed == {"a": "n-a", "c": "n-c", "d": "n-d"}
+        assert len({o["metadata"]["resourceVersion"] for _, o in seen}) == 3
+        await events.aclose()  # type: ignore[attr-defined]
