@@ -48,24 +48,12 @@ def replica_status(
     spec = rs.get("spec") or {}
     min_ready = int(spec.get("minReadySeconds") or 0)
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
-    active = [p for p in pods if podutil.is_active(p)]
-    ready = [p for p in active if podutil.is_ready(p)]
-    available = [p for p in ready if podutil.is_available(p, min_ready, now)]
-    labelled = [
-        p
-        for p in active
-        if all(
-            (podutil.meta(p).get("labels") or {}).get(k) == v for k, v in template_labels.items()
-        )
-    ]
-    waits = [
-        w for p in ready if (w := podutil.seconds_until_available(p, min_ready, now)) is not None
-    ]
+    counted = podutil.tally(pods, min_ready, now, template_labels)
     status: Object = {
-        "replicas": len(active),
-        "fullyLabeledReplicas": len(labelled),
-        "readyReplicas": len(ready),
-        "availableReplicas": len(available),
+        "replicas": counted.active,
+        "fullyLabeledReplicas": counted.labelled,
+        "readyReplicas": counted.ready,
+        "availableReplicas": counted.available,
         "observedGeneration": podutil.meta(rs).get("generation", 0),
     }
     old = rs.get("status") or {}
@@ -74,7 +62,7 @@ def replica_status(
     for key in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
         if not status[key]:
             del status[key]  # omitted when zero, as the API server serialises it
-    return status, (min(waits) if waits else None)
+    return status, counted.next_available
 
 
 class ReplicaSetController(QueueController):

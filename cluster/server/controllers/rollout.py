@@ -108,17 +108,9 @@ class Counts:
 def counts(rs: Object, pods: list[Object], now: datetime.datetime) -> Counts:
     min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
     # One pass over the pods: this runs on every change of every pod a Deployment owns.
-    active = available = ready = 0
-    for pod in pods:
-        if not podutil.is_active(pod):
-            continue
-        active += 1
-        if podutil.is_ready(pod):
-            ready += 1
-            if min_ready <= 0 or podutil.is_available(pod, min_ready, now):
-                available += 1
+    counted = podutil.tally(pods, min_ready, now)
     replicas = spec_replicas(rs)
-    return Counts(rs, replicas, min(available, replicas), active, ready)
+    return Counts(rs, replicas, min(counted.available, replicas), counted.active, counted.ready)
 
 
 def new_replicas_for_rolling(deployment: Object, all_rs: list[Counts], new: Counts) -> int:
