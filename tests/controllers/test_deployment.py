@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
-from k3py.cluster.server.controllers import rollout
+from k3py.cluster.server.controllers import podutil, rollout
 from k3py.cluster.server.controllers.base import DEPLOYMENTS, PODS, REPLICASETS
 from k3py.cluster.server.controllers.deployment import DeploymentController
 from k3py.cluster.server.controllers.replicaset import ReplicaSetController
@@ -69,6 +70,40 @@ def test_template_hash_is_stable_and_changes_with_the_template() -> None:
     assert first != rollout.template_hash(template("nginx:2"))
     assert first != rollout.template_hash(template("nginx:1"), collision_count=1)
     assert set(first) <= set("bcdfghjklmnpqrstvwxz2456789")
+
+
+def test_status_tally_judges_pods_as_the_single_checks_do() -> None:
+    now = datetime.datetime(2026, 1, 1, 12, 0, 30, tzinfo=datetime.UTC)
+
+    def stub(phase: str, ready: str | None, since: str = "", **meta: Any) -> dict[str, Any]:
+        conditions = [{"type": "PodScheduled", "status": "True"}]
+        if ready is not None:
+            conditions.append({"type": "Ready", "status": ready, "lastTransitionTime": since})
+        return {"metadata": meta, "status": {"phase": phase, "conditions": conditions}}
+
+    pods = [
+        stub("Running", "True", "2026-01-01T12:00:00Z", labels={"app": "a"}),  # available
+        stub("Running", "True", "2026-01-01T12:00:25Z", labels={"app": "a"}),  # in 5 s
+        stub("Running", "True", "", labels={"app": "a"}),  # ready, no time: never available
+        stub("Running", "False", labels={"app": "b"}),
+        stub("Pending", None),
+        stub("Succeeded", "True", "2026-01-01T12:00:00Z"),
+        stub("Running", "True", "2026-01-01T12:00:00Z", deletionTimestamp="x"),
+        {"metadata": "broken", "status": None},
+    ]
+    for min_ready in (0, 10):
+        counted = podutil.tally(pods, min_ready, now, {"app": "a"})
+        active = [p for p in pods if podutil.is_active(p)]
+        ready = [p for p in active if podutil.is_ready(p)]
+        waits = [w for p in ready if (w := podutil.seconds_until_available(p, min_ready, now))]
+        assert counted == podutil.Tally(
+            active=len(active),
+            ready=len(ready),
+            available=sum(podutil.is_available(p, min_ready, now) for p in ready),
+            labelled=sum((podutil.meta(p).get("labels") or {}).get("app") == "a" for p in active),
+            next_available=min(waits) if waits else None,
+        )
+    assert podutil.tally(pods, 10, now) == podutil.Tally(6, 3, 1, 6, 5.0)
 
 
 def test_surge_and_unavailable_round_as_kubernetes() -> None:
