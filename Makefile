@@ -70,8 +70,9 @@ $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m tools.mypy_view >/dev/null
 	touch $@
 
+# The slowest tests are listed at the end, to keep the whole run's time in view.
 test: setup docker-engine
-	$(PYTEST)
+	$(PYTEST) --durations=25
 
 test-unit: venv
 	$(PYTEST) -m "not (integration or docker or netns or image or qemu or nspawn)"

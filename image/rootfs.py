@@ -154,12 +154,8 @@ def configure(
         "::respawn:/usr/lib/k3py/supervise k3py /usr/bin/python3 -m k3py.cluster.ota.launcher "
         f"{role}"
     )
-    # A root slot on trial after a system update reboots unless marked good in time (the
-    # text test skips Python's start on every ordinary boot).
-    services.append(
-        "::once:/bin/sh -c 'grep -qs K3PY_TRIAL=[ab] /boot/firmware/k3pyenv.0 && "
-        "exec /usr/bin/python3 -m k3py.cluster.ota.trial'"
-    )
+    # A root slot on trial after a system update reboots unless marked good in time.
+    services.append("::once:/usr/lib/k3py/trial")
     services.append("::respawn:/usr/lib/k3py/supervise dropbear /usr/sbin/dropbear -F -E -R -p 22")
     services.append(
         f"{console}::respawn:/usr/bin/getty -L -n -l /usr/lib/k3py/console-login "

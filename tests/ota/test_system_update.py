@@ -6,6 +6,9 @@ the boards' real partitions under U-Boot (qemu-tests/test_ota_system.py)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -149,14 +152,47 @@ async def test_a_foreign_or_downgrading_bundle_changes_nothing(
     assert {n: (env.mount / n).read_bytes() for n in bootenv.ENV_FILES} == before
 
 
-def test_the_trial_deadline_comes_from_the_slots_command_line(tmp_path: Path) -> None:
-    from k3py.cluster.ota import trial
+TRIAL = Path(__file__).parents[2] / "image/overlay/usr/lib/k3py/trial"
 
-    cmdline = tmp_path / "cmdline"
-    cmdline.write_text("console=ttyAMA0 root=LABEL=root-b k3py.slot=b k3py.trial=15\n")
-    assert trial.deadline_seconds(cmdline) == 15
-    cmdline.write_text("console=ttyAMA0 k3py.trial=1\n")
-    assert trial.deadline_seconds(cmdline) == 10  # a floor: a boot needs some time
-    cmdline.write_text("console=ttyAMA0\n")
-    assert trial.deadline_seconds(cmdline) == trial.DEFAULT_SECONDS
+
+def _trial(tmp_path: Path, cmdline: str, state: State) -> subprocess.Popen[str]:
+    """The board's trial script with its boot state and command line in ``tmp_path``; its
+    reboot leaves a file instead."""
+    env = _env(tmp_path)
+    env.write(state)
+    (tmp_path / "cmdline").write_text(cmdline)
+    variables = {"PATH": os.environ["PATH"], "K3PY_CMDLINE": str(tmp_path / "cmdline"),
+                 "K3PY_BOOT": str(env.mount), "K3PY_TRIAL_POLL": "1", "K3PY_CONSOLE": "/dev/stderr",
+                 "K3PY_REBOOT": f"touch {tmp_path / 'rebooted'}"}  # fmt: skip
+    return subprocess.Popen(["sh", str(TRIAL)], env=variables, stderr=subprocess.PIPE, text=True)
+
+
+def test_a_slot_on_trial_reboots_unless_marked_good_in_time(tmp_path: Path) -> None:
+    on_trial = State(("b", "a"), {"a": 3, "b": 2}, "b")
+    # k3py.trial=1 is raised to the floor of 10 s (a boot needs some time).
+    trial = _trial(tmp_path, "console=ttyAMA0 root=LABEL=root-b k3py.slot=b k3py.trial=1\n",
+                   on_trial)  # fmt: skip
+    _, said = trial.communicate(timeout=30)
+    assert (tmp_path / "rebooted").exists()
+    assert "slot B is on trial: it must be marked good within 10s" in said
+    assert "slot B was not marked good in time; rebooting" in said
+
+
+def test_a_trial_ends_when_the_agent_marks_the_slot_good(tmp_path: Path) -> None:
+    trial = _trial(
+        tmp_path, "console=ttyAMA0 k3py.slot=b\n", State(("b", "a"), {"a": 3, "b": 2}, "b")
+    )
+    time.sleep(1.5)
+    BootEnv(tmp_path / "boot", remount=False).mark_good("b")
+    _, said = trial.communicate(timeout=10)
+    assert trial.returncode == 0
+    assert not (tmp_path / "rebooted").exists()
+    assert "within 150s" in said  # the default deadline
+    # Not on trial (the other slot is, or none): nothing to wait for.
+    for state in (State(("a", "b"), {"a": 3, "b": 3}, "a"), State.initial()):
+        case = tmp_path / f"trial-{state.trial or 'none'}"
+        case.mkdir()
+        trial = _trial(case, "k3py.slot=b\n", state)
+        assert trial.communicate(timeout=10)[1] == ""
+        assert trial.returncode == 0
     assert bootenv.running_slot(tmp_path / "missing") == "a"
