@@ -17,6 +17,7 @@ from aiohttp import web
 
 from k3py.cluster.api.customresources import CustomResourceRegistry
 from k3py.cluster.server.rbac import RBACAuthorizer
+from k3py.cluster.server.rest.namespaces import NamespaceFollower
 from k3py.cluster.server.rest.nodegraph import NodeGraph
 from k3py.cluster.server.rest.objects import ObjectStore
 from k3py.cluster.server.rest.strategy import UidSource
@@ -62,6 +63,8 @@ class RestContext:
     rbac: RBACAuthorizer = field(default_factory=RBACAuthorizer)
     # The CRD kind and the custom resources of the established CRDs (followed from the store).
     custom: CustomResourceRegistry = field(default_factory=CustomResourceRegistry)
+    # The active namespaces' names (followed from the store): creates skip reading theirs.
+    namespaces: NamespaceFollower = field(default_factory=NamespaceFollower)
     # New objects' uids, drawn from the OS's random source in blocks.
     uids: UidSource = field(default_factory=UidSource)
 

@@ -172,6 +172,8 @@ def respond(obj: Object, code: int, warnings: list[str]) -> web.Response:
 
 async def namespace_accepts(ctx: RestContext, namespace: str) -> None:
     """New objects go only into namespaces that exist and are not being deleted."""
+    if ctx.namespaces.active(ctx, namespace):
+        return
     assert NAMESPACES is not None
     ns = await ctx.objects.get_or_none(NAMESPACES, None, namespace)
     if ns is None:
