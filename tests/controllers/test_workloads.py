@@ -278,3 +278,22 @@ async def test_replicaset_adopts_orphans_present_at_creation_and_arriving_later(
     await cluster.settle()
     assert len(owned()) == 3
     assert len(live(cluster, app="web")) == 3
+
+    # Its pods becoming Ready change only its status: no pass looks through the namespace's
+    # pods for orphans again.
+    [controller] = [c for c in cluster._loops if isinstance(c, ReplicaSetController)]
+    scans = 0
+    listing = controller.pods.list
+
+    def counted_list(namespace: str | None = None) -> list[dict[str, Any]]:
+        nonlocal scans
+        scans += 1
+        return listing(namespace)
+
+    controller.pods.list = counted_list  # type: ignore[method-assign]
+    for pod in live(cluster, app="web"):
+        await cluster.set_pod_status(pod, "Running")
+    await cluster.settle()
+    status = cluster.objects("apps/v1", "ReplicaSet")[0]["status"]
+    assert status.get("readyReplicas") == 3
+    assert scans == 0

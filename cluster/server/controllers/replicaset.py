@@ -5,10 +5,11 @@ match the selector are adopted. Missing pods are created in slow-start batches (
 a failing template costs few requests; surplus pods are deleted worst first (unscheduled,
 pending, not ready, newest). Each write goes into the informer cache at once, so the next pass
 never counts a pod twice. Orphans are looked for only when there may be one to adopt: the
-ReplicaSet is new or changed, or an orphan pod its selector matches appeared or changed (a
-pass caused by its own pods' changes skips the scan of every pod in the namespace, which
-dominated a large scale-up). Status carries replicas, ready and available counts (available =
-ready for ``minReadySeconds``) and ``observedGeneration``.
+ReplicaSet is new, its spec changed or it is being deleted, or an orphan pod its selector
+matches appeared or changed (a pass caused by its own pods' changes or its own status write
+skips the scan of every pod in the namespace, which dominated a large scale-up). Status
+carries replicas, ready and available counts (available = ready for ``minReadySeconds``) and
+``observedGeneration``.
 """
 
 from __future__ import annotations
@@ -75,12 +76,22 @@ class ReplicaSetController(QueueController):
         self.pods = ctx.informers.get(PODS)
         # Keys whose next pass looks for orphans to adopt.
         self._claim_pending: set[str] = set()
-        self.replicasets.add_handler(self._rs_event, lambda _o, n: self._rs_event(n), self.enqueue)
+        self.replicasets.add_handler(self._rs_event, self._rs_changed, self.enqueue)
         self.pods.add_handler(self._pod_event, self._pod_changed, self._pod_event)
 
     def _rs_event(self, rs: Object) -> None:
         self._claim_pending.add(object_key(rs))
         self.enqueue(rs)
+
+    def _rs_changed(self, old: Object, new: Object) -> None:
+        # A write of the status (this controller's own, after every pass) changes nothing an
+        # adoption depends on: only a changed spec (selector, template) or deletion sends the
+        # next pass through every pod of the namespace.
+        spec_changed = old.get("spec") != new.get("spec")
+        if spec_changed or podutil.is_terminating(old) != podutil.is_terminating(new):
+            self._rs_event(new)
+        else:
+            self.enqueue(new)
 
     def _pod_event(self, pod: Object) -> None:
         self.enqueue_owner(pod, "ReplicaSet", delay=POD_EVENT_DELAY)
