@@ -121,7 +121,13 @@ class SQLiteDatastore:
         self._hub.published_revision = state.current_revision
         self._tracker.record(state.current_revision)
         assert self._write_conn is not None
-        self._writer = GroupCommitWriter(self._write_conn, self.path, state, self._deliver)
+        self._writer = GroupCommitWriter(
+            self._write_conn,
+            self.path,
+            state,
+            self._deliver,
+            inline=self._on_committed if self.sync == "normal" else None,
+        )
         self._writer.start()
         self._read_executor = ThreadPoolExecutor(self._readers, "k3py-store-read")
         self._compaction_task = asyncio.create_task(
