@@ -1,8 +1,9 @@
 """The embedded SQLite datastore: WAL mode, one writer thread, a small reader pool, watches.
 
-The event loop never touches SQLite. Writes go to :class:`GroupCommitWriter`'s thread and their
-futures resolve when the transaction commits; reads run on a small thread pool, each in one
-read transaction so a list and its revision agree. The reads asked for during one turn of the
+Writes go to :class:`GroupCommitWriter`, which commits them on its thread or, with
+``synchronous=NORMAL`` and nothing queued there, on the event loop's (a COMMIT then only appends
+to the WAL); their futures resolve when the transaction commits. Reads run on a small thread
+pool, each in one read transaction so a list and its revision agree. The reads asked for during one turn of the
 event loop go to the pool together and come back in one callback: every hand-over between the
 loop and a thread costs a GIL round trip, which a profile at 1,000 creates/s put first among a
 create's costs. Committed events are published to the
