@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -457,4 +458,25 @@ def admit(
         return _admit_lease(node, obj, old)
     if key == ("", "pods"):
         return _admit_pod(node, attrs, obj, old)
+    if key == ("ota.k3py.io", "updateplans"):
+        return _admit_plan_status(node, obj, old)
+    return None
+
+
+def _admit_plan_status(
+    node: str, obj: dict[str, Any] | None, old: dict[str, Any] | None
+) -> str | None:
+    """A node reports its own progress: of an UpdatePlan's status it may add, change or remove
+    only the entry that names it; the plan's own fields and other nodes' entries stay."""
+
+    def without_node(plan: dict[str, Any] | None) -> tuple[object, list[str]]:
+        status = dict((plan or {}).get("status") or {})
+        entries = status.pop("nodes", None)
+        listed = entries if isinstance(entries, list) else []
+        others = sorted(json.dumps(e, sort_keys=True) for e in listed
+                        if not (isinstance(e, dict) and e.get("name") == node))  # fmt: skip
+        return json.dumps(status, sort_keys=True), others
+
+    if without_node(obj) != without_node(old):
+        return f'node "{node}" can only change its own entry of an UpdatePlan\'s status'
     return None

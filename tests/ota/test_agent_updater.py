@@ -109,3 +109,28 @@ async def test_ten_nodes_reporting_at_once_all_land(api: Api, tmp_path: Path) ->
             assert UPDATE_PLANS is not None
             plan = await client.get(UPDATE_PLANS, "wide")
             assert [e["phase"] for e in plan["status"]["nodes"]] == [phase] * 10
+
+
+async def test_a_node_writes_only_its_own_entry_of_a_plans_status(api: Api) -> None:
+    await _plan(api, "own", "0.2.0", "Downloading")
+    path = "/apis/ota.k3py.io/v1/updateplans/own/status"
+    plan = (await api.get(path)).body
+    mine = {"name": "node1", "phase": "Verifying"}
+    forged = [
+        {**plan, "status": {**plan["status"], "phase": "Complete"}},  # the plan's own field
+        {
+            **plan,
+            "status": {**plan["status"], "nodes": [mine, {"name": "node2", "phase": "Failed"}]},
+        },
+    ]
+    for body in forged:
+        refused = await api.put(path, body, token="node1")
+        assert refused.status == 403, refused.body
+        assert "its own entry" in refused.body["message"]
+    patch = [
+        {"op": "add", "path": "/status/nodes/-", "value": {"name": "node2", "phase": "Healthy"}}
+    ]
+    assert (await api.patch(path, patch, kind="json", token="node1")).status == 403
+    ok = await api.put(path, {**plan, "status": {**plan["status"], "nodes": [mine]}}, token="node1")
+    assert ok.status == 200, ok.body
+    assert ok.body["status"]["nodes"] == [mine]
