@@ -112,8 +112,8 @@ def definitions() -> dict[str, dict[str, Any]]:
                       "description": "Cordon and evict pods before a node reboots."},
             "failureThreshold": _integer("Failed or rolled-back nodes that halt the plan."),
             "progressDeadlineSeconds": _integer(
-                "Seconds a node may stay in one phase between Downloading and Rebooting before "
-                "it counts as Failed (default 600)."),
+                "Seconds a node may stay in one phase between Downloading and Rebooting, or "
+                "be drained, before it counts as Failed (default 600)."),
         },
     }  # fmt: skip
     node = {

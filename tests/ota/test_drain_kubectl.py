@@ -183,3 +183,33 @@ async def test_drain_honours_the_disruption_budget_and_kubectl_follows(
 
 async def _not(value: Any) -> bool:
     return not await value
+
+
+async def test_a_drain_that_cannot_finish_fails_the_node_after_the_progress_deadline(
+    server: ServerProcess,
+) -> None:
+    """As ``kubectl drain --timeout``: a budget that never allows the eviction fails the node
+    after ``progressDeadlineSeconds`` instead of holding the rollout; the node is uncordoned."""
+    assert NODES is not None
+    assert BUDGETS is not None
+    async with KubeClient.from_kubeconfig(server.kubeconfig) as client:
+        await client.create(NODES, {"apiVersion": "v1", "kind": "Node", "metadata": {
+            "name": "d1", "labels": {"ring": "drain"}}})  # fmt: skip
+        await client.create(BUDGETS, {
+            "apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}})  # fmt: skip
+        await _running_pod(client, "web-a", "d1")
+        server.kubectl("apply", "-f", "-", stdin=PLAN + "  progressDeadlineSeconds: 3\n")
+
+        async def failed() -> Object:
+            entry = (await _plan(client))[1].get("d1", {})
+            return entry if entry.get("phase") == "Failed" else {}
+
+        entry = await _until("d1 Failed", failed, 30)
+        assert entry["message"].startswith(
+            "drain not finished within 3s: 1 pod left; default/web-a"
+        )
+        await _until("d1 uncordoned", lambda: _not(_unschedulable(client, "d1")))
+        assert PODS is not None
+        assert not (await client.get(PODS, "web-a", "default"))["metadata"].get("deletionTimestamp")

@@ -12,7 +12,9 @@ With ``drain`` a node is drained before it starts, as ``kubectl drain --ignore-d
 the Eviction API (so PodDisruptionBudgets are honoured) except DaemonSet and mirror pods, which
 would come straight back. While an eviction is refused (429) or evicted pods are still
 terminating, the node stays ``Pending`` with a ``draining`` message and is re-checked every
-:data:`DRAIN_RECHECK_SECONDS`; its agent sees ``Downloading`` only once it is empty. Since the
+:data:`DRAIN_RECHECK_SECONDS`; its agent sees ``Downloading`` only once it is empty. A drain
+still unfinished after ``progressDeadlineSeconds`` (as ``kubectl drain --timeout``) fails the
+node, which is uncordoned and counts toward the failure threshold. Since the
 rollout starts a batch's nodes in name order, a node being drained is always the one
 :func:`step` picks again, so ``maxUnavailable`` bounds drained and updating nodes together.
 """
@@ -89,7 +91,8 @@ class UpdatePlanController(QueueController):
                                               "lastTransitionTime": now_text})  # fmt: skip
             since = podutil.parse_time(entry.get("lastTransitionTime")) or self.clock.now()
             states[node] = NodeState(str(entry.get("phase", PENDING)), since.timestamp())
-        decision = step(spec, list(nodes), states, self.clock.now().timestamp())
+        now = self.clock.now().timestamp()
+        decision = step(spec, list(nodes), states, now)
         recheck = _sooner(decision.wait_seconds, decision.deadline_seconds)
         for node in decision.stalled:
             phase = entries[node].get("phase")
@@ -98,21 +101,36 @@ class UpdatePlanController(QueueController):
                                         f"{spec.progress_deadline_seconds:.0f}s: the node's agent "
                                         "does not report (is it started by the firmware launcher,"
                                         " or on a board with A/B boot state?)"}  # fmt: skip
+        drain_failed = []
         for node in decision.start:
             if spec.drain:
+                entry = entries[node]
+                draining = str(entry.get("message", "")).removeprefix("draining: ")
+                if draining != entry.get("message", "") and (
+                    states[node].since + spec.progress_deadline_seconds <= now
+                ):  # checked before draining again, so a failed node is never cordoned anew
+                    entries[node] = {"name": node, "phase": FAILED, "lastTransitionTime": now_text,
+                                     "message": "drain not finished within "
+                                                f"{spec.progress_deadline_seconds:.0f}s: "
+                                                f"{draining}"}  # fmt: skip
+                    drain_failed.append(node)
+                    continue
                 waiting = await self._drain(nodes[node], name)
                 if waiting:
-                    entries[node] = {**entries[node], "message": f"draining: {waiting}"}
+                    if draining == entry.get("message", ""):
+                        entry["lastTransitionTime"] = now_text  # the drain's start
+                    entries[node] = {**entry, "message": f"draining: {waiting}"}
                     recheck = min(recheck or DRAIN_RECHECK_SECONDS, DRAIN_RECHECK_SECONDS)
                     continue
             entries[node] = {"name": node, "phase": DOWNLOADING, "lastTransitionTime": now_text}
-        uncordon = list(decision.uncordon)
+        uncordon = [*decision.uncordon, *drain_failed]
         if decision.phase == HALTED:  # drained for a start that will not come
             uncordon += [n for n in nodes if entries[n].get("phase") == PENDING]
         for node in uncordon:
             if (podutil.meta(nodes[node]).get("annotations") or {}).get(DRAINED_ANNOTATION) == name:
                 await self._cordon(nodes[node], name, False)
-                entries[node].pop("message", None)
+                if node not in drain_failed:
+                    entries[node].pop("message", None)
         counts = decision.counts
         message = (f"{counts.get('Healthy', 0)}/{len(nodes)} healthy, batch {decision.batch}, "
                    f"{counts.get('Failed', 0) + counts.get('RolledBack', 0)} failed")  # fmt: skip
