@@ -1,12 +1,13 @@
 """The agent process, top to bottom: identity, runtime, images, pods, node, tunnel.
 
 :func:`run_agent` is what ``k3py agent`` runs. Its steps, in order: obtain the node's
-credentials (stored, or by joining), reach the container runtime, make sure the sandbox image
-exists and load air-gap images, start the pod sync loop on the pods of the local store (so a
-node that boots without its server runs its pods anyway), then start watching the server's pods,
-registering the Node and renewing its Lease, and the tunnel. Every background task is
-supervised: one that fails is logged at once and restarted. SIGTERM or SIGINT stops the agent
-and leaves the containers running, as a kubelet does, so that a restarted agent adopts them.
+credentials (stored, or by joining), reach the container runtime, register the Node and renew
+its Lease (in the background from then on), make sure the sandbox image exists and load air-gap
+images, start the pod sync loop on the pods of the local store (so a node that boots without
+its server runs its pods anyway), then start watching the server's pods, and the tunnel. Every
+background task is supervised: one that fails is logged at once and restarted. SIGTERM or
+SIGINT stops the agent and leaves the containers running, as a kubelet does, so that a
+restarted agent adopts them.
 """
 
 from __future__ import annotations
@@ -233,9 +234,19 @@ class Agent:
         )
         self._tasks: list[asyncio.Task[None]] = []
 
+    def _background(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
+        self._tasks.append(
+            asyncio.create_task(_supervised(name, work, self.clock), name=f"agent-{name}")
+        )
+
     async def start(self) -> None:
         await self.balancer.start()
         await wait_for_runtime(self.runtime, self.clock)
+        # The Node registers (Ready: the runtime answers) while the images below load: that
+        # takes seconds of a board's CPU at first boot, and pods bound meanwhile only wait for
+        # the pod sync, which starts once the images are there.
+        self._background("events", self.recorder.run)
+        self._background("node", self.reporter.run)
         await ensure_sandbox_image(self.runtime, self.settings.pause_image)
         await load_airgap_images(self.runtime, self.settings.agent_dir / "images")
         if self.flannel is not None:
@@ -249,15 +260,11 @@ class Agent:
         if self.services is not None:
             self.services.watch_pods(self.pods.pods, self.store.pods())
         for name, work in (
-            ("events", self.recorder.run),
-            ("node", self.reporter.run),
             ("tunnel", self.tunnel.run),
             ("servers", lambda: self.balancer.refresh(self.client, asyncio.Event())),
             ("usage", self.observability.sampler.run),
         ):
-            self._tasks.append(
-                asyncio.create_task(_supervised(name, work, self.clock), name=f"agent-{name}")
-            )
+            self._background(name, work)
         self.observability.watch(
             lambda: self.sync.pods,
             lambda: (self.tunnel.connected.is_set(), self.tunnel.connections),

@@ -11,6 +11,9 @@ version a board must run to take it.
 refuses every bundle), then the manifest's rules against the running system, then every payload's
 size and hash; only a bundle that passes all of them may be installed. Versions compare as
 dotted numbers (what k3py's versions are); the ``packaging`` library is not a board dependency.
+``cryptography`` is imported by the functions that check a signature, not with the module: the
+agent imports this module at start, and only an update needs the library (about 5 MB of an
+ARM64 board's agent, which otherwise never loads it).
 """
 
 from __future__ import annotations
@@ -21,13 +24,12 @@ import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any
 
 from k3py.errors import K3pyError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 FORMAT = 1
 MANIFEST = "manifest.json"
@@ -137,11 +139,16 @@ def version_key(version: str) -> tuple[int, ...]:
 
 
 def key_id(public_key: Ed25519PublicKey) -> str:
+    from cryptography.hazmat.primitives import serialization
+
     raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def load_public_key(path: Path = IMAGE_KEY_PATH) -> Ed25519PublicKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -214,6 +221,8 @@ def bundle_name(manifest: Manifest) -> str:
 
 def read_manifest(path: Path, public_key: Ed25519PublicKey) -> tuple[Manifest, dict[str, Member]]:
     """The manifest, once its signature holds (nothing else in the bundle is trusted before)."""
+    from cryptography.exceptions import InvalidSignature
+
     found = members(path)
     if MANIFEST not in found or SIGNATURE not in found:
         raise BundleError(f"{path} has no signed manifest (not a k3py bundle)")

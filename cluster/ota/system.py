@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import aiohttp
-from cryptography.exceptions import InvalidSignature
 
 from k3py.cluster.ota import blocks
 from k3py.cluster.ota.bootenv import ATTEMPTS, BootEnv, State, other, slot_device
@@ -84,6 +83,8 @@ async def read_verified(
     session: aiohttp.ClientSession, url: str, key_path: Path, running: Running
 ) -> tuple[Manifest, RemoteMember, bytes]:
     """Manifest (signature and rules checked), where the slot payload lies, its checked index."""
+    from cryptography.exceptions import InvalidSignature  # only an update needs the library
+
     key = load_public_key(key_path)
     found = await remote_members(session, url, SLOT_PAYLOAD)
     if MANIFEST not in found or SIGNATURE not in found or INDEX_PAYLOAD not in found:

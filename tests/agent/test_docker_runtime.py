@@ -218,6 +218,11 @@ async def test_airgap_archives_load_once_and_the_sandbox_image_is_made(
         assert await load_airgap_images(rt, tmp_path) == [reference]
         assert await rt.image_id(reference) is not None
         assert await load_airgap_images(rt, tmp_path) == []  # remembered
+        broken = tmp_path / "broken" / "broken.tar"
+        broken.parent.mkdir()
+        broken.write_bytes(b"not a tar archive" * 100)
+        with pytest.raises(ImageError, match="cannot load"):
+            await rt.load_images(broken)
         pause = f"k3py-test/pause:{node}"
         image = await ensure_sandbox_image(rt, pause)
         assert image == await ensure_sandbox_image(rt, pause)

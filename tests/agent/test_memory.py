@@ -1,10 +1,12 @@
-"""The agent's process-wide memory settings: aiohttp imported without the system CA store."""
+"""The agent's process-wide memory settings: aiohttp imported without the system CA store, no
+huge pages, and libraries the long-running agent does not need kept out of it."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 PROBE = """
 import json, os, ssl
@@ -41,3 +43,35 @@ def test_the_agent_opts_out_of_transparent_huge_pages() -> None:
     ).stdout
     # Kernels since 5.0 show the flag; a board's kernel would otherwise use huge pages.
     assert "THP_enabled:\t0" in status
+
+
+def test_the_updater_and_the_runtime_leave_cryptography_and_docker_unloaded() -> None:
+    # The agent under the firmware launcher imports the OTA updater at start; cryptography
+    # (a bundle's signature) and the docker package (a pull) load only when used.
+    probe = (
+        "import sys\n"
+        "import k3py.cluster.agent.agent, k3py.cluster.ota.agent\n"
+        "print(sorted({'cryptography', 'docker', 'requests'} & set(sys.modules)))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_docker_is_imported_without_requests_encoding_guessers(tmp_path: Path) -> None:
+    # Debian's requests takes chardet when it is installed: a stand-in that says so if loaded.
+    (tmp_path / "chardet").mkdir()
+    (tmp_path / "chardet" / "__init__.py").write_text("raise SystemExit('chardet loaded')\n")
+    probe = (
+        "import sys\n"
+        f"sys.path.insert(0, {str(tmp_path)!r})\n"
+        "from k3py.cluster.agent.runtime.docker import import_docker\n"
+        "import_docker()\n"
+        "import requests.compat\n"
+        "print(requests.compat.chardet, 'chardet' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert out.split() == ["None", "False"]

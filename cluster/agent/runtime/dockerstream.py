@@ -1,8 +1,10 @@
 """Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
 
-Five endpoint shapes: short requests answered with JSON (:func:`request_json`: version,
+Six endpoint shapes: short requests answered with JSON (:func:`request_json`: version,
 listings, inspections, statistics, creating and starting containers and execs, which the agent
-makes all the time without loading the ``docker`` package and its HTTP stack), a long GET
+makes all the time without loading the ``docker`` package and its HTTP stack), a tar sent to
+an endpoint that answers with a stream of JSON messages (:func:`send_archive`: loading and
+importing images, which every first boot of a board does), a long GET
 whose body is framed output (``/containers/{id}/logs``), a long GET of JSON lines
 (``/events``), requests the engine answers only when done (``POST /containers/{id}/stop``,
 ``DELETE /containers/{id}``), and ``POST /exec/{id}/start`` which upgrades the connection to a
@@ -18,11 +20,13 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from k3py.cluster.agent.errors import RuntimeUnavailable
 
 _HEADER_LIMIT = 64 * 1024
+_CHUNK = 256 * 1024  # an archive is sent from disk in pieces of this size
 
 
 async def _connect(socket: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -169,6 +173,57 @@ async def request_json(
         return status, data
     message = data.get("message") if isinstance(data, dict) else None
     return status, str(message or answer.decode(errors="replace").strip())
+
+
+async def send_archive(
+    socket: str, path: str, archive: Path | bytes, *, limit: float
+) -> tuple[int, list[dict[str, Any]]]:
+    """``POST path`` with a tar body (a file, sent from disk piece by piece, or bytes) to an
+    endpoint that answers with a stream of JSON messages (``/images/load``, ``/images/create``):
+    the status and the messages; an error status comes with the engine's one message."""
+    size = len(archive) if isinstance(archive, bytes) else archive.stat().st_size
+    what = f"POST {path.split('?')[0]}"
+    reader, writer = await _connect(socket)
+    try:
+        async with asyncio.timeout(limit):
+            head = (
+                f"POST {path} HTTP/1.0\r\nHost: docker\r\n"
+                f"Content-Type: application/x-tar\r\nContent-Length: {size}\r\n\r\n"
+            )
+            # The engine may refuse before it has read the whole body (and close): its answer
+            # is read all the same.
+            with contextlib.suppress(ConnectionError):
+                writer.write(head.encode())
+                if isinstance(archive, bytes):
+                    writer.write(archive)
+                else:
+                    with archive.open("rb") as file:
+                        while chunk := file.read(_CHUNK):
+                            writer.write(chunk)
+                            await writer.drain()
+                await writer.drain()
+            status = await _read_head(reader, what)
+            answer = await reader.read()
+    except TimeoutError:
+        raise RuntimeUnavailable(f"the Docker engine did not answer {what} in {limit:g}s") from None
+    except OSError as err:
+        raise RuntimeUnavailable(f"the Docker engine does not answer {what}: {err}") from None
+    finally:
+        writer.close()
+    if not 200 <= status < 300:
+        with contextlib.suppress(ValueError, AttributeError):
+            return status, [{"error": str(json.loads(answer)["message"])}]
+        return status, [{"error": answer.decode(errors="replace").strip() or f"status {status}"}]
+    messages: list[dict[str, Any]] = []
+    for line in answer.splitlines():
+        if not line.strip():
+            continue
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = {"stream": line.decode(errors="replace")}
+        messages.append(message if isinstance(message, dict) else {"stream": str(message)})
+    return status, messages
 
 
 class Hijacked:
