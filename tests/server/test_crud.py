@@ -175,7 +175,7 @@ async def test_server_side_apply_creates_then_merges(api: Api) -> None:
     assert same.body["metadata"]["resourceVersion"] == first.body["metadata"]["resourceVersion"]
     yaml_body = b"apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ssa}\ndata: {b: '2'}\n"
     merged = await api.call("PATCH", path, data=yaml_body, content_type=apply)
-    assert merged.body["data"] == {"a": "1", "b": "2"}
+    assert merged.body["data"] == {"b": "2"}  # the same manager stopped applying a: removed
 
 
 async def test_field_validation(api: Api) -> None:

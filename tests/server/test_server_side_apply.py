@@ -116,3 +116,36 @@ def test_official_client_server_side_apply(cluster: ServerProcess) -> None:
         body=body, field_manager="other", namespace="default", force_conflicts=True
     )
     assert forced.data.k == "w"
+
+
+def test_fields_an_applier_stops_applying_are_removed_unless_another_owns_them(
+    cluster: ServerProcess,
+) -> None:
+    def config(data: dict[str, str], labels: dict[str, str]) -> str:
+        return json.dumps({"apiVersion": "v1", "kind": "ConfigMap",
+                           "metadata": {"name": "drop", "namespace": "default", "labels": labels},
+                           "data": data})  # fmt: skip
+
+    def live() -> dict[str, object]:
+        obj = json.loads(cluster.kubectl("get", "cm", "drop", "-o", "json").stdout)
+        return {"data": obj.get("data"), "labels": obj["metadata"].get("labels")}
+
+    apply = ("apply", "--server-side", "-f", "-")
+    cluster.kubectl(*apply, "--field-manager=alice",
+                    stdin=config({"a": "1", "b": "2", "c": "3"}, {"x": "1", "y": "2"}))  # fmt: skip
+    # Bob applies c with the same value: a shared field.
+    cluster.kubectl(*apply, "--field-manager=bob", stdin=config({"c": "3"}, {}))
+    # Alice no longer applies b, c and label y: b and y go, c stays (Bob owns it).
+    cluster.kubectl(*apply, "--field-manager=alice", stdin=config({"a": "1"}, {"x": "1"}))
+    assert live() == {"data": {"a": "1", "c": "3"}, "labels": {"x": "1"}}
+    # A container Alice stopped applying leaves the Deployment's list; the other stays.
+    containers = [{"name": "web", "image": "nginx:1.25"}, {"name": "side", "image": "busybox"}]
+    deployment = json.loads(_deployment(1))
+    deployment["metadata"]["namespace"] = "default"
+    deployment["spec"]["template"]["spec"]["containers"] = containers
+    cluster.kubectl(*apply, "--field-manager=alice", stdin=json.dumps(deployment))
+    deployment["spec"]["template"]["spec"]["containers"] = containers[:1]
+    cluster.kubectl(*apply, "--field-manager=alice", stdin=json.dumps(deployment))
+    got = cluster.kubectl("get", "deploy", "web", "-o",
+                          "jsonpath={.spec.template.spec.containers[*].name}").stdout  # fmt: skip
+    assert got == "web"

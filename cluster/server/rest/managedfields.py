@@ -7,9 +7,10 @@ takes the fields whose values it changed from whoever held them. An apply (opera
 ``Apply``) owns exactly the fields of its configuration; a field another manager owns with a
 different value is a conflict, reported as kube-apiserver reports it (409, one cause per field
 with the other manager), unless ``force`` takes it over. Fields are walked with the strategic
-merge metadata of :mod:`k3py.cluster.api.patch_meta`, which names the list keys. This is a
-simplification of the structured-merge-diff library: list items without a merge key are
-atomic, and fields an applier stops applying keep their values (they lose only its ownership).
+merge metadata of :mod:`k3py.cluster.api.patch_meta`, which names the list keys. A field an
+applier stops applying is removed when no other manager owns it (:func:`released`), else it
+keeps its value and loses only that applier's ownership. This is a simplification of the
+structured-merge-diff library: list items without a merge key are atomic.
 """
 
 from __future__ import annotations
@@ -198,6 +199,58 @@ def record_apply(
             return entries  # the same configuration again: nothing to write
         owned[own_index] = set()
     return _rebuild(entries, owned, _entry(manager.name, "Apply", info, now, set(applied)), touched)
+
+
+def released(live: Object, config: Object, manager: Manager, kind: str) -> list[Path]:
+    """The fields ``manager`` applied before, leaves out of ``config`` now, and no other manager
+    owns: an apply removes them from the object (kube-apiserver's behaviour)."""
+    mine: set[Path] = set()
+    others: set[Path] = set()
+    for entry in _entries(live):
+        paths = decode(entry.get("fieldsV1"))
+        if entry.get("manager") == manager.name and entry.get("operation") == "Apply":
+            mine |= paths
+        else:
+            others |= paths
+    gone = mine - leaves(config, kind).keys()
+    # Never remove what holds another manager's field (a list item someone else has set
+    # fields of stays, with its other fields).
+    return sorted(p for p in gone if not any(o[: len(_base(p))] == _base(p) for o in others))
+
+
+def _base(path: Path) -> Path:
+    return path[:-1] if path[-1:] == (".",) else path
+
+
+def _matches(item: Any, kind: str, wanted: Any) -> bool:
+    if kind == "v":
+        return bool(item == wanted)
+    return isinstance(item, dict) and all(item.get(k) == v for k, v in wanted.items())
+
+
+def remove(obj: Object, path: Path) -> None:
+    """Remove the field ``path`` names (``f:`` keys, ``k:`` keyed items, ``v:`` set values,
+    ``.`` the item itself) from ``obj``; a path that no longer leads anywhere is skipped."""
+    parent: Any = obj
+    for index, part in enumerate(path):
+        kind, _, rest = part.partition(":")
+        last = index == len(path) - 1 or path[index + 1] == "."
+        if kind == "f" and isinstance(parent, dict) and rest in parent:
+            if last:
+                del parent[rest]
+                return
+            parent = parent[rest]
+        elif kind in ("k", "v") and isinstance(parent, list):
+            wanted = json.loads(rest)
+            match = next((i for i, v in enumerate(parent) if _matches(v, kind, wanted)), None)
+            if match is None:
+                return
+            if last:
+                del parent[match]
+                return
+            parent = parent[match]
+        else:
+            return
 
 
 def _field_text(path: Path) -> str:

@@ -444,6 +444,10 @@ async def patch(request: web.Request, target: RequestTarget) -> web.Response:
         patched, warnings = await asyncio.to_thread(
             _patched, info, old, merge_type, body, opts, budget
         )
+        if patch_type == APPLY:
+            applier = _manager(request, "Apply")
+            for path in managedfields.released(old, body, applier, info.kind):
+                managedfields.remove(patched, path)
         if patched["metadata"].get("name") != target.name:
             raise status.bad_request("the name of an object cannot be changed by a patch")
         if info.namespaced:
