@@ -46,13 +46,18 @@ class DeploymentController(QueueController):
         self.replicasets = ctx.informers.get(REPLICASETS)
         self.pods = ctx.informers.get(PODS)
         self.deployments.add_handler(self.enqueue, lambda _o, n: self.enqueue(n), self.enqueue)
-        self.replicasets.add_handler(
-            self._rs_event, lambda _o, n: self._rs_event(n), self._rs_event
-        )
+        self.replicasets.add_handler(self._rs_event, self._rs_changed, self._rs_event)
         self.pods.add_handler(self._pod_event, lambda _o, n: self._pod_event(n), self._pod_event)
 
     def _rs_event(self, rs: Object) -> None:
         self.enqueue_owner(rs, "Deployment")
+
+    def _rs_changed(self, old: Object, new: Object) -> None:
+        # A ReplicaSet's status follows its pods, whose events already queue the Deployment
+        # 50 ms later: a status write alone joins that pass rather than causing one more.
+        same_spec = old.get("spec") == new.get("spec")
+        status_only = same_spec and podutil.is_terminating(old) == podutil.is_terminating(new)
+        self.enqueue_owner(new, "Deployment", delay=POD_EVENT_DELAY if status_only else 0.0)
 
     def _pod_event(self, pod: Object) -> None:
         ref = podutil.controller_ref(pod)
@@ -64,8 +69,20 @@ class DeploymentController(QueueController):
 
     # -- reading ----------------------------------------------------------------------------------
 
-    def _counts(self, rs: Object, now: datetime.datetime) -> Counts:
-        return rollout.counts(rs, self.pods.by_index("owner", podutil.uid_of(rs)), now)
+    def _counts(
+        self,
+        rs: Object,
+        now: datetime.datetime,
+        tallies: dict[tuple[str, int], podutil.Tally] | None = None,
+    ) -> Counts:
+        """``rs``'s pods counted; ``tallies`` keeps the counts of one moment for reuse."""
+        key = (podutil.uid_of(rs), rollout.min_ready_seconds(rs))
+        counted = tallies.get(key) if tallies is not None else None
+        if counted is None:
+            counted = podutil.tally(self.pods.by_index("owner", key[0]), key[1], now)
+            if tallies is not None:
+                tallies[key] = counted
+        return rollout.counts_from(rs, counted)
 
     def _owned(self, deployment: Object) -> list[Object]:
         return [
@@ -298,8 +315,9 @@ class DeploymentController(QueueController):
     ) -> float | None:
         now = self.clock.now()
         owned = self._owned(deployment)
-        new_counts = self._counts(new_rs, now) if new_rs is not None else None
-        all_counts = [self._counts(rs, now) for rs in owned]
+        tallies: dict[tuple[str, int], podutil.Tally] = {}  # the new ReplicaSet is counted once
+        new_counts = self._counts(new_rs, now, tallies) if new_rs is not None else None
+        all_counts = [self._counts(rs, now, tallies) for rs in owned]
         if new_counts is not None and not any(c.name == new_counts.name for c in all_counts):
             all_counts.append(new_counts)
         status = rollout.deployment_status(deployment, all_counts, new_counts)

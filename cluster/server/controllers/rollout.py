@@ -11,7 +11,6 @@ that are about to go, so they never let a rollout take down more than ``maxUnava
 from __future__ import annotations
 
 import copy
-import datetime
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -105,10 +104,13 @@ class Counts:
         return podutil.name_of(self.rs)
 
 
-def counts(rs: Object, pods: list[Object], now: datetime.datetime) -> Counts:
-    min_ready = int((rs.get("spec") or {}).get("minReadySeconds") or 0)
-    # One pass over the pods: this runs on every change of every pod a Deployment owns.
-    counted = podutil.tally(pods, min_ready, now)
+def min_ready_seconds(rs: Object) -> int:
+    return int((rs.get("spec") or {}).get("minReadySeconds") or 0)
+
+
+def counts_from(rs: Object, counted: podutil.Tally) -> Counts:
+    """``rs``'s counts from its pods' tally (:func:`podutil.tally` with its
+    ``minReadySeconds``: one pass that runs on every change of every pod a Deployment owns)."""
     replicas = spec_replicas(rs)
     return Counts(rs, replicas, min(counted.available, replicas), counted.active, counted.ready)
 
