@@ -12,6 +12,8 @@ from k3py.cluster.api.status import ApiError
 from k3py.cluster.server.controllers.base import PODS
 from k3py.cluster.server.scheduler.predicates import (
     NodeInfo,
+    PodFacts,
+    check_node,
     failure_message,
     filter_node,
     nodes_to_find,
@@ -226,3 +228,33 @@ async def test_pods_waiting_together_are_bound_together_each_on_its_own(
     assert nodes.pop("p3") is None  # refused: the watch says who placed it
     assert all(nodes.values())
     assert len(cluster.events("Scheduled")) == 7
+
+
+async def test_the_resource_only_shortcut_finds_what_the_filters_find(cluster: Cluster) -> None:
+    """find_nodes skips the filter call for pods and nodes with nothing but resources to
+    compare; it must keep the same nodes, and the same reasons for the others."""
+    scheduler = cluster.with_scheduler()
+    for n in (
+        node("plain"),
+        node("small", cpu="100m", memory="64Mi"),
+        node("full", pods="1"),
+        node("tainted", taints=[{"key": "gpu", "value": "yes", "effect": "NoSchedule"}]),
+        {**node("cordoned"), "spec": {"unschedulable": True}},
+    ):
+        await cluster.create(n)
+    await cluster.create(pod("there", nodeName="full"))
+    await cluster.start()
+    infos = list(scheduler.infos.values())
+    toleration = {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"}
+    for p in (
+        pod("none"),
+        with_requests("cpu", cpu="500m"),
+        with_requests("memory", memory="1Gi"),
+        with_requests("tolerant", cpu="50m", tolerations=[toleration]),
+        pod("named", nodeName="small"),
+    ):
+        scheduler._next_start = 0
+        feasible, why = scheduler.find_nodes(p)
+        facts = PodFacts.of(p)
+        assert [i.name for i in feasible] == [i.name for i in infos if not check_node(facts, i)]
+        assert why == Counter(r for i in infos for r in check_node(facts, i))
