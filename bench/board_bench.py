@@ -56,8 +56,8 @@ _PROCESSES = (
 _MILESTONES = (
     "echo \"K3PYUP|$(cut -d' ' -f1 /proc/uptime)|$(date +%s)\";"
     " grep -E 'msg=\"?(k3py server is ready|joined the cluster|waiting for the container"
-    " runtime|node registered)'"
-    " /var/log/k3py.log | head -n 8 | sed 's/^/K3PYLOG|/'"
+    " runtime|node registered|loaded air-gap images|k3py agent is running)'"
+    " /var/log/k3py.log | head -n 12 | sed 's/^/K3PYLOG|/'"
 )
 TICKS = 100  # USER_HZ of ARM Linux (/proc/<pid>/stat counts in it)
 # The agent's entry module, imported as the service imports it at start.
