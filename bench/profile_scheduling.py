@@ -148,7 +148,8 @@ async def _profiled_run(
         return replicas / (time.perf_counter() - started)
     finally:
         if spy is not None:
-            spy.send_signal(signal.SIGINT)
+            if spy.returncode is None:
+                spy.send_signal(signal.SIGINT)
             await asyncio.wait_for(spy.wait(), 60)
         await hollow.stop()
         await client.close()
