@@ -87,4 +87,6 @@ class NamespaceFollower:
                 logger.debug("namespaces: listing again", extra={"fields": {"error": str(err)}})
             finally:  # whatever ended the watch, the names are no longer followed
                 self._synced = False
+            if ctx.stopping.is_set():  # the server is stopping (its datastore ended the watch)
+                return
             await asyncio.sleep(RETRY_SECONDS)
