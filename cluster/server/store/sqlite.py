@@ -3,13 +3,13 @@
 Writes go to :class:`GroupCommitWriter`, which commits them on its thread or, with
 ``synchronous=NORMAL`` and nothing queued there, on the event loop's (a COMMIT then only appends
 to the WAL); their futures resolve when the transaction commits. Reads run on a small thread
-pool, each in one read transaction so a list and its revision agree. The reads asked for during one turn of the
-event loop go to the pool together and come back in one callback: every hand-over between the
-loop and a thread costs a GIL round trip, which a profile at 1,000 creates/s put first among a
-create's costs. Committed events are published to the
-in-process :class:`WatchHub` before the writes are acknowledged, so a client that sees its write
-succeed can rely on its watchers having it queued. An exclusive lock file next to the database
-keeps a second server off the same file.
+pool, each in one read transaction so a list and its revision agree. The reads asked for during
+one turn of the event loop go to the pool together and come back in one callback: every
+hand-over between the loop and a thread costs a GIL round trip, which a profile at 1,000
+creates/s put first among a create's costs. Committed events are published to the in-process
+:class:`WatchHub` before the writes are acknowledged, so a client that sees its write succeed can
+rely on its watchers having it queued. An exclusive lock file next to the database keeps a second
+server off the same file.
 """
 
 from __future__ import annotations
