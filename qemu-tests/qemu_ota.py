@@ -162,6 +162,11 @@ class Card:
         files["/usr/lib/os-release"] = release.replace(old.split()[-1], version).encode()
         if bad:
             files[f"{DIST}/k3py/cluster/agent/agent.py"] = b'raise SystemExit("broken agent")\n'
+            # The image's bytecode is unchecked-hash (reproducible builds): without this, the
+            # old agent.pyc would still run. A pyc Python cannot read sends it to the source.
+            for name in _listing(slot, f"{DIST}/k3py/cluster/agent/__pycache__"):
+                if name.startswith("agent.") and name.endswith(".pyc"):
+                    files[f"{DIST}/k3py/cluster/agent/__pycache__/{name}"] = b"not bytecode"
             cmdline = debugfs_cat(slot, "/boot/cmdline.env").strip()
             files["/boot/cmdline.env"] = f"{cmdline} k3py.trial=15\n".encode()
         debugfs_write(slot, files, self.work)
@@ -178,10 +183,14 @@ class Card:
         return out
 
 
+def _listing(slot: Path, directory: str) -> list[str]:
+    return subprocess.run(["debugfs", "-R", f"ls {directory}", str(slot)], capture_output=True,
+                          text=True, check=True).stdout.split()  # fmt: skip
+
+
 def _dist_info(slot: Path) -> str:
-    listing = subprocess.run(["debugfs", "-R", f"ls {DIST}", str(slot)], capture_output=True,
-                             text=True, check=True).stdout  # fmt: skip
-    return next(w for w in listing.split() if w.startswith("k3py-") and w.endswith(".dist-info"))
+    listing = _listing(slot, DIST)
+    return next(w for w in listing if w.startswith("k3py-") and w.endswith(".dist-info"))
 
 
 def make_card(image: Path, board: str, server: Server, work: Path) -> Card:
