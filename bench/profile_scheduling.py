@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.scheduler_bench import _pod
+from bench.scheduler_bench import _pod, big_deployment
 from k3py.cluster.client import KubeClient
 from k3py.cluster.server.controllers.base import DEPLOYMENTS, PODS
 from tests.controllers.hollow import HollowNodes
@@ -118,19 +118,7 @@ async def _profiled_run(
                 stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
             )  # fmt: skip
             await asyncio.sleep(1.0)  # the sampler attached
-        deployment = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "big", "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": "big"}},
-                "template": {
-                    "metadata": {"labels": {"app": "big"}},
-                    "spec": {"containers": [{"name": "app", "image": "registry.example/big:1"}]},
-                },
-            },
-        }
+        deployment = big_deployment(replicas)
         started = time.perf_counter()
         await client.create(DEPLOYMENTS, deployment, "default")
         while True:

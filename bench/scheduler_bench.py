@@ -44,6 +44,23 @@ Object = dict[str, Any]
 SCHEDULING_BUDGET = 300  # pods/s with 1,000 nodes
 
 
+def big_deployment(replicas: int) -> Object:
+    """The Deployment both the benchmark and its profile create over the hollow nodes."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "big", "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "big"}},
+            "template": {
+                "metadata": {"labels": {"app": "big"}},
+                "spec": {"containers": [{"name": "app", "image": "registry.example/big:1"}]},
+            },
+        },
+    }
+
+
 def _pod(name: str, owner: int) -> Object:
     return {
         "apiVersion": "v1",
@@ -204,19 +221,7 @@ async def through_api(
             "server_cpu_seconds": round(_proc_cpu_seconds(pid) - cpu_before, 1),
         }
 
-        deployment = {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "big", "namespace": "default"},
-            "spec": {
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": "big"}},
-                "template": {
-                    "metadata": {"labels": {"app": "big"}},
-                    "spec": {"containers": [{"name": "app", "image": "registry.example/big:1"}]},
-                },
-            },
-        }
+        deployment = big_deployment(replicas)
         started = time.perf_counter()
         await client.create(DEPLOYMENTS, deployment, "default")
 
