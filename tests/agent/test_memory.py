@@ -22,10 +22,15 @@ print(json.dumps({
 """
 
 
-def test_aiohttp_default_context_holds_no_cas_and_later_contexts_load_the_system_store() -> None:
-    out = subprocess.run(
-        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True, timeout=60
+def _probe(code: str) -> str:
+    """What ``code`` prints in a fresh interpreter (imports there start from nothing)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
+
+
+def test_aiohttp_default_context_holds_no_cas_and_later_contexts_load_the_system_store() -> None:
+    out = _probe(PROBE)
     got = json.loads(out)
     assert got["unused_default"] == 0
     assert got["made_later"] > 0  # the system store is still there for anything that asks
@@ -38,9 +43,7 @@ def test_the_agent_opts_out_of_transparent_huge_pages() -> None:
         "memory.no_huge_pages()\n"
         "print(open('/proc/self/status').read())\n"
     )
-    status = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    status = _probe(probe)
     # Kernels since 5.0 show the flag; a board's kernel would otherwise use huge pages.
     assert "THP_enabled:\t0" in status
 
@@ -53,9 +56,7 @@ def test_the_updater_and_the_runtime_leave_cryptography_and_docker_unloaded() ->
         "import k3py.cluster.agent.agent, k3py.cluster.ota.agent\n"
         "print(sorted({'cryptography', 'docker', 'requests'} & set(sys.modules)))\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = _probe(probe)
     assert out.strip() == "[]"
 
 
@@ -71,7 +72,5 @@ def test_docker_is_imported_without_requests_encoding_guessers(tmp_path: Path) -
         "import requests.compat\n"
         "print(requests.compat.chardet, 'chardet' in sys.modules)\n"
     )
-    out = subprocess.run(
-        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = _probe(probe)
     assert out.split() == ["None", "False"]
