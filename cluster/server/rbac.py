@@ -37,7 +37,6 @@ SA_PREFIX = "system:serviceaccount:"
 RETRY_SECONDS = 1.0
 SYNC_WAIT_SECONDS = 5.0
 CACHE_SIZE = 8192
-_PAGE = 500
 
 Object = dict[str, Any]
 Rule = dict[str, Any]
@@ -253,18 +252,12 @@ class RBACAuthorizer:
     # -- following the objects ---------------------------------------------------------------
 
     async def _list(self, ctx: RestContext) -> int:
+        items, revision = await ctx.objects.list_prefix(PREFIX)
         self._objects.clear()
-        revision, start = 0, ""
-        while True:
-            items, revision, more = await ctx.objects.list_page(
-                PREFIX, revision=revision, start_after=start, limit=_PAGE
-            )
-            for kv in items:
-                self._objects[_key_of(kv.key)] = decode(kv)
-            if not more or not items:
-                self._dirty = True
-                return revision
-            start = items[-1].key
+        for kv in items:
+            self._objects[_key_of(kv.key)] = decode(kv)
+        self._dirty = True
+        return revision
 
     async def _run(self, ctx: RestContext) -> None:
         while not ctx.stopping.is_set():

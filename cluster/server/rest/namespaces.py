@@ -34,7 +34,6 @@ _NAMESPACES = by_kind("v1", "Namespace")
 assert _NAMESPACES is not None
 PREFIX = _NAMESPACES.storage_prefix()
 RETRY_SECONDS = 1.0
-_PAGE = 500
 
 
 def _is_active(obj: dict[str, Any]) -> bool:
@@ -57,19 +56,9 @@ class NamespaceFollower:
         return self._synced and name in self._active
 
     async def _list(self, ctx: RestContext) -> int:
-        active: set[str] = set()
-        revision, start = 0, ""
-        while True:
-            items, revision, more = await ctx.objects.list_page(
-                PREFIX, revision=revision, start_after=start, limit=_PAGE
-            )
-            for kv in items:
-                if _is_active(decode(kv)):
-                    active.add(kv.key[len(PREFIX) :])
-            if not more or not items:
-                self._active = active
-                return revision
-            start = items[-1].key
+        items, revision = await ctx.objects.list_prefix(PREFIX)
+        self._active = {kv.key[len(PREFIX) :] for kv in items if _is_active(decode(kv))}
+        return revision
 
     async def _run(self, ctx: RestContext) -> None:
         while not ctx.stopping.is_set():

@@ -28,7 +28,6 @@ logger = logging.getLogger("k3py.server.nodegraph")
 
 PODS = by_kind("v1", "Pod")
 RETRY_SECONDS = 1.0
-_PAGE = 500
 
 
 def _key(pod: dict[str, Any]) -> str:
@@ -73,20 +72,13 @@ class NodeGraph:
 
     async def _list(self, ctx: RestContext) -> int:
         assert PODS is not None
+        items, revision = await ctx.objects.list_prefix(PODS.storage_prefix(None))
         self._pods.clear()
         self._by_node.clear()
-        prefix = PODS.storage_prefix(None)
-        revision, start = 0, ""
-        while True:
-            items, revision, more = await ctx.objects.list_page(
-                prefix, revision=revision, start_after=start, limit=_PAGE
-            )
-            for kv in items:
-                pod = decode(kv)
-                self._set(_key(pod), pod)
-            if not more or not items:
-                return revision
-            start = items[-1].key
+        for kv in items:
+            pod = decode(kv)
+            self._set(_key(pod), pod)
+        return revision
 
     async def _run(self, ctx: RestContext) -> None:
         assert PODS is not None

@@ -126,19 +126,24 @@ class ObjectStore:
             raise too_large(err.revision, err.current_revision) from None
         return page.items, page.revision, page.more
 
-    async def list_all(self, info: ResourceInfo, namespace: str | None) -> list[Object]:
-        """Every object of a resource (in one namespace or all), at one revision."""
-        prefix = info.storage_prefix(namespace)
-        objects: list[Object] = []
+    async def list_prefix(self, prefix: str, page: int = 500) -> tuple[list[KeyValue], int]:
+        """Every raw key-value under ``prefix`` at one revision (read in pages), and that
+        revision: what a follower lists before it watches from there."""
+        found: list[KeyValue] = []
         revision, start = 0, ""
         while True:
             items, revision, more = await self.list_page(
-                prefix, revision=revision, start_after=start, limit=500
+                prefix, revision=revision, start_after=start, limit=page
             )
-            objects.extend(convert(info, decode(kv)) for kv in items)
+            found.extend(items)
             if not more or not items:
-                return objects
+                return found, revision
             start = items[-1].key
+
+    async def list_all(self, info: ResourceInfo, namespace: str | None) -> list[Object]:
+        """Every object of a resource (in one namespace or all), at one revision."""
+        items, _ = await self.list_prefix(info.storage_prefix(namespace))
+        return [convert(info, decode(kv)) for kv in items]
 
     async def create(self, info: ResourceInfo, obj: Object) -> Object:
         meta = obj["metadata"]
