@@ -113,6 +113,27 @@ async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
             await clock.sleep(2.0)
 
 
+async def with_runtime_retries(
+    what: str, work: Callable[[], Awaitable[object]], clock: Clock, attempts: int = 4
+) -> None:
+    """Run a start-up step against the runtime, again after a dropped connection or an engine
+    that stopped answering: an engine still settling at boot (under emulation, seconds after
+    its socket appears) has reset a large image upload once. Loading an image again is
+    harmless; a step still failing after ``attempts`` raises."""
+    for attempt in range(1, attempts + 1):
+        try:
+            await work()
+            return
+        except RuntimeUnavailable as err:
+            if attempt == attempts:
+                raise
+            logger.warning(
+                "container runtime step failed; trying again",
+                extra={"fields": {"step": what, "attempt": attempt, "error": str(err)}},
+            )
+            await clock.sleep(2.0 * attempt)
+
+
 async def _supervised(name: str, work: Callable[[], Awaitable[None]], clock: Clock) -> None:
     """Run ``work`` forever: a failure is logged with its traceback and the work restarted."""
     while True:
@@ -247,8 +268,16 @@ class Agent:
         # the pod sync, which starts once the images are there.
         self._background("events", self.recorder.run)
         self._background("node", self.reporter.run)
-        await ensure_sandbox_image(self.runtime, self.settings.pause_image)
-        await load_airgap_images(self.runtime, self.settings.agent_dir / "images")
+        await with_runtime_retries(
+            "sandbox image",
+            lambda: ensure_sandbox_image(self.runtime, self.settings.pause_image),
+            self.clock,
+        )
+        await with_runtime_retries(
+            "air-gap images",
+            lambda: load_airgap_images(self.runtime, self.settings.agent_dir / "images"),
+            self.clock,
+        )
         if self.flannel is not None:
             await self.flannel.start()
         elif self.settings.runtime != "fake":

@@ -8,6 +8,9 @@ control-plane role labels on its own node, as K3s does: :func:`label_own_node` r
 the agent joined under from ``<data-dir>/agent/node-name``. The agent's flags given to the
 server (``--node-ip``, ``--flannel-backend``…) are passed on to it
 (:mod:`k3py.cluster.server.agentflags`). ``--disable-agent`` turns it off.
+An agent that exits while the server runs (a runtime that failed it at start, a crash) is
+started again, after 1 s doubling to 30 s while it keeps failing within a minute, as systemd's
+``Restart=always`` does for K3s: the server's node must not stay NotReady for a transient error.
 When the server stops, the agent is stopped too (SIGTERM, then SIGKILL after 10 s); its
 containers keep running, as they do when K3s stops.
 """
@@ -20,6 +23,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
@@ -33,6 +38,10 @@ ROLE_LABELS = (
     "node-role.kubernetes.io/master=true",
 )
 STOP_SECONDS = 10.0
+RESTART_FIRST_SECONDS = 1.0
+RESTART_MAX_SECONDS = 30.0
+# An agent that ran this long before it exited starts again after the first delay.
+RESTART_HEALTHY_SECONDS = 60.0
 LABEL_CHECK_SECONDS = 5.0
 FIRST_LABEL_CHECK_SECONDS = 0.2
 NODES = by_kind("v1", "Node")
@@ -91,7 +100,57 @@ async def label_own_node(settings: ServerSettings, api: KubeApi, stop: asyncio.E
             await asyncio.wait_for(stop.wait(), wait)
 
 
-def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[bytes] | None:
+class EmbeddedAgent:
+    """The node's agent process, started again whenever it exits until :meth:`stop`."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self._argv = argv
+        self._env = env
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.process = self._spawn()
+        self._watcher = threading.Thread(target=self._watch, name="agent-watch", daemon=True)
+        self._watcher.start()
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, env=self._env)
+
+    def _watch(self) -> None:
+        delay = RESTART_FIRST_SECONDS
+        while True:
+            started = time.monotonic()
+            code = self.process.wait()
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started >= RESTART_HEALTHY_SECONDS:
+                delay = RESTART_FIRST_SECONDS
+            logger.warning(
+                "this node's agent exited; starting it again",
+                extra={"fields": {"exit_code": code, "after_seconds": delay}},
+            )
+            if self._stopping.wait(delay):
+                return
+            delay = min(delay * 2, RESTART_MAX_SECONDS)
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self.process = self._spawn()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        if process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start(settings: ServerSettings, *, debug: bool = False) -> EmbeddedAgent | None:
     """Start the node's agent unless ``--disable-agent`` (or the port is chosen at random)."""
     if settings.disable_agent:
         return None
@@ -103,15 +162,9 @@ def start(settings: ServerSettings, *, debug: bool = False) -> subprocess.Popen[
     # Everything the agent needs comes from the server, as flags: the config file is the
     # server's (its keys are the server's flags), so the agent reads none.
     env = {**os.environ, "K3PY_PARENT_PID": str(os.getpid()), "K3PY_CONFIG_FILE": os.devnull}
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, env=env)
+    return EmbeddedAgent(argv, env)
 
 
-def stop(process: subprocess.Popen[bytes] | None) -> None:
-    if process is None or process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+def stop(agent: EmbeddedAgent | None) -> None:
+    if agent is not None:
+        agent.stop()

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -404,3 +406,38 @@ def test_a_node_credential_cannot_modify_another_node(cluster: Cluster) -> None:
     assert refused.status == 403
     assert refused_body["kind"] == "Status"
     assert allowed.status == 200
+
+
+def _agent_children(server: Server) -> list[int]:
+    assert server.process is not None
+    # Every thread's children: the server starts its agent again from a watching thread.
+    tasks = Path(f"/proc/{server.process.pid}/task")
+    children = [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
+    return [
+        int(child)
+        for child in children
+        if b"agent" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+    ]
+
+
+def test_the_servers_own_agent_is_started_again_when_it_dies(cluster: Cluster) -> None:
+    server, (own, _) = cluster.server, cluster.nodes
+    [first] = _agent_children(server)
+    lease = server.kubectl_json("get", "lease", own, "-n", "kube-node-lease")
+    os.kill(first, signal.SIGKILL)
+    wait_until(
+        lambda: [p for p in _agent_children(server) if p != first] != [],
+        30,
+        "a new agent process under the server",
+    )
+    assert "this node's agent exited; starting it again" in server.log()
+    # The new agent renews the node's Lease: the node stays Ready.
+    wait_until(
+        lambda: server.kubectl_json("get", "lease", own, "-n", "kube-node-lease")["spec"][
+            "renewTime"
+        ]
+        != lease["spec"]["renewTime"],
+        30,
+        "the restarted agent renewing the node's lease",
+    )
+    assert server.node_ready(own)

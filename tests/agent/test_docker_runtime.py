@@ -5,8 +5,11 @@ the node. Every container made here carries a unique node label and is removed a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
+import socket
+import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -15,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from k3py.cluster.agent.errors import ImageError
+from k3py.cluster.agent.agent import with_runtime_retries
+from k3py.cluster.agent.errors import ImageError, RuntimeUnavailable
 from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
 from k3py.cluster.agent.runtime import (
     ContainerConfig,
@@ -25,6 +29,7 @@ from k3py.cluster.agent.runtime import (
     PortMapping,
 )
 from k3py.cluster.agent.runtime.docker import DockerRuntime
+from k3py.cluster.client.clock import RealClock
 from tests.agent.cluster import docker, remove_node_containers, unique
 from tests.agent.images import TEST_IMAGE, docker_tier, ensure_test_image
 from tests.processes import free_port
@@ -237,4 +242,59 @@ async def test_airgap_archives_load_once_and_the_sandbox_image_is_made(
         await rt.remove_container(sandbox)
         docker("rmi", pause)
     finally:
+        docker("rmi", "-f", reference, check=False)
+
+
+async def _resetting_proxy(path: Path, engine: str, resets: list[int]) -> asyncio.AbstractServer:
+    """A socket in front of the engine that resets a connection once the upload has begun
+    (as an engine still settling at boot did) while ``resets[0]`` says so, and forwards the
+    others."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if resets[0] > 0:
+            resets[0] -= 1
+            await reader.read(65536)
+            sock = writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_unix_connection(engine)
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    return await asyncio.start_unix_server(handle, str(path))
+
+
+async def test_an_upload_reset_by_the_engine_is_sent_again_at_start(
+    runtime: tuple[DockerRuntime, str], tmp_path: Path
+) -> None:
+    _, node = runtime
+    reference = f"k3py-test/airgap-reset:{node}"
+    docker("tag", TEST_IMAGE, reference)
+    images = tmp_path / "images"
+    images.mkdir()
+    docker("save", "-o", str(images / "bundle.tar"), reference)
+    docker("rmi", reference)
+    resets = [1]
+    proxy = await _resetting_proxy(tmp_path / "engine.sock", "/var/run/docker.sock", resets)
+    flaky = DockerRuntime(f"unix://{tmp_path / 'engine.sock'}")
+    try:
+        with pytest.raises(RuntimeUnavailable, match="POST /images/load"):
+            await load_airgap_images(flaky, images)
+        assert await flaky.image_id(reference) is None
+        resets[0] = 1
+        await with_runtime_retries(
+            "air-gap images", lambda: load_airgap_images(flaky, images), RealClock()
+        )
+        assert resets == [0]
+        assert await flaky.image_id(reference) is not None
+    finally:
+        proxy.close()
+        await flaky.close()
         docker("rmi", "-f", reference, check=False)
