@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import os
 import shlex
 import shutil
@@ -169,22 +170,115 @@ def _board_figures(boards: list[SegmentBoard], kubeconfig: Path, out: dict[str, 
                 }
 
 
+_BOOT_MARKS = "dmesg | sed -n 's/^\\[ *\\([0-9.]*\\)\\] k3py-boot: \\(.*\\)/K3PYMARK|\\1|\\2/p'"
+
+
+def _node(kubeconfig: Path, name: str) -> dict[str, Any]:
+    from qemu_kubectl import kubectl
+
+    result = kubectl(kubeconfig, "get", "node", name, "-o", "json", check=False)
+    return json.loads(result.stdout) if result.returncode == 0 else {}
+
+
+def _ready_node(node: dict[str, Any]) -> bool:
+    conditions = (node.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def _until_ready(kubeconfig: Path, name: str, since: float, old_boot: str = "") -> float:
+    """Seconds from ``since`` until the Node is Ready (after a boot other than ``old_boot``)."""
+    while True:
+        node = _node(kubeconfig, name)
+        boot = ((node.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
+        if _ready_node(node) and boot != old_boot:
+            return time.monotonic() - since
+        if time.monotonic() - since > 300:
+            raise TimeoutError(f"{name} did not turn Ready within 300 s")
+        time.sleep(0.5)
+
+
+def _boot_stages(board: SegmentBoard) -> dict[str, float]:
+    """The early boot's milestones (kernel log) and the service's (its log), seconds after
+    the kernel started."""
+    stages = {
+        f"boot: {what}": round(float(at), 1)
+        for line in board.run(_BOOT_MARKS, timeout=60).output.splitlines()
+        if line.startswith("K3PYMARK|")
+        for _, at, what in [line.split("|", 2)]
+    }
+    return {**stages, **_milestones(board)}
+
+
+def _boot_alone(
+    boards: list[SegmentBoard], kubeconfig: Path, images: dict[str, Path], root: Path,
+    out: dict[str, Any],
+) -> None:  # fmt: skip
+    """Each agent board booted again on its own, the rest of the cluster idle, as a board boots
+    on its own CPU in the field (the cluster's first boot shares two host cores among three
+    emulated boards): its first boot from a fresh card (join, image loading), then a reboot.
+    From QEMU's start (or the ``reboot`` typed on the console) to its Node Ready."""
+    from qemu_cluster import (
+        AGENTS,
+        API_PORT,
+        SERVER,
+        ClusterSettings,
+        SegmentBoard,
+        node_settings,
+        personalise,
+        read_file_on,
+    )
+    from qemu_kubectl import kubectl
+
+    token = read_file_on(boards[0], "/var/lib/k3py/server/token").strip()
+    for spec in AGENTS:
+        index = next(i for i, b in enumerate(boards) if b.spec.name == spec.name)
+        previous = boards[index]
+        previous.power_off()
+        kubectl(kubeconfig, "delete", "node", spec.name, check=False)
+        workdir = root / "alone" / spec.name
+        personalise(images[spec.image_name], workdir / "card.img",
+                    {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
+                     "token": token, **node_settings(spec, ClusterSettings())})  # fmt: skip
+        board = SegmentBoard(spec, workdir / "card.img", workdir, previous.mcast_port, None)
+        boards[index] = board
+        board.start()
+        first = _until_ready(kubeconfig, spec.name, board.started_at)
+        board.wait_for_ready()
+        figures: dict[str, Any] = {"first_boot_to_ready_s": round(first, 1)}
+        figures["first_boot_stages_s"] = _boot_stages(board)
+        boot_id = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
+        rebooted = time.monotonic()
+        board.child.sendline("reboot")
+        figures["reboot_to_ready_s"] = round(
+            _until_ready(kubeconfig, spec.name, rebooted, boot_id.get("bootID", "")), 1
+        )
+        board.wait_for_ready()
+        figures["reboot_stages_s"] = _boot_stages(board)
+        out["alone"][spec.name] = figures
+
+
 def _boards(root: Path) -> dict[str, Any]:
     sys.path.insert(0, str(REPO / "qemu-tests"))
     from qemu_cluster import ClusterReport, ClusterSettings, run_cluster
 
-    out: dict[str, Any] = {"boards": {}, "bytecode": {}}
+    out: dict[str, Any] = {"boards": {}, "bytecode": {}, "alone": {}}
     images = os.environ.get("K3PY_BOARD_IMAGES")
     prebuilt: tuple[tuple[str, Path], ...] = ()
     if images:
         prebuilt = tuple(
             (p.name.removesuffix(".img"), p) for p in sorted(Path(images).glob("*.img"))
         )
+    images_dir = REPO / "out" / "qemu-cluster" / "images"
+
+    def while_up(boards: list[SegmentBoard], kubeconfig: Path) -> None:
+        _board_figures(boards, kubeconfig, out)
+        built = dict(prebuilt) or {
+            b.spec.image_name: images_dir / f"{b.spec.image_name}.img" for b in boards
+        }
+        _boot_alone(boards, kubeconfig, built, root, out)
+
     settings = ClusterSettings(
-        out_dir=root / "qemu-cluster",
-        images_dir=REPO / "out" / "qemu-cluster" / "images",
-        prebuilt=prebuilt,
-        while_up=lambda boards, kubeconfig: _board_figures(boards, kubeconfig, out),
+        out_dir=root / "qemu-cluster", images_dir=images_dir, prebuilt=prebuilt, while_up=while_up
     )
     report = ClusterReport()
     run_cluster(settings, report)
@@ -273,6 +367,10 @@ def run(*, quick: bool = False, directory: Path | None = None) -> dict[str, Any]
         ready = results["boot_to_ready_s"].get(name)
         figure(f"boot_to_ready_s_{arch}", ready, BOOT_BUDGET_S[arch])
     figure("server_board_boot_to_ready_s_arm64", results["boot_to_ready_s"].get("server"))
+    for name, arch in (("agent-arm64", "arm64"), ("agent-armv7", "armv7")):
+        alone = results.get("alone", {}).get(name, {})
+        figure(f"first_boot_to_ready_alone_s_{arch}", alone.get("first_boot_to_ready_s"))
+        figure(f"reboot_to_ready_alone_s_{arch}", alone.get("reboot_to_ready_s"))
     if "skipped" not in host:
         figure("host_server_idle_rss_mb", host["server"]["rss_mb"])
         figure("host_server_idle_cpu_percent", host["server"]["cpu_percent"])

@@ -26,6 +26,7 @@ from types import TracebackType
 import pexpect
 
 from k3py.image.board import Board
+from k3py.image.uboot import qemu_env_flash
 
 BOOT_PARTITION_OFFSET = 1 << 20  # the FAT starts at 1 MiB (sfdisk's alignment)
 READY_LINE = "k3py-boot: ready"
@@ -99,6 +100,12 @@ class QemuBoard:
             f",hostfwd=tcp:127.0.0.1:{host}-:{guest}" for guest, host in self.forwards.items()
         )
         fill = {"image": str(self.image), "hostfwd": hostfwd}
+        if any("{uboot_env}" in arg for arg in qemu.args):  # U-Boot's environment flash
+            firmware = Path(qemu.args[qemu.args.index("-bios") + 1])
+            flash = self.workdir / "uboot-env.flash"
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            flash.write_bytes(qemu_env_flash(firmware))
+            fill["uboot_env"] = str(flash)
         if any("{kernel}" in arg for arg in qemu.args):  # a board QEMU boots directly
             fill["kernel"] = str(self._boot_file("vmlinuz"))
             fill["initrd"] = str(self._boot_file("initrd.img"))

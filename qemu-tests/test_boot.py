@@ -59,6 +59,16 @@ def test_image_boots_to_running_k3py_service(
         assert qemu.run(find).output.split() == first, f"k3py {role} restarted"
         # Both roles run workloads, so both start the container runtime.
         qemu.wait_until("test -S /run/docker.sock", 180)
+        # U-Boot took its environment from the board's flash: no countdown, the card first.
+        console = qemu.console_log.read_text(errors="replace")
+        assert "Loading Environment from Flash... OK" in console
+        assert "autoboot:  0" in console
+        # The early boot's milestones are in the kernel's log, with its timestamps.
+        marks = qemu.run("dmesg | sed -n 's/.*k3py-boot: //p'").output.split("\n")
+        assert [m.strip() for m in marks if m.strip()] == [
+            "early boot started", "modules loaded", "data partition mounted",
+            "boot configuration applied", "network configured",
+        ]  # fmt: skip
         record_property("boot_to_shell_s", round(ready, 1))
         record_property("boot_to_service_s", round(service, 1))
         print(f"{board}-{role}: shell after {ready:.1f}s, k3py {role} after {service:.1f}s")

@@ -47,6 +47,8 @@ from k3py.shutdown import cancel_and_wait, until_signalled
 logger = logging.getLogger("k3py.agent")
 
 RUNTIME_WAIT_SECONDS = 120.0
+# How long the start waits for the first registration attempt before loading images.
+REGISTER_FIRST_SECONDS = 10.0
 AGENT_CONNECTIONS = 8
 
 
@@ -263,11 +265,15 @@ class Agent:
     async def start(self) -> None:
         await self.balancer.start()
         await wait_for_runtime(self.runtime, self.clock)
-        # The Node registers (Ready: the runtime answers) while the images below load: that
+        # The Node registers (Ready: the runtime answers) before the images below load: that
         # takes seconds of a board's CPU at first boot, and pods bound meanwhile only wait for
-        # the pod sync, which starts once the images are there.
+        # the pod sync, which starts once the images are there. An engine busy importing
+        # would slow the registration's own calls, so the first attempt goes first (bounded:
+        # a server that does not answer must not hold up this node's pods).
         self._background("events", self.recorder.run)
         self._background("node", self.reporter.run)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.reporter.attempted.wait(), REGISTER_FIRST_SECONDS)
         await with_runtime_retries(
             "sandbox image",
             lambda: ensure_sandbox_image(self.runtime, self.settings.pause_image),

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -240,3 +241,29 @@ def test_package_lock_round_trips_exact_versions_and_sums(tmp_path: Path) -> Non
     lock.write_text("{not json")
     with pytest.raises(ImageError, match="cannot read the package lock"):
         read_lock(lock)
+
+
+def test_qemu_env_flash_is_u_boots_own_environment_without_the_countdown(tmp_path: Path) -> None:
+    from k3py.image.uboot import QEMU_ENV_BYTES, QEMU_FLASH_BYTES, qemu_env_flash
+
+    firmware = tmp_path / "u-boot.bin"
+    firmware.write_bytes(
+        b"\x7f\x00%s%d,%d\x00bootcmd=run distro_bootcmd\x00bootdelay=2\x00"
+        b"boot_targets=qfw usb0 virtio0 \x00arch=arm\x00\x00\x01code"
+    )
+    flash = qemu_env_flash(firmware)
+    assert len(flash) == QEMU_FLASH_BYTES
+    body = flash[4:QEMU_ENV_BYTES]
+    assert int.from_bytes(flash[:4], "little") == zlib.crc32(body)
+    entries = body.rstrip(b"\0").split(b"\0")
+    assert entries == [
+        b"bootcmd=run distro_bootcmd", b"bootdelay=0", b"boot_targets=virtio0", b"arch=arm",
+    ]  # fmt: skip
+    assert set(flash[QEMU_ENV_BYTES:]) == {0xFF}
+    debian = Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+    if debian.exists():  # the real one, when u-boot-qemu is installed
+        real = qemu_env_flash(debian)[4:QEMU_ENV_BYTES].rstrip(b"\0").split(b"\0")
+        values = dict(e.split(b"=", 1) for e in real)
+        assert values[b"bootdelay"] == b"0"
+        assert b"distro_bootcmd" in values
+        assert values[b"kernel_addr_r"].startswith(b"0x")

@@ -92,6 +92,8 @@ class NodeReporter:
         self._last_report = -1e9
         self._transitions: dict[str, str] = {}
         self.registered = asyncio.Event()
+        # Set once the first registration has been tried, whatever came of it.
+        self.attempted = asyncio.Event()
 
     # -- objects ----------------------------------------------------------------------------
 
@@ -110,7 +112,7 @@ class NodeReporter:
         labels.update(dict(self._node.labels))
         return labels
 
-    async def _conditions(self) -> list[dict[str, Any]]:
+    async def _conditions(self, runtime_error: str | None) -> list[dict[str, Any]]:
         now = timestamp(self._clock)
         state = pressure(self._node.data_dir)
         flags = {
@@ -130,11 +132,11 @@ class NodeReporter:
                     now,
                 )
             )
-        try:
-            await self._runtime_version()
+        if runtime_error is None:
             ready, reason, message = True, "KubeletReady", "kubelet is posting ready status"
-        except Exception as err:
-            ready, reason, message = False, "KubeletNotReady", f"container runtime is down: {err}"
+        else:
+            message = f"container runtime is down: {runtime_error}"
+            ready, reason = False, "KubeletNotReady"
         conditions.append(self._condition("Ready", ready, reason, message, now))
         return conditions
 
@@ -157,14 +159,15 @@ class NodeReporter:
     async def _status(self) -> dict[str, Any]:
         addresses = [{"type": "InternalIP", "address": a} for a in self._node.addresses]
         addresses.append({"type": "Hostname", "address": self._node.hostname})
+        runtime_error: str | None = None
         try:
             runtime_version = await self._runtime_version()
-        except Exception:
-            runtime_version = "docker://unknown"
+        except Exception as err:
+            runtime_version, runtime_error = "docker://unknown", str(err)
         return {
             "capacity": self._machine.capacity(),
             "allocatable": self._machine.allocatable(),
-            "conditions": await self._conditions(),
+            "conditions": await self._conditions(runtime_error),
             "addresses": addresses,
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
             "nodeInfo": self._machine.node_info(runtime_version),
@@ -289,7 +292,9 @@ class NodeReporter:
                 await self.register()
             except (ApiError, ClientError) as err:
                 logger.warning("node registration failed", extra={"fields": {"error": str(err)}})
+                self.attempted.set()
                 await self._clock.sleep(self._lease_seconds)
+            self.attempted.set()
         failed = False
         while True:
             try:
