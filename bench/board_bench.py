@@ -58,7 +58,7 @@ _MILESTONES = (
     "echo \"K3PYUP|$(cut -d' ' -f1 /proc/uptime)|$(date +%s)\";"
     " grep -E 'msg=\"?(k3py server is ready|joined the cluster|waiting for the container"
     " runtime|node registered|loaded air-gap images|k3py agent is running)'"
-    " /var/log/k3py.log | head -n 12 | sed 's/^/K3PYLOG|/'"
+    " /var/log/k3py.log | tail -n 24 | sed 's/^/K3PYLOG|/'"
 )
 TICKS = 100  # USER_HZ of ARM Linux (/proc/<pid>/stat counts in it)
 # The agent's entry module, imported as the service imports it at start.
@@ -124,7 +124,8 @@ def _milestones(board: SegmentBoard) -> dict[str, float]:
             stamp = fields.get("time", "")
             when = datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
             at = when.replace(tzinfo=datetime.UTC).timestamp() - booted_at
-            found.setdefault(fields.get("msg", "?"), round(at, 1))
+            if at >= 0:  # this boot's (the log keeps earlier boots' lines)
+                found.setdefault(fields.get("msg", "?"), round(at, 1))
     return found
 
 
