@@ -210,14 +210,21 @@ async def test_stop_sends_sigterm_then_kills_after_the_grace_period(
     assert await rt.inspect_container(stubborn) is None
 
 
+def _airgap_archive(reference: str, directory: Path) -> None:
+    """``directory/bundle.tar``: the test image saved as ``reference``, which the engine then
+    no longer has."""
+    directory.mkdir(exist_ok=True)
+    docker("tag", TEST_IMAGE, reference)
+    docker("save", "-o", str(directory / "bundle.tar"), reference)
+    docker("rmi", reference)
+
+
 async def test_airgap_archives_load_once_and_the_sandbox_image_is_made(
     runtime: tuple[DockerRuntime, str], tmp_path: Path
 ) -> None:
     rt, node = runtime
     reference = f"k3py-test/airgap:{node}"
-    docker("tag", TEST_IMAGE, reference)
-    docker("save", "-o", str(tmp_path / "bundle.tar"), reference)
-    docker("rmi", reference)
+    _airgap_archive(reference, tmp_path)
     try:
         assert await rt.image_id(reference) is None
         assert await load_airgap_images(rt, tmp_path) == [reference]
@@ -276,11 +283,8 @@ async def test_an_upload_reset_by_the_engine_is_sent_again_at_start(
 ) -> None:
     _, node = runtime
     reference = f"k3py-test/airgap-reset:{node}"
-    docker("tag", TEST_IMAGE, reference)
     images = tmp_path / "images"
-    images.mkdir()
-    docker("save", "-o", str(images / "bundle.tar"), reference)
-    docker("rmi", reference)
+    _airgap_archive(reference, images)
     resets = [1]
     proxy = await _resetting_proxy(tmp_path / "engine.sock", "/var/run/docker.sock", resets)
     flaky = DockerRuntime(f"unix://{tmp_path / 'engine.sock'}")
