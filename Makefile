@@ -19,7 +19,7 @@ FUZZ_PACKAGES := schemathesis==3.39.16 hypothesis==6.131.0
 FUZZ_MINUTES ?= 4
 
 # Debian packages the test tiers and the image pipeline use. Installed only when missing.
-APT_PACKAGES := ca-certificates python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
+APT_PACKAGES := ca-certificates openssl python3-venv zstd xz-utils gzip cpio kmod iproute2 nftables \
 	mtools dosfstools e2fsprogs fdisk bmap-tools mmdebstrap qemu-system-arm qemu-user-static \
 	binfmt-support gpgv debian-archive-keyring docker.io busybox-static postgresql \
 	systemd-container u-boot-qemu u-boot-tools

@@ -22,6 +22,29 @@ from k3py.image.errors import ImageError, command_failed
 OVERLAY = Path(str(resources.files("k3py.image").joinpath("overlay")))
 PYTHON_DIRS = ("usr/lib/python3.13", "usr/lib/python3/dist-packages")
 SITE_PACKAGES = "usr/lib/python3/dist-packages"
+CONTAINERD_SOCKET = "/run/docker/containerd/containerd.sock"
+# containerd as dockerd would start it (its paths, no CRI), without the snapshotters and
+# directories dockerd's image store never uses (dockerd keeps images in its own overlay2).
+CONTAINERD_CONFIG = f"""version = 2
+root = "/var/lib/docker/containerd/daemon"
+state = "/run/docker/containerd/daemon"
+disabled_plugins = [
+  "io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt",
+  "io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs",
+  "io.containerd.snapshotter.v1.blockfile",
+]
+
+[grpc]
+  address = "{CONTAINERD_SOCKET}"
+
+[debug]
+  address = "/run/docker/containerd/containerd-debug.sock"
+  level = "info"
+
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+"""
 
 USERS = """root:x:0:0:root:/root:/bin/sh
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
@@ -140,11 +163,19 @@ def configure(
     # The runtime wherever content.toml put it: both roles run workloads (a server runs its
     # node's agent unless k3py.yaml says disable-agent). Without Docker's own iptables rules:
     # k3py wires pods itself (cni0, flannel, its nftables table), and the dozens of iptables
-    # calls Docker makes at start cost about 30 s of an emulated board's boot.
+    # calls Docker makes at start cost about 30 s of an emulated board's boot. containerd is
+    # a service of its own, started beside dockerd: it listens before dockerd, still
+    # initialising, dials it. A dockerd that starts containerd itself dials before it
+    # listens and waits out gRPC's back-off, 1-2 s of an emulated board's boot.
     if (root / "usr/sbin/dockerd").exists():
+        _write(root, "usr/lib/k3py/containerd.toml", CONTAINERD_CONFIG)
         services.append(
-            "::respawn:/usr/lib/k3py/supervise dockerd /usr/sbin/dockerd "
-            "--data-root /var/lib/docker --exec-root /run/docker "
+            "::respawn:/usr/lib/k3py/supervise containerd /usr/bin/containerd "
+            "--config /usr/lib/k3py/containerd.toml"
+        )
+        services.append(
+            f"::respawn:/usr/lib/k3py/supervise dockerd /usr/sbin/dockerd --containerd "
+            f"{CONTAINERD_SOCKET} --data-root /var/lib/docker --exec-root /run/docker "
             "--iptables=false --ip6tables=false"
         )
     # Through the firmware launcher (this slot's, which firmware updates never replace): it
@@ -166,12 +197,31 @@ def configure(
 
 
 def _ca_bundle(root: Path) -> None:
-    """The CA bundle ca-certificates' maintainer script would assemble (Python's requests, under
-    the docker client, loads it at import)."""
+    """The CA bundle and the hashed directory that ca-certificates' maintainer script makes.
+
+    The bundle (``/etc/ssl/certs/ca-certificates.crt``) is what Python's requests, under the
+    docker client, and Go programs read. OpenSSL is left without its default file
+    (``/usr/lib/ssl/cert.pem``): every default SSL context parses that file whole, and aiohttp
+    makes two at import, so the agent and the server each parsed 146 certificates twice at
+    start, most of a second of an emulated board's CPU. OpenSSL finds a public CA instead in
+    the hashed directory (``<subject hash>.0`` links), when a chain is checked, as
+    update-ca-certificates lays it out.
+    """
     certificates = sorted((root / "usr/share/ca-certificates").rglob("*.crt"))
-    if certificates:
-        bundle = "".join(c.read_text().rstrip("\n") + "\n" for c in certificates)
-        _write(root, "etc/ssl/certs/ca-certificates.crt", bundle)
+    if not certificates:
+        return
+    bundle = "".join(c.read_text().rstrip("\n") + "\n" for c in certificates)
+    _write(root, "etc/ssl/certs/ca-certificates.crt", bundle)
+    (root / "usr/lib/ssl/cert.pem").unlink(missing_ok=True)
+    taken: dict[str, int] = {}
+    for certificate in certificates:
+        argv = ["openssl", "x509", "-subject_hash", "-noout", "-in", str(certificate)]
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise command_failed(argv, result.returncode, result.stderr)
+        digest = result.stdout.strip()
+        number = taken[digest] = taken.get(digest, -1) + 1
+        _link(root, f"etc/ssl/certs/{digest}.{number}", f"/{certificate.relative_to(root)}")
 
 
 def install_firmware(root: Path, wheel: Path) -> list[str]:

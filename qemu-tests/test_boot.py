@@ -57,8 +57,25 @@ def test_image_boots_to_running_k3py_service(
         first = qemu.run(find).output.split()
         time.sleep(10 * timeout_factor())
         assert qemu.run(find).output.split() == first, f"k3py {role} restarted"
-        # Both roles run workloads, so both start the container runtime.
+        # Both roles run workloads, so both start the container runtime: containerd as a
+        # service of its own, dockerd connected to it.
         qemu.wait_until("test -S /run/docker.sock", 180)
+        engine = qemu.run("ps | grep -c '[c]ontainerd --config /usr/lib/k3py/containerd.toml'")
+        assert engine.output.strip() == "1", engine.output
+        ping = qemu.run(
+            'python3 -c "import socket; s = socket.socket(socket.AF_UNIX); '
+            "s.connect('/run/docker.sock'); s.sendall(b'GET /_ping HTTP/1.0\\r\\n\\r\\n'); "
+            'print(s.recv(4096).decode())"'
+        )
+        assert "200 OK" in ping.output, ping.output
+        assert "Server: Docker/" in ping.output, ping.output
+        # Public CAs through OpenSSL's hashed directory: found when a chain is checked, none
+        # parsed when a program makes a default SSL context.
+        trust = qemu.run(
+            "openssl verify /usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt && python3 -c "
+            "'import ssl; print(len(ssl.create_default_context().get_ca_certs()))'"
+        )
+        assert trust.output.split()[-2:] == ["OK", "0"], trust.output
         # U-Boot took its environment from the board's flash: no countdown, the card first.
         console = qemu.console_log.read_text(errors="replace")
         assert "Loading Environment from Flash... OK" in console

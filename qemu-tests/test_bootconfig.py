@@ -99,3 +99,4 @@ def test_a_root_password_hash_turns_the_console_shell_into_a_login(
         assert qemu.run("id -u").output.strip() == "0"
         assert qemu.run("test -e /run/k3py/dockerd.disabled").exit_code == 0
         assert qemu.run("pidof dockerd").exit_code != 0
+        assert qemu.run("pidof containerd").exit_code != 0

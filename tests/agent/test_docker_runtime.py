@@ -302,3 +302,48 @@ async def test_an_upload_reset_by_the_engine_is_sent_again_at_start(
         proxy.close()
         await flaky.close()
         docker("rmi", "-f", reference, check=False)
+
+
+async def _recording_proxy(
+    path: Path, engine: str, seen: list[str], strip_server: bool
+) -> asyncio.AbstractServer:
+    """A socket in front of the engine that notes each request line (the runtime sends one
+    request per connection) and can hide the engine's ``Server`` header."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        request = await reader.readuntil(b"\r\n\r\n")
+        seen.append(request.split(b"\r\n", 1)[0].decode())
+        up_reader, up_writer = await asyncio.open_unix_connection(engine)
+        up_writer.write(request)
+        answer = await up_reader.read()
+        if strip_server:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            lines = [x for x in head.split(b"\r\n") if not x.lower().startswith(b"server:")]
+            answer = b"\r\n".join(lines) + b"\r\n\r\n" + body
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+        up_writer.close()
+
+    return await asyncio.start_unix_server(handle, str(path))
+
+
+@pytest.mark.parametrize("strip_server", [False, True], ids=["ping", "no-server-header"])
+async def test_the_node_reports_the_engines_version_from_its_ping(
+    tmp_path: Path, strip_server: bool
+) -> None:
+    # /version makes dockerd start runc and docker-init to describe them; a node reports
+    # its runtime's version every status update, so it asks the ping, which names the engine.
+    engine = docker("version", "--format", "{{.Server.Version}}").strip()
+    seen: list[str] = []
+    proxy = await _recording_proxy(
+        tmp_path / "engine.sock", "/var/run/docker.sock", seen, strip_server
+    )
+    rt = DockerRuntime(f"unix://{tmp_path / 'engine.sock'}")
+    try:
+        assert await rt.version() == f"docker://{engine}"
+    finally:
+        proxy.close()
+        await rt.close()
+    paths = [line.split(" ")[1] for line in seen]
+    assert paths == (["/_ping", "/version"] if strip_server else ["/_ping"])

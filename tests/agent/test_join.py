@@ -104,6 +104,30 @@ async def test_stored_credentials_need_no_token_and_no_server(tmp_path: Path) ->
     assert found.server_url == "https://192.0.2.1:6443"
 
 
+@pytest.mark.parametrize("openssl", [True, False], ids=["openssl", "python"])
+async def test_the_node_key_stays_private_and_the_csr_names_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, openssl: bool
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    if not openssl:
+        monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    key_path = tmp_path / "client-kubelet.key.new"
+    assert identity.csr_command(key_path, "edge-1")[0].endswith("openssl") == openssl
+    csr = x509.load_pem_x509_csr((await identity._make_csr(key_path, "edge-1")).encode())
+    assert csr.is_signature_valid
+    assert csr.subject.rfc4514_string() == "CN=system:node:edge-1,O=system:nodes"
+    assert key_path.stat().st_mode & 0o777 == 0o600
+    key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    assert key.curve.name == "secp256r1"
+    assert key.public_key() == csr.public_key()
+    with pytest.raises(JoinError, match="at most 52 fit"):
+        await identity._make_csr(key_path, "n" * 60)
+
+
 def test_with_node_id_is_stable(tmp_path: Path) -> None:
     base = settings(tmp_path, "https://192.0.2.1:6443", None)
     with_id = AgentSettings(**{**base.__dict__, "with_node_id": True})

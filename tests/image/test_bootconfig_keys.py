@@ -32,6 +32,7 @@ def _bootconfig(root: Path, role: str, monkeypatch: pytest.MonkeyPatch) -> Modul
         "SHADOW": "run/k3py/shadow",
         "AUTHORIZED_KEYS": "root/.ssh/authorized_keys",
         "DOCKERD_DISABLED": "run/k3py/dockerd.disabled",
+        "CONTAINERD_DISABLED": "run/k3py/containerd.disabled",
     }.items():
         monkeypatch.setattr(module, name, root / path)
     return module

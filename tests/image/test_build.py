@@ -175,6 +175,11 @@ def test_root_slot_is_a_merged_usr_appliance_with_the_firmware(
     assert "Type: regular" in debugfs(root, f"stat {launcher}")
     assert built.board in debugfs(root, "cat /usr/lib/k3py/board").splitlines()
     assert "dockerd" in inittab  # both roles run workloads
+    assert "supervise containerd /usr/bin/containerd --config" in inittab
+    assert "disabled_plugins" in debugfs(root, "cat /usr/lib/k3py/containerd.toml")
+    # OpenSSL's default CAs: the hashed directory, no default file parsed by every context.
+    assert "File not found" in debugfs(root, "stat /usr/lib/ssl/cert.pem")
+    assert "mozilla/ISRG_Root_X1.crt" in debugfs(root, "stat /etc/ssl/certs/4042bcee.0")
     assert "File not found" in debugfs(root, "stat /usr/share/man")  # pruned
     version = manifest_of(built)["kernel"]["version"]
     modules = debugfs(root, f"ls -p /usr/lib/modules/{version}/kernel/drivers/net/vxlan")

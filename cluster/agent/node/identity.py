@@ -5,7 +5,8 @@ sha256 is the CA hash the join token pins (a mismatch is refused: the token belo
 cluster, or someone is in the middle), then, now over TLS verified against that CA, ask
 ``/v1-k3py/node-certificate`` for a client certificate (``CN=system:node:<name>``) in exchange
 for the token, a CSR and the node's password. The private key is made on the node by a short
-child process (:mod:`.csr`) and never leaves it. Everything is kept in ``<data-dir>/agent``:
+child process (``openssl req``, or :mod:`.csr` where there is no ``openssl``) and never leaves
+it. Everything is kept in ``<data-dir>/agent``:
 ``server-ca.crt``, ``client-kubelet.crt``/``.key``, ``node-password``, ``node-name`` and
 ``server-url``; a restart with those files needs neither a token nor the server.
 """
@@ -16,6 +17,7 @@ import asyncio
 import json
 import logging
 import secrets
+import shutil
 import ssl
 import sys
 import time
@@ -198,18 +200,37 @@ async def _fetch_cacerts(server: str, deadline: float) -> bytes:
         delay = min(delay * 2, 10.0)
 
 
+def csr_command(key_path: Path, name: str) -> list[str]:
+    """The command that writes the node's new key to ``key_path`` and prints its CSR.
+
+    The ``openssl`` program when the machine has it (every board image does, and most Linux
+    machines): it starts in a blink where a Python child importing ``cryptography`` costs an
+    emulated board about a second and a half of its first boot. Otherwise :mod:`.csr`.
+    """
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        return [sys.executable, "-m", "k3py.cluster.agent.node.csr", str(key_path), name]
+    return [
+        openssl, "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", str(key_path), "-sha256",
+        "-subj", f"/O=system:nodes/CN=system:node:{name}",
+    ]  # fmt: skip
+
+
 async def _make_csr(key_path: Path, name: str) -> str:
+    problem = jointoken.node_name_too_long(name)
+    if problem is not None:
+        raise JoinError(problem)
+    key_path.unlink(missing_ok=True)
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "k3py.cluster.agent.node.csr",
-        str(key_path),
-        name,
+        *csr_command(key_path, name),
+        stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
+        umask=0o077,
     )
     out, err = await process.communicate()
-    if process.returncode != 0:
+    if process.returncode != 0 or b"BEGIN CERTIFICATE REQUEST" not in out:
         raise JoinError(f"cannot create the node's key and CSR: {err.decode(errors='replace')}")
     return out.decode()
 

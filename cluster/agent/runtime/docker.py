@@ -216,6 +216,12 @@ class DockerRuntime:
             ) from None
 
     async def version(self) -> str:
+        # "Docker/26.1.5+dfsg1 (linux)" from the ping; /version only when an engine (or
+        # something speaking for it) does not name itself there.
+        server = await dockerstream.server_header(self._socket)
+        name, _, rest = server.partition("/")
+        if name == "Docker" and rest:
+            return f"docker://{rest.split(' ', 1)[0]}"
         data = await self._get("/version") or {}
         return f"docker://{data.get('Version', 'unknown')}"
 

@@ -1,8 +1,9 @@
 """Streaming and hijacked Docker engine endpoints over its unix socket, with asyncio.
 
-Six endpoint shapes: short requests answered with JSON (:func:`request_json`: version,
-listings, inspections, statistics, creating and starting containers and execs, which the agent
-makes all the time without loading the ``docker`` package and its HTTP stack), a tar sent to
+Seven endpoint shapes: the ping, whose ``Server`` header names the engine's version
+(:func:`server_header`), short requests answered with JSON (:func:`request_json`: listings,
+inspections, statistics, creating and starting containers and execs, which the agent makes all
+the time without loading the ``docker`` package and its HTTP stack), a tar sent to
 an endpoint that answers with a stream of JSON messages (:func:`send_archive`: loading and
 importing images, which every first boot of a board does), a long GET
 whose body is framed output (``/containers/{id}/logs``), a long GET of JSON lines
@@ -131,6 +132,36 @@ async def call(socket: str, method: str, path: str, *, limit: float) -> tuple[in
     with contextlib.suppress(ValueError, AttributeError):
         message = str(json.loads(body).get("message", message))
     return status, message
+
+
+async def server_header(socket: str, *, limit: float = 30.0) -> str:
+    """The engine's ``Server`` header from ``GET /_ping`` (``Docker/26.1.5 (linux)``).
+
+    The engine names itself on every answer; ``/version`` would also describe its components,
+    for which dockerd runs ``runc --version`` and ``docker-init --version`` on every call: two
+    Go programs started, about a second of an emulated board's CPU each time a node reports.
+    """
+    reader, writer = await _connect(socket)
+    try:
+        writer.write(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+        await writer.drain()
+        async with asyncio.timeout(limit):
+            head = await reader.readuntil(b"\r\n\r\n")
+    except TimeoutError:
+        raise RuntimeUnavailable(f"the Docker engine did not answer /_ping in {limit:g}s") from None
+    except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as err:
+        raise RuntimeUnavailable(f"the Docker engine does not answer: {err}") from None
+    finally:
+        writer.close()
+    lines = head.decode("latin-1").split("\r\n")
+    status = lines[0].split(" ", 2)
+    if len(status) < 2 or status[1] != "200":
+        raise RuntimeUnavailable(f"the Docker engine answered /_ping with {lines[0]!r}")
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "server":
+            return value.strip()
+    return ""
 
 
 async def get_json(socket: str, path: str, *, limit: float = 60.0) -> tuple[int, Any]:

@@ -5,7 +5,8 @@ labels, taints, node IP, flannel interface, SSH keys, root password hash, DHCP o
 is read here from the FAT boot partition and written where the system reads it:
 ``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
 (shell variables for the early-boot script), ``/run/k3py/shadow``, root's authorized keys, and
-``/run/k3py/dockerd.disabled`` on a server-only board (``disable-agent: true``).
+``/run/k3py/dockerd.disabled`` and ``containerd.disabled`` on a server-only board
+(``disable-agent: true``).
 A bad file, or a key that is neither a board setting nor a flag of the role's command, is reported
 on the console in one line and the defaults apply, so a typo never bricks a board.
 """
@@ -28,6 +29,7 @@ AUTHORIZED_KEYS = Path("/var/lib/root/.ssh/authorized_keys")
 BOARD_KEYS = ("role", "hostname", "network", "root-password-hash", "ssh-authorized-keys")
 # The supervisor parks a service whose marker file exists instead of starting it.
 DOCKERD_DISABLED = Path("/run/k3py/dockerd.disabled")
+CONTAINERD_DISABLED = Path("/run/k3py/containerd.disabled")
 
 
 def say(message: str) -> None:
@@ -99,6 +101,7 @@ def main(argv: list[str]) -> int:
     if role == "server" and str(flags.get("disable-agent", "")).lower() in {"true", "yes", "on"}:
         # A server-only board: its runtime would sit idle, so it is not started.
         write(DOCKERD_DISABLED, "disable-agent in k3py.yaml\n")
+        write(CONTAINERD_DISABLED, "disable-agent in k3py.yaml\n")
     import yaml
 
     write(CONFIG, yaml.safe_dump(flags, default_flow_style=False, sort_keys=True), 0o600)
