@@ -128,6 +128,24 @@ async def test_the_node_key_stays_private_and_the_csr_names_the_node(
         await identity._make_csr(key_path, "n" * 60)
 
 
+async def test_credentials_torn_by_a_power_cut_make_the_node_join_again(
+    tmp_path: Path, cacerts_server: tuple[str, list[str]]
+) -> None:
+    url, requests = cacerts_server
+    directory = tmp_path / "agent"
+    directory.mkdir()
+    (directory / identity.CA_FILE).write_bytes(CA)
+    (directory / identity.CERT_FILE).write_bytes(b"")  # renamed in, its data never written
+    (directory / identity.KEY_FILE).write_bytes(b"")
+    (directory / identity.NAME_FILE).write_text("edge-1\n")
+    (directory / identity.SERVER_FILE).write_text(url + "\n")
+    token = jointoken.server_token(CA, "s3cret")
+    # The stand-in refuses the certificate; what matters is that the node asked again.
+    with pytest.raises(JoinError):
+        await identity.ensure_identity(settings(tmp_path, url, token))
+    assert requests[0] == "/cacerts"
+
+
 def test_with_node_id_is_stable(tmp_path: Path) -> None:
     base = settings(tmp_path, "https://192.0.2.1:6443", None)
     with_id = AgentSettings(**{**base.__dict__, "with_node_id": True})

@@ -110,6 +110,14 @@ def stored_identity(settings: AgentSettings, name: str) -> NodeIdentity | None:
     return NodeIdentity(name, server, directory)
 
 
+def _usable(stored: NodeIdentity) -> bool:
+    try:
+        stored.ssl_context()
+    except (ssl.SSLError, OSError, ValueError):
+        return False
+    return True
+
+
 async def ensure_identity(settings: AgentSettings) -> NodeIdentity:
     """The node's credentials: the stored ones, or new ones from joining."""
     name = node_name(settings)
@@ -120,9 +128,17 @@ async def ensure_identity(settings: AgentSettings) -> NodeIdentity:
         if token_text is None:
             return stored
         token = jointoken.parse(token_text)
-        if not token.ca_hash or token.matches_ca(stored.ca_file.read_bytes()):
+        if not _usable(stored):
+            # Torn by a power cut, say: with the token at hand the node joins again (its
+            # password file, written durably, still matches) instead of failing every start.
+            logger.warning(
+                "the stored node credentials cannot be loaded; joining again",
+                extra={"fields": {"directory": str(stored.directory)}},
+            )
+        elif not token.ca_hash or token.matches_ca(stored.ca_file.read_bytes()):
             return stored
-        logger.info("the join token names another cluster's CA; joining again")
+        else:
+            logger.info("the join token names another cluster's CA; joining again")
     server = settings.server_url or _read(settings.agent_dir / SERVER_FILE)
     if not server:
         raise JoinError(
@@ -167,9 +183,12 @@ async def join(
     certificate = await _request_certificate(server, ca_bundle, token_text, name, csr, password)
     write_atomic(directory / CA_FILE, ca_bundle, 0o644)
     write_atomic(directory / CERT_FILE, certificate.encode(), 0o644)
-    key_path.replace(directory / KEY_FILE)
+    # openssl does not sync the key it writes: written again as every credential is, so a
+    # power cut soon after the join cannot leave an empty key behind a complete certificate.
+    write_atomic(directory / KEY_FILE, key_path.read_bytes(), 0o600)
+    key_path.unlink(missing_ok=True)
     write_atomic(directory / NAME_FILE, name.encode() + b"\n", 0o644)
-    write_atomic(directory / SERVER_FILE, server.encode() + b"\n", 0o644)
+    write_atomic(directory / SERVER_FILE, server.encode() + b"\n", 0o644, sync_directory=True)
     logger.info("joined the cluster", extra={"fields": {"node": name, "server": server}})
     return NodeIdentity(name, server, directory)
 
