@@ -139,7 +139,7 @@ async def server_header(socket: str, *, limit: float = 30.0) -> str:
 
     The engine names itself on every answer; ``/version`` would also describe its components,
     for which dockerd runs ``runc --version`` and ``docker-init --version`` on every call: two
-    Go programs started, about a second of an emulated board's CPU each time a node reports.
+    programs started each time a node reports (about 0.1 s of an emulated board's CPU).
     """
     reader, writer = await _connect(socket)
     try:
