@@ -184,6 +184,11 @@ def test_root_slot_is_a_merged_usr_appliance_with_the_firmware(
     version = manifest_of(built)["kernel"]["version"]
     modules = debugfs(root, f"ls -p /usr/lib/modules/{version}/kernel/drivers/net/vxlan")
     assert "vxlan.ko" in modules
+    # Stored without Debian's signature (checking it is most of a module's load on ARMv7).
+    vxlan = tmp_path / "vxlan.ko"
+    debugfs(root, f"dump /usr/lib/modules/{version}/kernel/drivers/net/vxlan/vxlan.ko {vxlan}")
+    assert vxlan.read_bytes().startswith(b"\x7fELF")
+    assert not vxlan.read_bytes().endswith(b"~Module signature appended~\n")
     assert "modules.dep" in debugfs(root, f"ls /usr/lib/modules/{version}")
 
 

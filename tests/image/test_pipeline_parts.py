@@ -142,6 +142,18 @@ def test_module_closure_puts_dependencies_first() -> None:
     assert len(order) == 5
 
 
+def test_module_signature_is_cut_off_as_sign_file_appends_it() -> None:
+    body = b"\x7fELF" + bytes(range(256)) * 40
+    signature = b"\x30\x82" + b"\x5a" * 261
+    info = bytes([0, 0, 2, 0, 0, 0, 0, 0]) + len(signature).to_bytes(4, "big")
+    signed = body + signature + info + kernel.SIGNATURE_MAGIC
+    assert kernel.unsigned(signed) == body
+    assert kernel.unsigned(body) == body  # an unsigned module stays as it is
+    # A length that points before the start is not a signature: nothing is cut.
+    broken = b"tiny" + (10_000).to_bytes(4, "big") + kernel.SIGNATURE_MAGIC
+    assert kernel.unsigned(broken) == broken
+
+
 @pytest.mark.skipif(shutil.which("cpio") is None, reason="cpio is installed by 'make setup'")
 def test_initramfs_archive_is_a_valid_newc_cpio(tmp_path: Path) -> None:
     writer = kernel.CpioWriter(mtime=1754697600)
