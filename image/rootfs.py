@@ -8,6 +8,7 @@ own layout: a read-only root whose mutable paths point into ``/run`` or the data
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from pathlib import Path
 
+from k3py.cli import config_keys
 from k3py.image import debfile, firmware
 from k3py.image.debian import Package
 from k3py.image.errors import ImageError, command_failed
@@ -75,7 +77,11 @@ def prune(root: Path, patterns: Iterable[str]) -> int:
     """Delete what an appliance never reads; returns the bytes freed."""
     freed = 0
     for pattern in patterns:
-        for path in sorted(root.glob(pattern)):
+        # glob.glob rather than Path.glob: it also matches a link whose target is absent on
+        # the build host (an absolute link into the image's /etc, say), which Path.glob skips.
+        for path in sorted(
+            map(Path, glob.glob(str(root / pattern), recursive=True, include_hidden=True))
+        ):
             if path.is_symlink() or path.is_file():
                 freed += path.lstat().st_size
                 path.unlink()
@@ -141,6 +147,10 @@ def configure(
     )
     _link(root, "etc/os-release", "../usr/lib/os-release")
     _write(root, "usr/lib/k3py/boot-modules", "\n".join(boot_modules) + "\n")
+    # The keys k3py.yaml may set for the role's command (its flags), for the boot
+    # configuration: reading them here spares each boot a Python start importing the command
+    # line's definitions (half a second of an emulated board's CPU).
+    _write(root, "usr/lib/k3py/config-keys", "\n".join(config_keys(role)) + "\n")
     # The agent labels its node with it and checks the boards an OTA bundle names against it.
     _write(root, "usr/lib/k3py/board", f"{board}\n")
 

@@ -2,7 +2,8 @@
 
 :func:`run_agent` is what ``k3py agent`` runs. Its steps, in order: obtain the node's
 credentials (stored, or by joining), reach the container runtime, register the Node and renew
-its Lease (in the background from then on), make sure the sandbox image exists and load air-gap
+its Lease (in the background from then on), then import and build the parts that run pods
+(:mod:`k3py.cluster.agent.workers`), make sure the sandbox image exists and load air-gap
 images, start the pod sync loop on the pods of the local store (so a node that boots without
 its server runs its pods anyway), then start watching the server's pods, and the tunnel. Every
 background task is supervised: one that fails is logged at once and restarted. SIGTERM or
@@ -18,31 +19,21 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-from k3py.cluster.agent.autonomy.store import LocalStore
 from k3py.cluster.agent.errors import RuntimeUnavailable
-from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
 from k3py.cluster.agent.loadbalancer import ServerLoadBalancer
 from k3py.cluster.agent.metrics.bundle import AgentObservability
-from k3py.cluster.agent.network.podnet import FlannelNetwork, NetworkConfig
 from k3py.cluster.agent.node.identity import NodeIdentity, ensure_identity
 from k3py.cluster.agent.node.machine import Machine, node_ip
 from k3py.cluster.agent.node.registration import NodeReporter, NodeSpec
-from k3py.cluster.agent.podsource import ClusterPods
-from k3py.cluster.agent.podsync.backoff import Backoff
-from k3py.cluster.agent.podsync.dnsconfig import CachedServices, DnsSettings
-from k3py.cluster.agent.podsync.loop import PodSync
-from k3py.cluster.agent.podsync.network import PodNetwork, RuntimeBridge
-from k3py.cluster.agent.podsync.probes import Prober
-from k3py.cluster.agent.podsync.volumes import PodVolumes
-from k3py.cluster.agent.podsync.worker import NodeConfig, WorkerDeps
-from k3py.cluster.agent.proxy.node import NodeServices, ServicesConfig
 from k3py.cluster.agent.runtime import ContainerRuntime
-from k3py.cluster.agent.settings import AgentSettings
-from k3py.cluster.agent.tunnel.pool import TunnelPool
-from k3py.cluster.agent.tunnel.streams import NodeStreams
+from k3py.cluster.agent.settings import AgentSettings, flannel_enabled
 from k3py.cluster.client import Clock, EventRecorder, KubeClient, RealClock
 from k3py.shutdown import cancel_and_wait, until_signalled
+
+if TYPE_CHECKING:
+    from k3py.cluster.agent.workers import NodeWorkers
 
 logger = logging.getLogger("k3py.agent")
 
@@ -60,32 +51,6 @@ def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
     from k3py.cluster.agent.runtime.docker import DockerRuntime
 
     return DockerRuntime(settings.container_runtime_endpoint)
-
-
-def flannel_enabled(settings: AgentSettings) -> bool:
-    return settings.flannel_backend != "none" and settings.runtime != "fake"
-
-
-def make_flannel(
-    settings: AgentSettings,
-    node_name: str,
-    client: KubeClient,
-    runtime: ContainerRuntime,
-    clock: Clock,
-    host_ip: str,
-) -> FlannelNetwork | None:
-    """The pod network for ``--flannel-backend`` (None for none: the runtime's bridge)."""
-    if not flannel_enabled(settings):
-        return None
-    config = NetworkConfig(
-        backend=settings.flannel_backend,
-        node_name=node_name,
-        node_ip=host_ip,
-        iface=settings.flannel_iface,
-        cluster_cidr=settings.cluster_cidr,
-        state_dir=settings.agent_dir / "network",
-    )
-    return FlannelNetwork(config, client, runtime, clock, host_ip)
 
 
 async def leave_host_network_alone(settings: AgentSettings) -> None:
@@ -152,7 +117,11 @@ async def _supervised(name: str, work: Callable[[], Awaitable[None]], clock: Clo
 
 
 class Agent:
-    """One running agent: its parts, built from the settings and the node identity."""
+    """One running agent: what registers its Node first, then the parts that run pods.
+
+    The pod sync, pod network, services and tunnel (:class:`NodeWorkers`) are built and
+    imported once the first registration was attempted (:meth:`start`).
+    """
 
     def __init__(self, settings: AgentSettings, identity: NodeIdentity, clock: Clock) -> None:
         self.settings = settings
@@ -179,62 +148,14 @@ class Agent:
             # about 100 kB, and bursts of status writes queue briefly instead.
             max_connections=AGENT_CONNECTIONS,
         )
-        addresses = settings.node_ips or (node_ip(identity.server_url),)
-        self.node = NodeConfig(
-            node_name=identity.node_name,
-            host_ip=addresses[0],
-            sandbox_image=settings.pause_image,
-            runtime_scheme=settings.runtime,
-        )
+        self.addresses = settings.node_ips or (node_ip(identity.server_url),)
         self.recorder = EventRecorder(self.client, clock, "kubelet", identity.node_name)
-        self.store = LocalStore(settings.agent_dir / "cache")
-        self.pods = ClusterPods(self.client, self.store, clock, identity.node_name, self.recorder)
-        self.flannel = make_flannel(
-            settings, identity.node_name, self.client, self.runtime, clock, self.node.host_ip
-        )
-        self.network: PodNetwork = self.flannel or RuntimeBridge(self.node.host_ip)
-        # Services (cache, proxy, node-local DNS); hollow nodes run no pods to serve.
-        self.services = (
-            None
-            if settings.runtime == "fake"
-            else NodeServices(
-                self.client,
-                clock,
-                ServicesConfig(
-                    node_name=identity.node_name,
-                    node_ip=self.node.host_ip,
-                    cache_path=settings.agent_dir / "cache" / "services.json",
-                    cluster_cidr=settings.cluster_cidr,
-                    service_cidr=settings.service_cidr,
-                    cluster_dns=settings.cluster_dns,
-                    cluster_domain=settings.cluster_domain,
-                    resolv_conf=settings.resolv_conf,
-                    enabled=flannel_enabled(settings),
-                ),
-            )
-        )
-        self.sync = PodSync(
-            WorkerDeps(
-                runtime=self.runtime,
-                host=self.observability.pod_host(self.pods),
-                volumes=PodVolumes(settings.agent_dir),
-                clock=clock,
-                node=self.node,
-                backoff=Backoff(),
-                prober=Prober(self.runtime),
-                network=self.network,
-                services=CachedServices(self.services.cache.services) if self.services else None,
-                dns=DnsSettings(settings.cluster_dns, settings.cluster_domain, settings.resolv_conf)
-                if self.services is not None and self.flannel is not None
-                else None,
-            )
-        )
         self.reporter = NodeReporter(
             self.client,
             clock,
             NodeSpec(
                 name=identity.node_name,
-                addresses=addresses,
+                addresses=self.addresses,
                 hostname=socket.gethostname(),
                 labels=settings.node_labels,
                 taints=settings.node_taints,
@@ -245,16 +166,7 @@ class Agent:
             settings.lease_seconds,
             recorder=self.recorder,
         )
-        # One tunnel to each known server: logs and exec work through whichever server a
-        # request reaches.
-        self.tunnel = TunnelPool(
-            self.balancer,
-            identity.ssl_context(),
-            NodeStreams(
-                self.runtime, identity.node_name, clock, extra=self.observability.streams()
-            ),
-            clock,
-        )
+        self.workers: NodeWorkers | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def _background(self, name: str, work: Callable[[], Awaitable[None]]) -> None:
@@ -274,6 +186,19 @@ class Agent:
         self._background("node", self.reporter.run)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.reporter.attempted.wait(), REGISTER_FIRST_SECONDS)
+        from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
+        from k3py.cluster.agent.workers import NodeWorkers
+
+        self.workers = NodeWorkers(
+            self.settings,
+            self.identity,
+            self.clock,
+            client=self.client,
+            balancer=self.balancer,
+            recorder=self.recorder,
+            observability=self.observability,
+            host_ip=self.addresses[0],
+        )
         await with_runtime_retries(
             "sandbox image",
             lambda: ensure_sandbox_image(self.runtime, self.settings.pause_image),
@@ -284,27 +209,7 @@ class Agent:
             lambda: load_airgap_images(self.runtime, self.settings.agent_dir / "images"),
             self.clock,
         )
-        if self.flannel is not None:
-            await self.flannel.start()
-        elif self.settings.runtime != "fake":
-            await leave_host_network_alone(self.settings)
-        if self.services is not None:
-            self.services.start()
-        self.sync.start()
-        self.pods.start(self.sync)
-        if self.services is not None:
-            self.services.watch_pods(self.pods.pods, self.store.pods())
-        for name, work in (
-            ("tunnel", self.tunnel.run),
-            ("servers", lambda: self.balancer.refresh(self.client, asyncio.Event())),
-            ("usage", self.observability.sampler.run),
-        ):
-            self._background(name, work)
-        self.observability.watch(
-            lambda: self.sync.pods,
-            lambda: (self.tunnel.connected.is_set(), self.tunnel.connections),
-            {"syncloop": self._syncloop_check},
-        )
+        await self.workers.start(self._background, self._syncloop_check)
         await self.observability.start()
         logger.info(
             "k3py agent is running",
@@ -318,12 +223,8 @@ class Agent:
     async def stop(self) -> None:
         await self.observability.stop()
         await cancel_and_wait(*self._tasks, log=logger)
-        await self.pods.stop()
-        await self.sync.stop()
-        if self.services is not None:
-            await self.services.stop()
-        if self.flannel is not None:
-            await self.flannel.stop()
+        if self.workers is not None:
+            await self.workers.stop()
         with contextlib.suppress(Exception):
             await self.recorder.flush()
         await self.client.close()

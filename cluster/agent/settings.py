@@ -50,3 +50,9 @@ class AgentSettings:
     @property
     def agent_dir(self) -> Path:
         return self.data_dir / "agent"
+
+
+def flannel_enabled(settings: AgentSettings) -> bool:
+    """Whether the agent runs its own pod network (not for ``--flannel-backend none`` or
+    hollow nodes)."""
+    return settings.flannel_backend != "none" and settings.runtime != "fake"

@@ -17,7 +17,8 @@ root slot's) stays the last resort when no version is installed. Boards do not c
 ``k3py.image``, so the firmware members are picked here rather than by its installer. The
 launcher imports this module at every boot and never installs: what only :meth:`install`
 needs (compileall, zipfile, shutil, hashlib) is imported there, which spares an emulated board
-a quarter of a second of its start.
+a quarter of a second of its start; for the same reason :class:`Trial` is a plain class
+(dataclasses imports inspect, a fifth of the launcher's imports on an emulated board).
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from k3py.errors import K3pyError
@@ -41,11 +41,18 @@ class FirmwareError(K3pyError):
     """A firmware cannot be installed or switched; nothing was changed."""
 
 
-@dataclass(frozen=True)
 class Trial:
-    version: str  # the directory under versions/ on probation
-    attempts: int
-    deadline: float  # wall-clock seconds by which the new version must report Ready
+    """The version on probation: how often it was started, and until when it may take."""
+
+    __slots__ = ("attempts", "deadline", "version")
+
+    def __init__(self, version: str, attempts: int, deadline: float) -> None:
+        self.version = version  # the directory under versions/ on probation
+        self.attempts = attempts
+        self.deadline = deadline  # wall-clock seconds by which the new version must report Ready
+
+    def __repr__(self) -> str:
+        return f"Trial({self.version!r}, attempts={self.attempts}, deadline={self.deadline})"
 
 
 def _fsync_dir(path: Path) -> None:

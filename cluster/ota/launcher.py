@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -100,6 +101,38 @@ def _ready(sock: socket.socket) -> bool:
         ready = ready or b"READY=1" in message.split(b"\n")
 
 
+def _exit_descriptor(child: subprocess.Popen[bytes]) -> int | None:
+    """A descriptor that turns readable when the child exits (a pidfd), where the kernel has
+    them (Linux 5.3); without one the launcher looks every ``POLL_SECONDS``."""
+    try:
+        return os.pidfd_open(child.pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _sleep(sock: socket.socket, exited: int | None, deadline: float | None) -> None:
+    """Until the child exits, reports to ``sock``, a signal arrives or ``deadline`` passes.
+
+    The launcher sleeps in the kernel between these events rather than looking every few
+    milliseconds (as ``Popen.wait`` with a timeout does): it runs beside k3py for the board's
+    whole life, and on an emulated board the looking cost a few tenths of a second of each
+    boot.
+    """
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    timeout = None
+    if exited is None:
+        timeout = POLL_SECONDS
+    else:
+        poller.register(exited, select.POLLIN)
+    if deadline is not None:
+        left = max(0.0, deadline - time.time())
+        timeout = left if timeout is None else min(timeout, left)
+    # A signal's handler runs inside the wait, which then goes on (PEP 475): the handlers
+    # forward the signal to the child, whose exit ends the wait.
+    poller.poll(None if timeout is None else timeout * 1000)
+
+
 def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
     firmware = Firmware(root)
     signals: list[int] = []
@@ -132,20 +165,27 @@ def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
             _ready(sock)  # a late READY=1 of the previous child is not this one's
             env = _environment(firmware.site(), sock.getsockname())
             child = subprocess.Popen(_command(argv), env=env)
-            code = None
-            while code is None:
-                try:
-                    code = child.wait(POLL_SECONDS)
-                except subprocess.TimeoutExpired:
+            exited = _exit_descriptor(child)
+            try:
+                code = None
+                while code is None:
+                    _sleep(sock, exited, None if trial is None or signals else trial.deadline)
+                    code = child.poll()
+                    if code is not None:
+                        break
                     if _ready(sock):
                         firmware.mark_good()
                         trial = None
                         if not told_upstream:
                             told_upstream = sdnotify.notify("READY=1", upstream)
-                    if trial is not None and firmware.trial() is None:
-                        trial = None  # ended by another hand (an operator, a test)
                     if trial is not None and time.time() > trial.deadline and not signals:
-                        code = _stop(child)
+                        if firmware.trial() is None:
+                            trial = None  # ended by another hand (an operator, a test)
+                        else:
+                            code = _stop(child)
+            finally:
+                if exited is not None:
+                    os.close(exited)
             restart = code == RESTART or signal.SIGHUP in signals
             if signals and not restart:
                 return code

@@ -8,12 +8,15 @@ and the board still gets every valid setting.
 from __future__ import annotations
 
 import importlib.util
+import sys
 from importlib import resources
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 import yaml
+
+from k3py.cli import config_keys
 
 
 def _bootconfig(root: Path, role: str, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
@@ -28,6 +31,7 @@ def _bootconfig(root: Path, role: str, monkeypatch: pytest.MonkeyPatch) -> Modul
     for name, path in {
         "ROLE_FILE": "etc/k3py-role",
         "CONFIG": "etc/k3py/config.yaml",
+        "CONFIG_KEYS": "usr/lib/k3py/config-keys",
         "BOOT_ENV": "run/k3py/boot.env",
         "SHADOW": "run/k3py/shadow",
         "AUTHORIZED_KEYS": "root/.ssh/authorized_keys",
@@ -70,3 +74,44 @@ def test_server_gets_only_keys_its_command_defines(
     assert written["cluster-cidr"] == "10.42.0.0/16"
     assert "sevrer-typo" not in written
     assert "unknown key 'sevrer-typo'" in capsys.readouterr().err
+
+
+def test_the_image_s_list_of_keys_is_what_the_board_checks_against(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "root"
+    bootconfig = _bootconfig(root, "agent", monkeypatch)
+    # The list the image build writes for an agent: every flag of ``k3py agent``.
+    configure_keys = root / "usr/lib/k3py/config-keys"
+    configure_keys.parent.mkdir(parents=True)
+    configure_keys.write_text("\n".join(config_keys("agent")) + "\n")
+    card = tmp_path / "k3py.yaml"
+    card.write_text("token: K10abc::server:secret\nnode-label: [zone=a]\ntls-san: [x]\n")
+    bootconfig.main(["bootconfig", str(card)])
+    written = yaml.safe_load((root / "etc/k3py/config.yaml").read_text())
+    assert written == {"token": "K10abc::server:secret", "node-label": ["zone=a"]}
+    assert "unknown key 'tls-san'" in capsys.readouterr().err  # a server's flag, not an agent's
+    # A list without a key refuses it, even one the firmware's command has: the image's list
+    # is the one consulted.
+    configure_keys.write_text("token\n")
+    bootconfig.main(["bootconfig", str(card)])
+    assert yaml.safe_load((root / "etc/k3py/config.yaml").read_text()) == {
+        "token": "K10abc::server:secret"
+    }
+    assert "unknown key 'node-label'" in capsys.readouterr().err
+
+
+def test_a_data_partition_that_cannot_grow_is_one_line_and_the_settings_still_apply(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bootconfig = _bootconfig(tmp_path / "root", "agent", monkeypatch)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # grow_data adds its folder
+    card = tmp_path / "k3py.yaml"
+    card.write_text("token: K10abc::server:secret\nhostname: node3\n")
+    assert bootconfig.main(["bootconfig", "--grow-data", "/dev/k3py-no-such-disk", str(card)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert err[0].startswith("k3py-bootconfig: could not grow /dev/k3py-no-such-disk: ")
+    config = yaml.safe_load((tmp_path / "root/etc/k3py/config.yaml").read_text())
+    assert config == {"token": "K10abc::server:secret"}
+    assert "K3PY_HOSTNAME=node3" in (tmp_path / "root/run/k3py/boot.env").read_text()

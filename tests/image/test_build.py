@@ -174,6 +174,8 @@ def test_root_slot_is_a_merged_usr_appliance_with_the_firmware(
     launcher = "/usr/lib/python3/dist-packages/k3py/cluster/ota/launcher.py"
     assert "Type: regular" in debugfs(root, f"stat {launcher}")
     assert built.board in debugfs(root, "cat /usr/lib/k3py/board").splitlines()
+    keys = debugfs(root, "cat /usr/lib/k3py/config-keys").split()
+    assert {"token", "node-label", "node-ip"} <= set(keys)  # the boot configuration's keys
     assert "dockerd" in inittab  # both roles run workloads
     assert "supervise containerd /usr/bin/containerd --config" in inittab
     assert "disabled_plugins" in debugfs(root, "cat /usr/lib/k3py/containerd.toml")
@@ -181,6 +183,7 @@ def test_root_slot_is_a_merged_usr_appliance_with_the_firmware(
     assert "File not found" in debugfs(root, "stat /usr/lib/ssl/cert.pem")
     assert "mozilla/ISRG_Root_X1.crt" in debugfs(root, "stat /etc/ssl/certs/4042bcee.0")
     assert "File not found" in debugfs(root, "stat /usr/share/man")  # pruned
+    assert "File not found" in debugfs(root, "stat /usr/lib/python3.13/sitecustomize.py")
     version = manifest_of(built)["kernel"]["version"]
     modules = debugfs(root, f"ls -p /usr/lib/modules/{version}/kernel/drivers/net/vxlan")
     assert "vxlan.ko" in modules

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from k3py.image import debfile, kernel
+from k3py.image import debfile, kernel, rootfs
 from k3py.image.containers import install_images
 from k3py.image.debian import PackageIndex, parse_packages, parse_relations, read_lock, write_lock
 from k3py.image.elfaudit import AuditReport, audit
@@ -279,3 +279,19 @@ def test_qemu_env_flash_is_u_boots_own_environment_without_the_countdown(tmp_pat
         assert values[b"bootdelay"] == b"0"
         assert b"distro_bootcmd" in values
         assert values[b"kernel_addr_r"].startswith(b"0x")
+
+
+def test_prune_removes_files_folders_and_links_whose_target_is_not_on_the_host(
+    tmp_path: Path,
+) -> None:
+    root = tmp_path / "root"
+    (root / "usr/lib/python3.13/test").mkdir(parents=True)
+    (root / "usr/lib/python3.13/test/.hidden").write_text("x" * 10)
+    (root / "usr/lib/python3.13/os.py").write_text("")
+    # As Debian links it: absolute, into the image's /etc, absent on the build host.
+    (root / "usr/lib/python3.13/sitecustomize.py").symlink_to("/etc/no-such-dir/sitecustomize.py")
+    freed = rootfs.prune(
+        root, ["usr/lib/python3.13/test", "usr/lib/python3.13/sitecustomize.py", "no/such/*"]
+    )
+    assert sorted(p.name for p in (root / "usr/lib/python3.13").iterdir()) == ["os.py"]
+    assert freed >= 10

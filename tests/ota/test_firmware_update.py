@@ -89,8 +89,19 @@ def test_a_new_firmware_starts_and_keeps_running(tmp_path: Path) -> None:
         name = firmware.current_name()
         assert name is not None
         assert not (root / "versions" / name / "site/k3py/image").exists()
+        # While the firmware runs and nothing happens, the launcher sleeps in the kernel
+        # (waiting on the child's pidfd and the notify socket) rather than waking to look.
+        before = _wakeups(launcher.pid)
+        time.sleep(1.0)
+        assert _wakeups(launcher.pid) - before <= 2
     finally:
         assert _stop(launcher) == 0
+
+
+def _wakeups(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    line = next(x for x in status.splitlines() if x.startswith("voluntary_ctxt_switches:"))
+    return int(line.split()[1])
 
 
 def test_sighup_restarts_into_the_new_current(tmp_path: Path) -> None:

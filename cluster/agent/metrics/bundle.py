@@ -10,17 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from k3py.cluster.agent.metrics.healthz import HealthCheck, HealthServer
-from k3py.cluster.agent.metrics.pods import StartTimedHost
 from k3py.cluster.agent.metrics.registry import AgentMetrics
 from k3py.cluster.agent.metrics.runtime import TimedRuntime
-from k3py.cluster.agent.metrics.streams import StreamKindHandler, observability_streams
 from k3py.cluster.agent.metrics.usage import UsageSampler
-from k3py.cluster.agent.podsync.worker import PodHost
 from k3py.cluster.agent.runtime import ContainerRuntime
 from k3py.cluster.client.clock import Clock
+
+if TYPE_CHECKING:  # imported by the methods: the agent builds this before its pod sync
+    from k3py.cluster.agent.metrics.streams import StreamKindHandler
+    from k3py.cluster.agent.podsync.worker import PodHost
 
 
 class AgentObservability:
@@ -44,9 +45,13 @@ class AgentObservability:
         )
 
     def pod_host(self, inner: PodHost) -> PodHost:
+        from k3py.cluster.agent.metrics.pods import StartTimedHost
+
         return StartTimedHost(inner, self.metrics.pod_start)
 
     def streams(self) -> dict[str, StreamKindHandler]:
+        from k3py.cluster.agent.metrics.streams import observability_streams
+
         return observability_streams(self.metrics, self.sampler)
 
     def watch(

@@ -6,7 +6,8 @@ is read here from the FAT boot partition and written where the system reads it:
 ``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
 (shell variables for the early-boot script), ``/run/k3py/shadow``, root's authorized keys, and
 ``/run/k3py/dockerd.disabled`` and ``containerd.disabled`` on a server-only board
-(``disable-agent: true``).
+(``disable-agent: true``). On a first boot (``--grow-data DEVICE``) it grows the data
+partition first.
 A bad file, or a key that is neither a board setting nor a flag of the role's command, is reported
 on the console in one line and the defaults apply, so a typo never bricks a board.
 """
@@ -25,7 +26,9 @@ BOOT_ENV = Path("/run/k3py/boot.env")
 SHADOW = Path("/run/k3py/shadow")
 AUTHORIZED_KEYS = Path("/var/lib/root/.ssh/authorized_keys")
 # k3py.yaml keys that set up the board itself; every other key is a flag of the role's command
-# (K3s's names), checked against that command's own definitions in the firmware.
+# (K3s's names), checked against that command's own definitions: listed in CONFIG_KEYS by the
+# image build, from the firmware when that list is absent.
+CONFIG_KEYS = Path("/usr/lib/k3py/config-keys")
 BOARD_KEYS = ("role", "hostname", "network", "root-password-hash", "ssh-authorized-keys")
 # The supervisor parks a service whose marker file exists instead of starting it.
 DOCKERD_DISABLED = Path("/run/k3py/dockerd.disabled")
@@ -73,20 +76,42 @@ def write(path: Path, text: str, mode: int = 0o644) -> None:
 def service_flags(settings: dict[str, Any], role: str) -> dict[str, Any]:
     """The settings that are flags of ``k3py <role>``; any other key is reported and ignored
     (its default applies), so a typo shows on the console without stopping the board."""
-    from k3py.cli import config_keys, unknown_key_error
+    try:
+        valid = CONFIG_KEYS.read_text().split()
+    except OSError:
+        from k3py.cli import config_keys
 
-    valid = config_keys(role)
+        valid = config_keys(role)
     flags: dict[str, Any] = {}
     for key, value in settings.items():
         if key in valid:
             flags[key] = value
         elif key not in BOARD_KEYS:
+            from k3py.cli import unknown_key_error
+
             say(unknown_key_error("k3py.yaml", key, [*valid, *BOARD_KEYS]) + "; ignored")
     return flags
 
 
+def grow_data(device: str) -> None:
+    """First boot: the data partition to the end of the card (``growdata.py``, beside this
+    script, run in this process: a Python start costs an emulated board a third of a second)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    try:
+        import growdata  # type: ignore[import-not-found]  # beside this script
+
+        growdata.main(["growdata", device])
+    except Exception as err:  # the board still boots, on the partition as it is
+        say(f"could not grow {device}: {err}")
+
+
 def main(argv: list[str]) -> int:
-    settings = load(Path(argv[1]) if len(argv) > 1 else Path("/boot/firmware/k3py.yaml"))
+    args = argv[1:]
+    if "--grow-data" in args:
+        at = args.index("--grow-data")
+        grow_data(args[at + 1])
+        del args[at : at + 2]
+    settings = load(Path(args[0]) if args else Path("/boot/firmware/k3py.yaml"))
     role = ROLE_FILE.read_text().strip()
     if settings.get("role", role) != role:
         say(
