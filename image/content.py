@@ -28,7 +28,6 @@ class Content:
     prune: tuple[str, ...]
     kernel_modules: tuple[str, ...]
     boot_modules: tuple[str, ...]
-    network_modules: tuple[str, ...]
     required_modules: tuple[str, ...]
     applets: tuple[str, ...]
     alternatives: dict[str, str]
@@ -60,7 +59,6 @@ def load_content(file: Path = CONTENT_FILE) -> Content:
         prune=_strings(file, data, "prune", "paths"),
         kernel_modules=_strings(file, data, "kernel", "modules"),
         boot_modules=_strings(file, data, "kernel", "boot_modules"),
-        network_modules=_strings(file, data, "kernel", "network_modules"),
         required_modules=_strings(file, data, "kernel", "required_modules"),
         applets=_strings(file, data, "rootfs", "applets"),
         alternatives={str(k): str(v) for k, v in alternatives.items()},

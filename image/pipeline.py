@@ -90,7 +90,6 @@ def configure_rootfs(ctx: BuildContext) -> None:
         applets=settings.content.applets,
         alternatives=settings.content.alternatives,
         boot_modules=settings.content.boot_modules,
-        network_modules=settings.content.network_modules,
         version=__version__,
         architecture=settings.board.architecture,
         board=settings.board.name,

@@ -118,7 +118,6 @@ def configure(
     applets: Iterable[str],
     alternatives: Mapping[str, str],
     boot_modules: Iterable[str],
-    network_modules: Iterable[str],
     version: str,
     architecture: str,
     board: str,
@@ -148,7 +147,6 @@ def configure(
     )
     _link(root, "etc/os-release", "../usr/lib/os-release")
     _write(root, "usr/lib/k3py/boot-modules", "\n".join(boot_modules) + "\n")
-    _write(root, "usr/lib/k3py/network-modules", "\n".join(network_modules) + "\n")
     # The keys k3py.yaml may set for the role's command (its flags), for the boot
     # configuration: reading them here spares each boot a Python start importing the command
     # line's definitions (half a second of an emulated board's CPU).

@@ -95,9 +95,7 @@ def test_content_lists_roles_and_the_modules_the_kernel_gate_requires() -> None:
     nft = {"nf_tables", "nft_chain_nat", "nft_nat", "nft_masq", "nft_ct", "nft_numgen"}
     assert pod_network | nft | {"ip_vs"} <= set(content.required_modules)
     assert set(content.required_modules) <= set(content.kernel_modules)
-    # Loaded at boot: the engine's before the services start, the network's in the background.
-    assert {"overlay", "bridge", "br_netfilter"} <= set(content.boot_modules)
-    assert pod_network | nft <= set(content.boot_modules) | set(content.network_modules)
+    assert pod_network | nft <= set(content.boot_modules)
 
 
 # PyPI names whose Debian package is not python3-<name>; dependencies only a server imports.

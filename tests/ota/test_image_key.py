@@ -31,7 +31,7 @@ def test_the_key_is_baked_into_the_root_slot(
     monkeypatch.setattr(rootfs, "configure", lambda *a, **k: None)
     root = tmp_path / "root"
     board = SimpleNamespace(console="ttyAMA0", architecture="arm64", name="qemu-virt-arm64")
-    content = SimpleNamespace(applets=(), alternatives={}, boot_modules=(), network_modules=())
+    content = SimpleNamespace(applets=(), alternatives={}, boot_modules=())
     settings = SimpleNamespace(role="agent", board=board, content=content, overlay=None,
                                ota_key=tmp_path / "k.pub")  # fmt: skip
     pipeline.configure_rootfs(SimpleNamespace(rootfs=root, settings=settings))  # type: ignore[arg-type]
