@@ -76,6 +76,15 @@ def test_image_boots_to_running_k3py_service(
             "'import ssl; print(len(ssl.create_default_context().get_ca_certs()))'"
         )
         assert trust.output.split()[-2:] == ["OK", "0"], trust.output
+        # The kernel's on-demand loads go through the image's loader: a module nothing loaded
+        # at boot still loads when a link of its type is made, and a request for a foreign
+        # executable format's handler is answered without starting modprobe.
+        loader = qemu.run(
+            "cat /proc/sys/kernel/modprobe; ip link add k3pyprobe type dummy && "
+            "lsmod | grep -c '^dummy '; ip link del k3pyprobe; "
+            "/usr/lib/k3py/kernel-modprobe -q -- binfmt-464c; echo $?"
+        )
+        assert loader.output.split() == ["/usr/lib/k3py/kernel-modprobe", "1", "1"], loader.output
         # U-Boot took its environment from the board's flash: no countdown, the card first.
         console = qemu.console_log.read_text(errors="replace")
         assert "Loading Environment from Flash... OK" in console
