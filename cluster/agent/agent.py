@@ -53,20 +53,6 @@ def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
     return DockerRuntime(settings.container_runtime_endpoint)
 
 
-async def leave_host_network_alone(settings: AgentSettings) -> None:
-    """``--flannel-backend none``: remove what an earlier run's pod network made, if any."""
-    from k3py.cluster.agent.network import nft
-    from k3py.cluster.agent.network.podnet import remove_pod_network
-
-    try:
-        if await nft.remove_chains():
-            logger.info("removed the pod network's nftables rules (--flannel-backend none)")
-        if await asyncio.to_thread(remove_pod_network, settings.agent_dir / "network"):
-            logger.info("removed the pod network's devices and routes (--flannel-backend none)")
-    except (nft.NftError, OSError) as err:
-        logger.warning("cannot remove the old pod network", extra={"fields": {"error": str(err)}})
-
-
 async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
     """The runtime's version once it answers (at boot, dockerd may start after the agent)."""
     deadline = clock.monotonic() + RUNTIME_WAIT_SECONDS

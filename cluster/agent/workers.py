@@ -10,6 +10,7 @@ dockerd was still starting).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 
 from k3py.cluster.agent.autonomy.store import LocalStore
@@ -31,6 +32,8 @@ from k3py.cluster.agent.settings import AgentSettings, flannel_enabled
 from k3py.cluster.agent.tunnel.pool import TunnelPool
 from k3py.cluster.agent.tunnel.streams import NodeStreams
 from k3py.cluster.client import Clock, EventRecorder, KubeClient
+
+logger = logging.getLogger("k3py.agent")
 
 Background = Callable[[str, Callable[[], Awaitable[None]]], None]
 
@@ -55,6 +58,20 @@ def make_flannel(
         state_dir=settings.agent_dir / "network",
     )
     return FlannelNetwork(config, client, runtime, clock, host_ip)
+
+
+async def leave_host_network_alone(settings: AgentSettings) -> None:
+    """``--flannel-backend none``: remove what an earlier run's pod network made, if any."""
+    from k3py.cluster.agent.network import nft
+    from k3py.cluster.agent.network.podnet import remove_pod_network
+
+    try:
+        if await nft.remove_chains():
+            logger.info("removed the pod network's nftables rules (--flannel-backend none)")
+        if await asyncio.to_thread(remove_pod_network, settings.agent_dir / "network"):
+            logger.info("removed the pod network's devices and routes (--flannel-backend none)")
+    except (nft.NftError, OSError) as err:
+        logger.warning("cannot remove the old pod network", extra={"fields": {"error": str(err)}})
 
 
 class NodeWorkers:
@@ -138,8 +155,6 @@ class NodeWorkers:
         if self.flannel is not None:
             await self.flannel.start()
         elif self.settings.runtime != "fake":
-            from k3py.cluster.agent.agent import leave_host_network_alone
-
             await leave_host_network_alone(self.settings)
         if self.services is not None:
             self.services.start()

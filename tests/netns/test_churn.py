@@ -48,7 +48,7 @@ def test_flannel_backend_none_removes_what_an_earlier_pod_network_made(tmp_path:
         assert host.run("nft", "list", "table", "inet", "k3py", check=False).returncode == 0
         leave = (
             "import asyncio, pathlib, sys\n"
-            "from k3py.cluster.agent.agent import leave_host_network_alone\n"
+            "from k3py.cluster.agent.workers import leave_host_network_alone\n"
             "from k3py.cluster.agent.settings import AgentSettings\n"
             "settings = AgentSettings('', None, None, pathlib.Path(sys.argv[1]), 'n')\n"
             "asyncio.run(leave_host_network_alone(settings))\n"
