@@ -35,13 +35,15 @@ from typing import TYPE_CHECKING, Any
 from bench.common import main
 
 if TYPE_CHECKING:
-    from qemu_cluster import SegmentBoard
+    from qemu_cluster import NodeSpec, SegmentBoard
+    from qemu_kubectl import ReadyWatch
 
 REPO = Path(__file__).resolve().parent.parent
 SERVER_RSS_BUDGET_MB = 60
 AGENT_RSS_BUDGET_MB = 45
 BOOT_BUDGET_S = {"arm64": 20.0, "armv7": 30.0}
 IDLE_SECONDS = 60.0
+READY_TIMEOUT_S = 300.0
 SETTLE_SECONDS = 20.0
 
 # Every k3py process of the board: pid, VmRSS (kB), utime+stime and start (ticks since boot),
@@ -181,23 +183,6 @@ def _node(kubeconfig: Path, name: str) -> dict[str, Any]:
     return json.loads(result.stdout) if result.returncode == 0 else {}
 
 
-def _ready_node(node: dict[str, Any]) -> bool:
-    conditions = (node.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
-
-
-def _until_ready(kubeconfig: Path, name: str, since: float, old_boot: str = "") -> float:
-    """Seconds from ``since`` until the Node is Ready (after a boot other than ``old_boot``)."""
-    while True:
-        node = _node(kubeconfig, name)
-        boot = ((node.get("status") or {}).get("nodeInfo") or {}).get("bootID", "")
-        if _ready_node(node) and boot != old_boot:
-            return time.monotonic() - since
-        if time.monotonic() - since > 300:
-            raise TimeoutError(f"{name} did not turn Ready within 300 s")
-        time.sleep(0.5)
-
-
 def _boot_stages(board: SegmentBoard) -> dict[str, float]:
     """The early boot's milestones (kernel log) and the service's (its log), seconds after
     the kernel started."""
@@ -218,44 +203,53 @@ def _boot_alone(
     on its own CPU in the field (the cluster's first boot shares two host cores among three
     emulated boards): its first boot from a fresh card (join, image loading), then a reboot.
     From QEMU's start (or the ``reboot`` typed on the console) to its Node Ready."""
+    from qemu_cluster import AGENTS, read_file_on
+    from qemu_kubectl import ReadyWatch
+
+    token = read_file_on(boards[0], "/var/lib/k3py/server/token").strip()
+    with ReadyWatch(kubeconfig) as watch:
+        for spec in AGENTS:
+            _boot_one_alone(spec, boards, kubeconfig, watch, images, root, out, token)
+
+
+def _boot_one_alone(
+    spec: NodeSpec, boards: list[SegmentBoard], kubeconfig: Path, watch: ReadyWatch,
+    images: dict[str, Path], root: Path, out: dict[str, Any], token: str,
+) -> None:  # fmt: skip
     from qemu_cluster import (
-        AGENTS,
         API_PORT,
         SERVER,
         ClusterSettings,
         SegmentBoard,
         node_settings,
         personalise,
-        read_file_on,
     )
     from qemu_kubectl import kubectl
 
-    token = read_file_on(boards[0], "/var/lib/k3py/server/token").strip()
-    for spec in AGENTS:
-        index = next(i for i, b in enumerate(boards) if b.spec.name == spec.name)
-        previous = boards[index]
-        previous.power_off()
-        kubectl(kubeconfig, "delete", "node", spec.name, check=False)
-        workdir = root / "alone" / spec.name
-        personalise(images[spec.image_name], workdir / "card.img",
-                    {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
-                     "token": token, **node_settings(spec, ClusterSettings())})  # fmt: skip
-        board = SegmentBoard(spec, workdir / "card.img", workdir, previous.mcast_port, None)
-        boards[index] = board
-        board.start()
-        first = _until_ready(kubeconfig, spec.name, board.started_at)
-        board.wait_for_ready()
-        figures: dict[str, Any] = {"first_boot_to_ready_s": round(first, 1)}
-        figures["first_boot_stages_s"] = _boot_stages(board)
-        boot_id = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
-        rebooted = time.monotonic()
-        board.child.sendline("reboot")
-        figures["reboot_to_ready_s"] = round(
-            _until_ready(kubeconfig, spec.name, rebooted, boot_id.get("bootID", "")), 1
-        )
-        board.wait_for_ready()
-        figures["reboot_stages_s"] = _boot_stages(board)
-        out["alone"][spec.name] = figures
+    index = next(i for i, b in enumerate(boards) if b.spec.name == spec.name)
+    previous = boards[index]
+    previous.power_off()
+    kubectl(kubeconfig, "delete", "node", spec.name, check=False)
+    workdir = root / "alone" / spec.name
+    personalise(images[spec.image_name], workdir / "card.img",
+                {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
+                 "token": token, **node_settings(spec, ClusterSettings())})  # fmt: skip
+    board = SegmentBoard(spec, workdir / "card.img", workdir, previous.mcast_port, None)
+    boards[index] = board
+    board.start()
+    first = watch.wait(spec.name, board.started_at, READY_TIMEOUT_S)
+    board.wait_for_ready()
+    figures: dict[str, Any] = {"first_boot_to_ready_s": round(first, 1)}
+    figures["first_boot_stages_s"] = _boot_stages(board)
+    boot_id = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
+    rebooted = time.monotonic()
+    board.child.sendline("reboot")
+    figures["reboot_to_ready_s"] = round(
+        watch.wait(spec.name, rebooted, READY_TIMEOUT_S, boot_id.get("bootID", "")), 1
+    )
+    board.wait_for_ready()
+    figures["reboot_stages_s"] = _boot_stages(board)
+    out["alone"][spec.name] = figures
 
 
 def _boards(root: Path) -> dict[str, Any]:

@@ -48,6 +48,7 @@ from qemu_kubectl import (
     HTTPD_PORT,
     WORKLOAD,
     KubectlError,
+    ReadyWatch,
     kubectl,
     nodes,
     pods,
@@ -410,6 +411,8 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             report.timings["server API up (since QEMU start)"] = (
                 time.monotonic() - server.started_at
             )
+            # Each node's time to Ready from the watch's event, not from a poll's interval.
+            watch = cleanup.enter_context(ReadyWatch(kubeconfig))
         with stage(report, "agents boot"):
             for spec in AGENTS:
                 workdir = settings.out_dir / "nodes" / spec.name
@@ -431,16 +434,19 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
             def all_ready() -> bool:
                 seen = nodes(kubeconfig)
                 for name in sorted(pending):
-                    if seen.get(name, {}).get("ready") == "True":
-                        board = next(b for b in boards if b.spec.name == name)
-                        took = time.monotonic() - board.started_at
+                    board = next(b for b in boards if b.spec.name == name)
+                    at = watch.ready_at(name, board.started_at)
+                    if at is None and seen.get(name, {}).get("ready") == "True":
+                        at = time.monotonic()  # the watch missed it: the poll's time
+                    if at is not None:
+                        took = at - board.started_at
                         report.timings[f"{name} boot to Ready"] = took
                         say(f"{name}: node Ready {took:.1f}s after its QEMU started")
                         pending.discard(name)
                 report.nodes = seen
                 return not pending
 
-            wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=3)
+            wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=1)
         with stage(report, "workload"):
             manifest = settings.out_dir / "workload.yaml"
             manifest.write_text(workload_manifest())

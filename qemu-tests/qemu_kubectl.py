@@ -8,6 +8,8 @@ it; the readers turn ``-o yaml`` lists into the few fields the harness prints an
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import yaml
@@ -31,6 +33,86 @@ def kubectl(kubeconfig: Path, *args: str, check: bool = True) -> subprocess.Comp
     if check and result.returncode != 0:
         raise KubectlError(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
     return result
+
+
+# One line per watch event: the node, the boot it reports, its Ready condition's status (kubectl
+# pads tab-separated columns with spaces, and an absent field is empty).
+READY_COLUMNS = (
+    'jsonpath={.metadata.name}{"|"}{.status.nodeInfo.bootID}{"|"}'
+    '{.status.conditions[?(@.type=="Ready")].status}{"\\n"}'
+)
+
+
+class ReadyWatch:
+    """When each Node turned Ready, as a ``kubectl get nodes --watch`` stream delivers it.
+
+    Timing a boot by polling ``kubectl get nodes`` adds the poll's interval and kubectl's own
+    start to the figure, and every poll costs the emulated server a TLS handshake while the
+    boards boot; a watch event arrives within milliseconds of the status write that made the
+    node Ready. kubectl is started again when its watch ends (the server closes watches after
+    a while, and refuses them before its API is up); the list it replays then can only make a
+    time later, never earlier.
+    """
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self._kubeconfig = kubeconfig
+        self._events: list[tuple[float, str, str, str]] = []  # (monotonic, node, boot, Ready)
+        self._changed = threading.Condition()
+        self._stopped = threading.Event()
+        self._process: subprocess.Popen[str] | None = None
+        self._thread = threading.Thread(target=self._run, name="ready-watch", daemon=True)
+
+    def __enter__(self) -> ReadyWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        with self._changed:
+            process = self._process
+        if process is not None:
+            process.kill()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stopped.is_set():
+            with subprocess.Popen(
+                ["kubectl", "--kubeconfig", str(self._kubeconfig), "get", "nodes", "--watch",
+                 "-o", READY_COLUMNS],
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            ) as process:  # fmt: skip
+                with self._changed:
+                    self._process = process
+                assert process.stdout is not None
+                for line in process.stdout:
+                    fields = [field.strip() for field in line.split("|")]
+                    if len(fields) == 3:
+                        with self._changed:
+                            self._events.append((time.monotonic(), *fields))  # type: ignore[arg-type]
+                            self._changed.notify_all()
+            self._stopped.wait(1.0)
+
+    def ready_at(self, name: str, since: float, old_boot: str = "") -> float | None:
+        """The first moment since ``since`` the node was seen Ready on a boot other than
+        ``old_boot`` (monotonic), or None."""
+        with self._changed:
+            return next(
+                (at for at, node, boot, ready in self._events
+                 if node == name and at >= since and ready == "True" and boot != old_boot),
+                None,
+            )  # fmt: skip
+
+    def wait(self, name: str, since: float, timeout: float, old_boot: str = "") -> float:
+        """Seconds from ``since`` until ``name`` turned Ready (on a boot other than
+        ``old_boot``); TimeoutError after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (at := self.ready_at(name, since, old_boot)) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{name} did not turn Ready within {timeout:.0f} s")
+                self._changed.wait(min(left, 1.0))
+        return at - since
 
 
 def nodes(kubeconfig: Path) -> dict[str, dict[str, str]]:
