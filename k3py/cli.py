@@ -15,9 +15,10 @@ anything else is reported as an internal error. ``--debug`` shows tracebacks and
 from __future__ import annotations
 
 import argparse
-import difflib
+import contextlib
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import subprocess
@@ -149,9 +150,31 @@ def _layered_flags(parser: FlagParser) -> list[Flag]:
 
 def unknown_key_error(source: str, key: str, valid: Sequence[str]) -> str:
     """The one line that refuses a config key no flag has, naming the closest valid one."""
+    import difflib
+
     closest = difflib.get_close_matches(key, valid, n=1, cutoff=0.0)
     hint = f"; did you mean '{closest[0]}'?" if closest else ""
     return f"{source}: unknown key '{key}' (no flag --{key}{hint})"
+
+
+def _parse_config(path: str, file: Path) -> Any:
+    """A config file's document. JSON first (JSON is YAML; the boards' boot configuration
+    writes the file so), which needs no YAML parser: importing one costs an emulated board
+    about a third of a second of its start, and a long-running agent would hold it (about
+    1 MB of resident memory). Anything else is YAML."""
+    try:
+        text = file.read_text()
+    except OSError as err:
+        raise UsageError(f"cannot read config file {path}: {err}") from None
+    if text.lstrip().startswith("{"):
+        with contextlib.suppress(ValueError):
+            return json.loads(text)
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise UsageError(f"cannot read config file {path}: {err}") from None
 
 
 def _load_config_files(
@@ -164,14 +187,7 @@ def _load_config_files(
             if explicit:
                 raise UsageError(f"config file {path} does not exist")
             continue
-        # Imported only when a file is there: a long-running agent without one never holds
-        # the parser (about 1 MB of resident memory).
-        import yaml
-
-        try:
-            data = yaml.safe_load(file.read_text())
-        except (OSError, yaml.YAMLError) as err:
-            raise UsageError(f"cannot read config file {path}: {err}") from None
+        data = _parse_config(path, file)
         if data is None:
             continue
         if not isinstance(data, dict):

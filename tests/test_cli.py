@@ -52,6 +52,37 @@ def test_config_file_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         cli._load_config_files([str(bad)], explicit=True)
 
 
+def test_config_file_is_json_or_yaml(tmp_path: Path) -> None:
+    # JSON (what the boards' boot configuration writes) reads without a YAML parser; a YAML
+    # flow mapping that is not JSON, and block YAML, read as YAML; a broken file is one line.
+    written = tmp_path / "written.yaml"
+    written.write_text('{\n  "node-label": ["zone=a"],\n  "server": "https://192.0.2.10:6443"\n}\n')
+    flow = tmp_path / "flow.yaml"
+    flow.write_text("{server: 'https://192.0.2.11:6443', node-label: [zone=b]}\n")
+    block = tmp_path / "block.yaml"
+    block.write_text("server: https://192.0.2.12:6443\n")
+    probe = (
+        "import sys; from k3py import cli; "
+        f"print(cli._load_config_files([{str(written)!r}], True)); print('yaml' in sys.modules)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert shown == [
+        "{'node-label': ['zone=a'], 'server': 'https://192.0.2.10:6443'}",
+        "False",
+    ]
+    assert cli._load_config_files([str(flow)], True) == {
+        "server": "https://192.0.2.11:6443",
+        "node-label": ["zone=b"],
+    }
+    assert cli._load_config_files([str(block)], True) == {"server": "https://192.0.2.12:6443"}
+    broken = tmp_path / "broken.yaml"
+    broken.write_text('{"server": "https://192.0.2.13:6443",\n  bad: [\n')
+    with pytest.raises(UsageError, match="cannot read config file .*broken.yaml"):
+        cli._load_config_files([str(broken)], True)
+
+
 def test_version_and_unknown_command() -> None:
     ok = subprocess.run(
         [sys.executable, "-m", "k3py", "--version"], capture_output=True, text=True, check=False

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("k3py.agent")
 
 RUNTIME_WAIT_SECONDS = 120.0
+RUNTIME_POLL_SECONDS = 0.25
+RUNTIME_LOG_EVERY = 40  # every 10 s
 # How long the start waits for the first registration attempt before loading images.
 REGISTER_FIRST_SECONDS = 10.0
 AGENT_CONNECTIONS = 8
@@ -56,14 +58,21 @@ def make_runtime(settings: AgentSettings, clock: Clock) -> ContainerRuntime:
 async def wait_for_runtime(runtime: ContainerRuntime, clock: Clock) -> str:
     """The runtime's version once it answers (at boot, dockerd may start after the agent)."""
     deadline = clock.monotonic() + RUNTIME_WAIT_SECONDS
+    attempt = 0
     while True:
         try:
             return await runtime.version()
         except RuntimeUnavailable as err:
             if clock.monotonic() > deadline:
                 raise
-            logger.info("waiting for the container runtime", extra={"fields": {"error": str(err)}})
-            await clock.sleep(2.0)
+            if attempt % RUNTIME_LOG_EVERY == 0:
+                logger.info(
+                    "waiting for the container runtime", extra={"fields": {"error": str(err)}}
+                )
+            # Often: at boot the Node registers as soon as the engine answers (an attempt
+            # that finds no socket costs next to nothing).
+            await clock.sleep(RUNTIME_POLL_SECONDS)
+            attempt += 1
 
 
 async def with_runtime_retries(

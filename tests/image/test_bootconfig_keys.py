@@ -8,6 +8,7 @@ and the board still gets every valid setting.
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from importlib import resources
 from pathlib import Path
@@ -59,6 +60,8 @@ def test_unknown_key_is_one_console_line_and_the_rest_applies(
     ]
     config = yaml.safe_load((tmp_path / "root/etc/k3py/config.yaml").read_text())
     assert config == {"server": "https://192.0.2.10:6443", "token": "K10abc::server:secret"}
+    # Written as JSON (which is YAML), so the service reads it without a YAML parser.
+    assert json.loads((tmp_path / "root/etc/k3py/config.yaml").read_text()) == config
     assert "K3PY_HOSTNAME=node2" in (tmp_path / "root/run/k3py/boot.env").read_text()
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -61,13 +62,14 @@ def _read_config(
             continue
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
-        found: dict[str, str] = {}
-        for line in data.split(b"\n"):
-            if line.startswith(b"CONFIG_"):
-                name, _, value = line[7:].decode(errors="replace").partition("=")
-                if name in wanted:
-                    found[name] = value.strip()
-        return found
+        # One search for the wanted lines, not a Python loop over all of them (an emulated
+        # board spent a tenth of a second of its start on that loop).
+        names = b"|".join(re.escape(name.encode()) for name in sorted(wanted))
+        pattern = re.compile(rb"^CONFIG_(" + names + rb")=(.*)$", re.MULTILINE)
+        return {
+            name.decode(): value.decode(errors="replace").strip()
+            for name, value in pattern.findall(data)
+        }
     return None
 
 

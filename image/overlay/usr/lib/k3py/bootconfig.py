@@ -3,8 +3,9 @@
 One image serves many boards: what differs per board (role check, server URL, token, node name,
 labels, taints, node IP, flannel interface, SSH keys, root password hash, DHCP or static network)
 is read here from the FAT boot partition and written where the system reads it:
-``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``), ``/run/k3py/boot.env``
-(shell variables for the early-boot script), ``/run/k3py/shadow``, root's authorized keys, and
+``/etc/k3py/config.yaml`` (flags for ``k3py server``/``k3py agent``, written as JSON),
+``/run/k3py/boot.env`` (shell variables for the early-boot script), ``/run/k3py/shadow``, root's
+authorized keys, and
 ``/run/k3py/dockerd.disabled`` and ``containerd.disabled`` on a server-only board
 (``disable-agent: true``). On a first boot (``--grow-data DEVICE``) it grows the data
 partition first.
@@ -14,6 +15,7 @@ on the console in one line and the defaults apply, so a typo never bricks a boar
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -127,9 +129,10 @@ def main(argv: list[str]) -> int:
         # A server-only board: its runtime would sit idle, so it is not started.
         write(DOCKERD_DISABLED, "disable-agent in k3py.yaml\n")
         write(CONTAINERD_DISABLED, "disable-agent in k3py.yaml\n")
-    import yaml
-
-    write(CONFIG, yaml.safe_dump(flags, default_flow_style=False, sort_keys=True), 0o600)
+    # JSON, which is YAML: the service reads it back without importing a YAML parser (about a
+    # third of a second of an emulated board's start). A value JSON has no type for (a date)
+    # is written as its text, which is what the flag takes.
+    write(CONFIG, json.dumps(flags, indent=2, sort_keys=True, default=str) + "\n", 0o600)
 
     network = settings.get("network") or {}
     if not isinstance(network, dict):
