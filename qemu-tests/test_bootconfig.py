@@ -18,6 +18,7 @@ from tests.image.builds import ImageFor
 
 pytestmark = [pytest.mark.qemu, pytest.mark.timeout(900)]
 
+RESTORED = "k3py.yaml unchanged since it was last applied: its settings restored"
 SSH_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIK3pyTestKeyOnlyForTheImageTier test@example.com"
 # openssl passwd -6 -salt k3pysalt k3py-test
 PASSWORD_HASH = (
@@ -75,6 +76,30 @@ def test_k3py_yaml_sets_hostname_static_network_ssh_keys_and_service_flags(
         # k3py.yaml says disable-agent.
         assert "disable-agent" not in flags
         assert qemu.run("stat -c %a /etc/k3py/config.yaml").output.strip() == "600"
+
+        # Rebooted with the same k3py.yaml: what the last boot applied is restored without
+        # starting Python, and its console lines come again.
+        qemu.child.sendline("reboot")
+        qemu.wait_for_ready()
+        log = qemu.console_log.read_text(errors="replace")
+        assert log.count(RESTORED) == 1
+        assert log.count("unknown key 'tls-sna'") == 2
+        assert qemu.run("hostname").output.strip() == "edge-01"
+        assert "10.0.2.20/24" in qemu.run("ip -4 -o addr show dev eth0").output
+        assert qemu.run("cat /etc/k3py/config.yaml").output == flags
+        assert qemu.run("stat -c %a /etc/k3py/config.yaml").output.strip() == "600"
+        assert SSH_KEY in qemu.run("cat /root/.ssh/authorized_keys").output
+
+        # Edited on the card (here from the board itself): applied afresh at the next boot.
+        edit = qemu.run(
+            "mount -o remount,rw /boot/firmware && "
+            "sed -i 's/^hostname: edge-01$/hostname: edge-02/' /boot/firmware/k3py.yaml && sync"
+        )
+        assert edit.exit_code == 0, edit.output
+        qemu.child.sendline("reboot")
+        qemu.wait_for_ready()
+        assert qemu.run("hostname").output.strip() == "edge-02"
+        assert qemu.console_log.read_text(errors="replace").count(RESTORED) == 1
 
 
 def test_a_root_password_hash_turns_the_console_shell_into_a_login(
