@@ -447,6 +447,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
                 return not pending
 
             wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=1)
+            watch.close()  # what follows (workload, idle figures) runs without a watcher
         with stage(report, "workload"):
             manifest = settings.out_dir / "workload.yaml"
             manifest.write_text(workload_manifest())

@@ -67,6 +67,11 @@ class ReadyWatch:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop watching (again is harmless): an idle figure taken afterwards carries no
+        watcher on the server."""
         self._stopped.set()
         with self._changed:
             process = self._process
