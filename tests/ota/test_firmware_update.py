@@ -205,7 +205,10 @@ def test_kill_9_at_random_instants_of_an_install_leaves_a_working_firmware(
             log.unlink(missing_ok=True)
             launcher = _launch(root, log)
             try:
-                _wait_for(lambda: log.exists() and firmware.trial() is None)
+                # The firmware creates the log before it writes its line: wait for the line.
+                _wait_for(
+                    lambda: log.exists() and log.read_text() != "" and firmware.trial() is None
+                )
                 assert log.read_text() == f"{version}\n"
             finally:
                 _stop(launcher)
