@@ -348,6 +348,83 @@ def host_kubeconfig(text: str, api_port: int, target: Path) -> None:
     target.chmod(0o600)
 
 
+def boot_cluster(
+    settings: ClusterSettings,
+    images: dict[str, Path],
+    boards: list[SegmentBoard],
+    report: ClusterReport,
+    kubeconfig: Path,
+    ports: tuple[int, int],
+) -> None:
+    """Fresh cards for every node, the server booted first, then the agents, until every node is
+    Ready: the stages timed in ``report``, each node's boot to Ready by the node watch's event.
+    ``boards`` receives each board as it starts (the caller powers them off); ``ports`` are the
+    segment's multicast port and the API's forwarded port."""
+    mcast_port, api_port = ports
+    with stage(report, "server boot"):
+        server_dir = settings.out_dir / "nodes" / SERVER.name
+        card = server_dir / "card.img"
+        personalise(
+            images[SERVER.image_name],
+            card,
+            {"role": "server", "tls-san": [SERVER.address], **node_settings(SERVER, settings)},
+        )
+        server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
+        boards.append(server)
+        server.start()
+        say(f"{SERVER.name}: console log {shown(server.console_log)}")
+        server.wait_for_ready()
+        segment_iface = server.interface_with(SERVER.mac)
+        if segment_iface != "eth0":
+            raise ClusterError(f"the segment's NIC is {segment_iface}, k3py.yaml says eth0")
+        server.bring_up_host_nic()
+        token = read_file_on(server, "/var/lib/k3py/server/token").strip()
+        host_kubeconfig(read_file_on(server, "/etc/k3py/k3py.yaml"), api_port, kubeconfig)
+        wait_for(
+            "the server's API answering kubectl through the forwarded port",
+            lambda: kubectl(kubeconfig, "get", "--raw", "/readyz", check=False).returncode == 0,
+            180,
+        )
+        report.timings["server API up (since QEMU start)"] = time.monotonic() - server.started_at
+    # Each node's time to Ready from the watch's event, not from a poll's interval; the watch
+    # ends with the join (what follows, workload and idle figures, runs without a watcher).
+    with ReadyWatch(kubeconfig) as watch:
+        with stage(report, "agents boot"):
+            for spec in AGENTS:
+                workdir = settings.out_dir / "nodes" / spec.name
+                personalise(
+                    images[spec.image_name],
+                    workdir / "card.img",
+                    {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
+                     "token": token, **node_settings(spec, settings)},
+                )  # fmt: skip
+                agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
+                boards.append(agent)
+                agent.start()
+                say(f"{spec.name}: console log {shown(agent.console_log)}")
+            for agent in boards[1:]:
+                agent.wait_for_ready()
+        with stage(report, "join"):
+            pending = {spec.name for spec in NODES}
+
+            def all_ready() -> bool:
+                seen = nodes(kubeconfig)
+                for name in sorted(pending):
+                    board = next(b for b in boards if b.spec.name == name)
+                    at = watch.ready_at(name, board.started_at)
+                    if at is None and seen.get(name, {}).get("ready") == "True":
+                        at = time.monotonic()  # the watch missed it: the poll's time
+                    if at is not None:
+                        took = at - board.started_at
+                        report.timings[f"{name} boot to Ready"] = took
+                        say(f"{name}: node Ready {took:.1f}s after its QEMU started")
+                        pending.discard(name)
+                report.nodes = seen
+                return not pending
+
+            wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=1)
+
+
 def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) -> ClusterReport:
     """Build, boot, join, run the workload, print the state; boards are always powered off."""
     report = report if report is not None else ClusterReport()
@@ -384,70 +461,7 @@ def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) 
 
         cleanup.callback(power_off_all)
         cleanup.push(diagnose_on_failure)
-        with stage(report, "server boot"):
-            server_dir = settings.out_dir / "nodes" / SERVER.name
-            card = server_dir / "card.img"
-            personalise(
-                images[SERVER.image_name],
-                card,
-                {"role": "server", "tls-san": [SERVER.address], **node_settings(SERVER, settings)},
-            )
-            server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
-            boards.append(server)
-            server.start()
-            say(f"{SERVER.name}: console log {shown(server.console_log)}")
-            server.wait_for_ready()
-            segment_iface = server.interface_with(SERVER.mac)
-            if segment_iface != "eth0":
-                raise ClusterError(f"the segment's NIC is {segment_iface}, k3py.yaml says eth0")
-            server.bring_up_host_nic()
-            token = read_file_on(server, "/var/lib/k3py/server/token").strip()
-            host_kubeconfig(read_file_on(server, "/etc/k3py/k3py.yaml"), api_port, kubeconfig)
-            wait_for(
-                "the server's API answering kubectl through the forwarded port",
-                lambda: kubectl(kubeconfig, "get", "--raw", "/readyz", check=False).returncode == 0,
-                180,
-            )
-            report.timings["server API up (since QEMU start)"] = (
-                time.monotonic() - server.started_at
-            )
-            # Each node's time to Ready from the watch's event, not from a poll's interval.
-            watch = cleanup.enter_context(ReadyWatch(kubeconfig))
-        with stage(report, "agents boot"):
-            for spec in AGENTS:
-                workdir = settings.out_dir / "nodes" / spec.name
-                personalise(
-                    images[spec.image_name],
-                    workdir / "card.img",
-                    {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
-                     "token": token, **node_settings(spec, settings)},
-                )  # fmt: skip
-                agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
-                boards.append(agent)
-                agent.start()
-                say(f"{spec.name}: console log {shown(agent.console_log)}")
-            for agent in boards[1:]:
-                agent.wait_for_ready()
-        with stage(report, "join"):
-            pending = {spec.name for spec in NODES}
-
-            def all_ready() -> bool:
-                seen = nodes(kubeconfig)
-                for name in sorted(pending):
-                    board = next(b for b in boards if b.spec.name == name)
-                    at = watch.ready_at(name, board.started_at)
-                    if at is None and seen.get(name, {}).get("ready") == "True":
-                        at = time.monotonic()  # the watch missed it: the poll's time
-                    if at is not None:
-                        took = at - board.started_at
-                        report.timings[f"{name} boot to Ready"] = took
-                        say(f"{name}: node Ready {took:.1f}s after its QEMU started")
-                        pending.discard(name)
-                report.nodes = seen
-                return not pending
-
-            wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=1)
-            watch.close()  # what follows (workload, idle figures) runs without a watcher
+        boot_cluster(settings, images, boards, report, kubeconfig, (mcast_port, api_port))
         with stage(report, "workload"):
             manifest = settings.out_dir / "workload.yaml"
             manifest.write_text(workload_manifest())
