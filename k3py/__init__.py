@@ -43,4 +43,10 @@ def _installed_version() -> str:
         return "0.0.0+unknown"
 
 
-__version__ = _installed_version()
+def __getattr__(name: str) -> str:
+    # ``k3py.__version__`` is read on first use: the firmware launcher imports this package
+    # at every boot and never needs it (the search of sys.path costs an emulated board 30 ms).
+    if name != "__version__":
+        raise AttributeError(f"module 'k3py' has no attribute {name!r}")
+    version = globals()["__version__"] = _installed_version()
+    return version

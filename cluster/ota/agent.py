@@ -116,7 +116,7 @@ class Updater:
     async def report_startup(self) -> None:
         """Close what a previous run left open: Healthy, or RolledBack with the reason."""
         assert UPDATE_PLANS is not None
-        note_path = self.firmware.root / "rolled-back.json"
+        note_path = Path(self.firmware.root) / "rolled-back.json"
         note = json.loads(note_path.read_text()) if note_path.exists() else None
         plans, _ = await self.client.list(UPDATE_PLANS)
         for plan in plans:
@@ -156,7 +156,7 @@ class Updater:
                 await self._set(name, FAILED, "firmware bundles need the firmware launcher")
                 continue
             url = f"/ota/v1/bundles/firmware-{spec.get('version')}.k3pyb"
-            work = self.firmware.root / "downloads"
+            work = Path(self.firmware.root) / "downloads"
 
             async def report(phase: str, plan_name: str = name) -> None:
                 if phase != DOWNLOADING:  # the controller already wrote Downloading
@@ -257,7 +257,7 @@ def start_under_launcher(
     slots = SystemSlots.of_this_board() if BootEnv().available() else None
     if not launcher.isdigit() and slots is None:
         return None
-    root = Path(os.environ.get("K3PY_FIRMWARE_DIR", str(DEFAULT_DIR)))
+    root = os.environ.get("K3PY_FIRMWARE_DIR", DEFAULT_DIR)
     connector = aiohttp.TCPConnector(ssl=ssl_context or False, limit=2)
     session = aiohttp.ClientSession(server_url, connector=connector)
     updater = Updater(

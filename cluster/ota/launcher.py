@@ -18,23 +18,29 @@ own k3py when none is installed, and stays its parent:
 - outside a trial, k3py's exit ends the launcher with the same code (the supervisor respawns).
 
 It is deliberately small and imports nothing heavy: a bug here is the one an update cannot fix.
+It starts k3py with :func:`os.posix_spawn` and waits on a pidfd rather than through
+:mod:`subprocess`, and handles paths with :mod:`os.path`: on an emulated ARM64 board
+``subprocess``, ``pathlib`` and ``json`` took 1.0 s to import (``-X importtime``), most of the
+launcher's start, which every boot waits for before k3py starts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import select
 import signal
 import socket
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 from k3py.cluster import sdnotify
-from k3py.cluster.ota.firmware import DEFAULT_DIR, MAX_ATTEMPTS, Firmware, Trial
+from k3py.cluster.ota.firmware import (
+    DEFAULT_DIR,
+    MAX_ATTEMPTS,
+    Firmware,
+    Trial,
+    unlink_if_present,
+)
 
 RESTART = 75
 POLL_SECONDS = 0.2
@@ -46,28 +52,78 @@ def _command(argv: list[str]) -> list[str]:
     return [sys.executable, "-P", "-m", "k3py", *argv]
 
 
-def _environment(site: Path | None, notify: str) -> dict[str, str]:
+class Child:
+    """The running k3py: started by ``posix_spawn``, its exit seen through a pidfd.
+
+    Python ignores SIGPIPE and SIGXFSZ; the child gets their defaults back, as
+    :class:`subprocess.Popen` gives them. The launcher's own descriptors are close-on-exec.
+    """
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.pid = os.posix_spawn(argv[0], argv, env, setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))
+        self.returncode: int | None = None
+        try:  # Linux 5.3 and later; without one the launcher looks every POLL_SECONDS
+            self.exited: int | None = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self.exited = None
+
+    def poll(self) -> int | None:
+        """The exit code (negative: the signal that ended it) once it exited, else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, seconds: float | None = None) -> int | None:
+        """Until it exits, or None after ``seconds``."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while self.poll() is None:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return None
+            if self.exited is None:
+                time.sleep(POLL_SECONDS if left is None else min(POLL_SECONDS, left))
+            else:
+                select.select([self.exited], [], [], left)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            os.kill(self.pid, signum)
+
+    def close(self) -> None:
+        if self.exited is not None:
+            os.close(self.exited)
+            self.exited = None
+
+
+def _environment(site: str | None, notify: str) -> dict[str, str]:
     env = dict(os.environ)
     env["NOTIFY_SOCKET"] = notify
     env["K3PY_LAUNCHER_PID"] = str(os.getpid())  # the agent's updater restarts through it
     if site is not None:
-        env["PYTHONPATH"] = str(site)
+        env["PYTHONPATH"] = site
     # Else the launcher's own k3py (the root slot's, or an install's PYTHONPATH) runs.
     return env
 
 
-def _stop(child: subprocess.Popen[bytes]) -> int:
-    child.terminate()
-    try:
-        return child.wait(STOP_SECONDS)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        return child.wait()
+def _stop(child: Child) -> int:
+    child.send_signal(signal.SIGTERM)
+    code = child.wait(STOP_SECONDS)
+    if code is None:
+        child.send_signal(signal.SIGKILL)
+        code = child.wait()
+    assert code is not None
+    return code
 
 
 def _note_rollback(firmware: Firmware, trial: Trial, reason: str) -> None:
+    import json
+
     note = {"version": trial.version, "reason": reason, "at": time.time()}
-    (firmware.root / "rolled-back.json").write_text(json.dumps(note))
+    with open(os.path.join(firmware.root, "rolled-back.json"), "w") as file:
+        file.write(json.dumps(note))
 
 
 def _trial_of(firmware: Firmware) -> Trial | None:
@@ -78,14 +134,13 @@ def _trial_of(firmware: Firmware) -> Trial | None:
     return trial
 
 
-def _notify_socket(root: Path) -> socket.socket:
+def _notify_socket(root: str) -> socket.socket:
     """The datagram socket children report READY=1 to (unlinked and bound afresh)."""
-    path = root / f".notify.{os.getpid()}"
-    root.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
+    path = os.path.join(root, f".notify.{os.getpid()}")
+    os.makedirs(root, exist_ok=True)
+    unlink_if_present(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-    sock.bind(str(path))
+    sock.bind(path)
     sock.setblocking(False)
     return sock
 
@@ -99,15 +154,6 @@ def _ready(sock: socket.socket) -> bool:
         except BlockingIOError:
             return ready
         ready = ready or b"READY=1" in message.split(b"\n")
-
-
-def _exit_descriptor(child: subprocess.Popen[bytes]) -> int | None:
-    """A descriptor that turns readable when the child exits (a pidfd), where the kernel has
-    them (Linux 5.3); without one the launcher looks every ``POLL_SECONDS``."""
-    try:
-        return os.pidfd_open(child.pid)
-    except (AttributeError, OSError):
-        return None
 
 
 def _sleep(sock: socket.socket, exited: int | None, deadline: float | None) -> None:
@@ -133,10 +179,10 @@ def _sleep(sock: socket.socket, exited: int | None, deadline: float | None) -> N
     poller.poll(None if timeout is None else timeout * 1000)
 
 
-def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
+def run(argv: list[str], root: str = DEFAULT_DIR) -> int:
     firmware = Firmware(root)
     signals: list[int] = []
-    child: subprocess.Popen[bytes] | None = None
+    child: Child | None = None
     upstream = dict(os.environ)  # the launcher's own NOTIFY_SOCKET, if a unit gave one
 
     def forward(signum: int, _frame: object) -> None:
@@ -164,12 +210,12 @@ def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
                 firmware.write_trial(Trial(trial.version, trial.attempts + 1, trial.deadline))
             _ready(sock)  # a late READY=1 of the previous child is not this one's
             env = _environment(firmware.site(), sock.getsockname())
-            child = subprocess.Popen(_command(argv), env=env)
-            exited = _exit_descriptor(child)
+            child = Child(_command(argv), env)
             try:
                 code = None
                 while code is None:
-                    _sleep(sock, exited, None if trial is None or signals else trial.deadline)
+                    deadline = None if trial is None or signals else trial.deadline
+                    _sleep(sock, child.exited, deadline)
                     code = child.poll()
                     if code is not None:
                         break
@@ -184,8 +230,7 @@ def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
                         else:
                             code = _stop(child)
             finally:
-                if exited is not None:
-                    os.close(exited)
+                child.close()
             restart = code == RESTART or signal.SIGHUP in signals
             if signals and not restart:
                 return code
@@ -195,14 +240,12 @@ def run(argv: list[str], root: Path = DEFAULT_DIR) -> int:
                 continue
             return code
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(sock.getsockname())
+        unlink_if_present(sock.getsockname())
         sock.close()
 
 
 def main() -> None:
-    root = Path(os.environ.get("K3PY_FIRMWARE_DIR", str(DEFAULT_DIR)))
-    sys.exit(run(sys.argv[1:], root))
+    sys.exit(run(sys.argv[1:], os.environ.get("K3PY_FIRMWARE_DIR", DEFAULT_DIR)))
 
 
 if __name__ == "__main__":

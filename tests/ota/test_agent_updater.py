@@ -79,7 +79,7 @@ async def test_a_node_updates_reports_and_closes_its_entry(api: Api, tmp_path: P
         # A version that never came up: the launcher brought the old one back with a reason.
         await _plan(api, "fw-crashed", "0.4.0", "Rebooting")
         note = {"version": "0.4.0-x", "reason": "crashed 3 times"}
-        (firmware.root / "rolled-back.json").write_text(json.dumps(note))
+        (Path(firmware.root) / "rolled-back.json").write_text(json.dumps(note))
         await after.report_startup()
         crashed = await _entry(client, "fw-crashed")
         assert crashed["phase"] == "RolledBack"

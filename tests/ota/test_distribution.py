@@ -167,7 +167,7 @@ async def test_a_node_takes_a_firmware_bundle_and_refuses_a_foreign_one(
                                  tmp_path / "work", firmware, BOARD, key_path=tmp_path / "k.pub",
                                  report=report)  # fmt: skip
         assert phases == ["Downloading", "Verifying"]
-        assert not firmware.root.exists()  # nothing on the board changed
+        assert not Path(firmware.root).exists()  # nothing on the board changed
         phases.clear()
         manifest = await apply_firmware(
             session, "/ota/v1/bundles/firmware-0.2.0.k3pyb", tmp_path / "work", firmware, BOARD,

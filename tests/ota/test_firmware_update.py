@@ -158,7 +158,7 @@ def test_a_firmware_never_ready_rolls_back_at_the_deadline(tmp_path: Path) -> No
 def _assert_startable(firmware: Firmware) -> str:
     """What the launcher would start now: always a whole version (or the image's own)."""
     trial = _trial_of(firmware)
-    if not firmware.current.is_symlink():
+    if not os.path.islink(firmware.current):
         return "image"
     assert firmware.site() is not None, "current names a half-installed version"
     version = firmware.version_of(firmware.current)

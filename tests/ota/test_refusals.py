@@ -82,7 +82,7 @@ async def test_bad_bundles_are_refused_with_reasons_and_change_nothing(
     firmware = Firmware(tmp_path / "firmware")
     firmware.install(_wheel(tmp_path, "0.1.0", "good"), "0.1.0")
     firmware.mark_good()
-    before = _tree(firmware.root)
+    before = _tree(Path(firmware.root))
     restarts: list[int] = []
     url = str(api.client.make_url("/")).rstrip("/")
     async with (
@@ -97,9 +97,9 @@ async def test_bad_bundles_are_refused_with_reasons_and_change_nothing(
             assert entry["phase"] == "Failed", (version, entry)
             assert reason in entry["message"], (version, entry["message"])
     assert restarts == []
-    downloads = firmware.root / "downloads"
+    downloads = Path(firmware.root) / "downloads"
     assert not any(downloads.iterdir())  # a refused download is not kept to resume from
-    after = {k: v for k, v in _tree(firmware.root).items() if not k.startswith("downloads")}
+    after = {k: v for k, v in _tree(Path(firmware.root)).items() if not k.startswith("downloads")}
     assert after == before
     assert firmware.version_of(firmware.current) == "0.1.0"
     assert firmware.trial() is None
