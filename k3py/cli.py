@@ -24,10 +24,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 from k3py import __version__, log
 from k3py.errors import K3pyError, MissingExtra, UsageError
@@ -37,8 +36,7 @@ DEFAULT_KUBECONFIG = "/etc/k3py/k3py.yaml"
 EX_SOFTWARE = 70
 
 
-@dataclass(frozen=True)
-class Command:
+class Command(NamedTuple):
     name: str
     help: str
     module: str
@@ -75,8 +73,7 @@ def _truthy(value: str) -> bool:
     raise UsageError(f"expected a boolean (true/false), got {value!r}")
 
 
-@dataclass(frozen=True)
-class Flag:
+class Flag(NamedTuple):
     """One flag as the environment and config files name it (``key``) and fill it."""
 
     key: str  # the longest long option without its dashes: K3PY_<KEY>, and the config file key

@@ -6,12 +6,11 @@ needs). The node's local settings live here, apart from what the server tells th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class AgentSettings:
+class AgentSettings(NamedTuple):
     server_url: str
     token: str | None
     token_file: Path | None

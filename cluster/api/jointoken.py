@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import string
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from k3py.errors import K3pyError
 
@@ -42,8 +42,7 @@ class JoinTokenError(K3pyError):
     """A join token that cannot be parsed, or that belongs to another cluster."""
 
 
-@dataclass(frozen=True)
-class JoinToken:
+class JoinToken(NamedTuple):
     """A parsed join token; ``ca_hash`` is empty for a bare secret."""
 
     secret: str

@@ -8,6 +8,7 @@ for discovery documents, URL routing, storage keys and kubectl's ``api-resources
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 ALL_VERBS = ("create", "delete", "deletecollection", "get", "list", "patch", "update", "watch")
 
@@ -181,8 +182,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
 )
 
 
-@dataclass(frozen=True)
-class GroupVersion:
+class GroupVersion(NamedTuple):
     group: str
     version: str
 

@@ -8,14 +8,13 @@ API server uses, so clients (kubectl, client-go, the Python client) react as the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from k3py.cluster.api import wire
 from k3py.errors import K3pyError
 
 
-@dataclass(frozen=True)
-class Cause:
+class Cause(NamedTuple):
     """One reason a request was invalid (``details.causes[]``)."""
 
     reason: str  # FieldValueInvalid, FieldValueRequired, FieldValueNotSupported, ...

@@ -20,7 +20,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from k3py.cluster.api.resources import by_kind
 from k3py.cluster.api.status import ApiError
@@ -39,8 +39,7 @@ SPAM_BURST = 25  # client-go's defaultSpamBurst
 SPAM_REFILL_SECONDS = 300.0  # defaultSpamQPS = 1/300: one more token every five minutes
 
 
-@dataclass(frozen=True)
-class _Pending:
+class _Pending(NamedTuple):
     involved: Object
     event_type: str
     reason: str

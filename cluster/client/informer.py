@@ -16,8 +16,7 @@ import builtins
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import ApiError
@@ -77,8 +76,7 @@ def split_key(key: str) -> tuple[str | None, str]:
     return (namespace or None), name
 
 
-@dataclass(frozen=True)
-class Handlers:
+class Handlers(NamedTuple):
     on_add: AddHandler | None = None
     on_update: UpdateHandler | None = None
     on_delete: DeleteHandler | None = None

@@ -13,7 +13,6 @@ import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -127,7 +126,7 @@ async def test_host_ports_are_published_and_a_missing_image_says_so(
     assert published["80/tcp"][0]["HostPort"] == str(port)
     with pytest.raises(ImageError, match="not present"):
         # An image this machine never built nor pulled.
-        await rt.create_container(replace(_config(node, "missing"), image="k3py-test/absent:0"))
+        await rt.create_container(_config(node, "missing")._replace(image="k3py-test/absent:0"))
 
 
 async def test_logs_exec_session_and_events(runtime: tuple[DockerRuntime, str]) -> None:

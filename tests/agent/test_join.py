@@ -148,7 +148,7 @@ async def test_credentials_torn_by_a_power_cut_make_the_node_join_again(
 
 def test_with_node_id_is_stable(tmp_path: Path) -> None:
     base = settings(tmp_path, "https://192.0.2.1:6443", None)
-    with_id = AgentSettings(**{**base.__dict__, "with_node_id": True})
+    with_id = base._replace(with_node_id=True)
     first = identity.node_name(with_id)
     assert first.startswith("edge-1-")
     assert identity.node_name(with_id) == first

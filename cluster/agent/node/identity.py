@@ -21,8 +21,8 @@ import shutil
 import ssl
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from k3py.cluster.agent.errors import JoinError
 from k3py.cluster.agent.settings import AgentSettings
@@ -41,8 +41,7 @@ NODE_ID_FILE = "node-id"
 CERTIFICATE_PATH = "/v1-k3py/node-certificate"
 
 
-@dataclass(frozen=True)
-class NodeIdentity:
+class NodeIdentity(NamedTuple):
     node_name: str
     server_url: str
     directory: Path

@@ -12,8 +12,8 @@ from __future__ import annotations
 import os
 import platform
 import socket
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import urlparse
 
 from k3py import __version__
@@ -105,8 +105,7 @@ def board_name(board_file: Path = BOARD_FILE) -> str:
         return ""
 
 
-@dataclass(frozen=True)
-class Machine:
+class Machine(NamedTuple):
     cpus: int
     memory_bytes: int
     storage_bytes: int
@@ -163,8 +162,7 @@ class Machine:
         }
 
 
-@dataclass(frozen=True)
-class Pressure:
+class Pressure(NamedTuple):
     memory: bool
     disk: bool
     pids: bool

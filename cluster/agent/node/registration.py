@@ -15,9 +15,8 @@ import asyncio
 import copy
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from k3py.cluster.agent.node.machine import BOARD_LABEL, Machine, pressure
 from k3py.cluster.api.resources import by_kind
@@ -56,8 +55,7 @@ _CONDITIONS = {
 }
 
 
-@dataclass(frozen=True)
-class NodeSpec:
+class NodeSpec(NamedTuple):
     """What this agent registers: the node's name, addresses, labels and taints."""
 
     name: str

@@ -104,8 +104,7 @@ class FakeRuntime:
         container = self.containers[container_id]
         if container.info.status != "running":
             return
-        container.info = dataclasses.replace(
-            container.info,
+        container.info = container.info._replace(
             status="exited",
             exit_code=code,
             finished_at=self.clock.now(),
@@ -171,8 +170,8 @@ class FakeRuntime:
         self._check()
         container = self.containers[container_id]
         self.calls.append(("start", container.info.name))
-        container.info = dataclasses.replace(
-            container.info, status="running", started_at=self.clock.now(), exit_code=None
+        container.info = container.info._replace(
+            status="running", started_at=self.clock.now(), exit_code=None
         )
         self._emit(container, "start")
         code = self._exit_on_start.get(container.config.image)
