@@ -263,7 +263,7 @@ def _boot_rounds(
     out: dict[str, Any],
 ) -> None:  # fmt: skip
     """The cluster's boot again, ``BOOT_ROUNDS - 1`` times, as the first was: fresh cards for the
-    three boards, the server first, the agents once its API answers. The first boot's boards
+    three boards, the server first, the agents once its own agent runs. The first boot's boards
     are powered off first; each round's boards are powered off before the next."""
     from qemu_cluster import ClusterReport, boot_cluster
     from qemu_driver import free_port

@@ -348,6 +348,10 @@ def host_kubeconfig(text: str, api_port: int, target: Path) -> None:
     target.chmod(0o600)
 
 
+# The server board's agent logs this once it joined and loaded its images (logfmt quotes it).
+SETTLED = 'msg="k3py agent is running"'
+
+
 def boot_cluster(
     settings: ClusterSettings,
     images: dict[str, Path],
@@ -356,8 +360,9 @@ def boot_cluster(
     kubeconfig: Path,
     ports: tuple[int, int],
 ) -> None:
-    """Fresh cards for every node, the server booted first, then the agents, until every node is
-    Ready: the stages timed in ``report``, each node's boot to Ready by the node watch's event.
+    """Fresh cards for every node, the server booted first, then the agents (once the server
+    board's own agent runs), until every node is Ready: the stages timed in ``report``, each
+    node's boot to Ready by the node watch's event.
     ``boards`` receives each board as it starts (the caller powers them off); ``ports`` are the
     segment's multicast port and the API's forwarded port."""
     mcast_port, api_port = ports
@@ -371,6 +376,7 @@ def boot_cluster(
         )
         server = SegmentBoard(SERVER, card, server_dir, mcast_port, api_port)
         boards.append(server)
+        os.sync()  # the images' and the card's writeback would compete with the board
         server.start()
         say(f"{SERVER.name}: console log {shown(server.console_log)}")
         server.wait_for_ready()
@@ -389,7 +395,13 @@ def boot_cluster(
     # Each node's time to Ready from the watch's event, not from a poll's interval; the watch
     # ends with the join (what follows, workload and idle figures, runs without a watcher).
     with ReadyWatch(kubeconfig) as watch:
+        with stage(report, "server settles"):
+            # Until the server board's own agent runs (joined, its images loaded): the agents
+            # boot with a host core each, as boards in the field each have their own CPU,
+            # instead of three emulated boards sharing the host's two cores.
+            server.wait_until(f"grep -q '{SETTLED}' /var/log/k3py.log", 300, interval=1)
         with stage(report, "agents boot"):
+            agents = []
             for spec in AGENTS:
                 workdir = settings.out_dir / "nodes" / spec.name
                 personalise(
@@ -398,10 +410,12 @@ def boot_cluster(
                     {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
                      "token": token, **node_settings(spec, settings)},
                 )  # fmt: skip
-                agent = SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None)
+                agents.append(SegmentBoard(spec, workdir / "card.img", workdir, mcast_port, None))
+            os.sync()  # the cards' writeback would compete with the boards for the host
+            for agent in agents:
                 boards.append(agent)
                 agent.start()
-                say(f"{spec.name}: console log {shown(agent.console_log)}")
+                say(f"{agent.spec.name}: console log {shown(agent.console_log)}")
             for agent in boards[1:]:
                 agent.wait_for_ready()
         with stage(report, "join"):
