@@ -348,6 +348,8 @@ def host_kubeconfig(text: str, api_port: int, target: Path) -> None:
     target.chmod(0o600)
 
 
+# kubectl's fallback poll of the nodes while they join, in seconds (the watch times them).
+POLL_SECONDS = 10.0
 # The server board's agent logs this once it joined and loaded its images (logfmt quotes it).
 SETTLED = 'msg="k3py agent is running"'
 
@@ -420,9 +422,16 @@ def boot_cluster(
                 agent.wait_for_ready()
         with stage(report, "join"):
             pending = {spec.name for spec in NODES}
+            polled = [time.monotonic()]
 
             def all_ready() -> bool:
-                seen = nodes(kubeconfig)
+                # The watch's times first; kubectl itself only every POLL_SECONDS, for a Ready
+                # the watch missed (each kubectl start takes a host core for a moment, which
+                # the booting boards would miss).
+                seen: dict[str, dict[str, str]] = {}
+                if time.monotonic() - polled[0] >= POLL_SECONDS:
+                    seen = report.nodes = nodes(kubeconfig)
+                    polled[0] = time.monotonic()
                 for name in sorted(pending):
                     board = next(b for b in boards if b.spec.name == name)
                     at = watch.ready_at(name, board.started_at)
@@ -433,10 +442,10 @@ def boot_cluster(
                         report.timings[f"{name} boot to Ready"] = took
                         say(f"{name}: node Ready {took:.1f}s after its QEMU started")
                         pending.discard(name)
-                report.nodes = seen
                 return not pending
 
             wait_for("every node Ready (the server's and the agents')", all_ready, 420, interval=1)
+            report.nodes = nodes(kubeconfig)
 
 
 def run_cluster(settings: ClusterSettings, report: ClusterReport | None = None) -> ClusterReport:
