@@ -178,7 +178,8 @@ class Firmware:
         digest = hashlib.sha256(wheel.read_bytes()).hexdigest()[:8]
         name = f"{version}-{digest}"
         final = versions / name
-        if os.path.exists(self.current) and os.path.realpath(self.current) == str(final.resolve()):
+        running = os.path.realpath(self.current) if os.path.exists(self.current) else None
+        if running == os.path.realpath(final):
             raise FirmwareError(f"firmware {version} is already the running one")
         if not (final / "COMPLETE").exists():
             scratch = versions / f".{name}.{os.getpid()}"
