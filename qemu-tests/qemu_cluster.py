@@ -422,16 +422,17 @@ def boot_cluster(
                 agent.wait_for_ready()
         with stage(report, "join"):
             pending = {spec.name for spec in NODES}
-            polled = [time.monotonic()]
+            polled = time.monotonic()
 
             def all_ready() -> bool:
+                nonlocal polled
                 # The watch's times first; kubectl itself only every POLL_SECONDS, for a Ready
                 # the watch missed (each kubectl start takes a host core for a moment, which
                 # the booting boards would miss).
                 seen: dict[str, dict[str, str]] = {}
-                if time.monotonic() - polled[0] >= POLL_SECONDS:
-                    seen = report.nodes = nodes(kubeconfig)
-                    polled[0] = time.monotonic()
+                if time.monotonic() - polled >= POLL_SECONDS:
+                    seen = nodes(kubeconfig)
+                    polled = time.monotonic()
                 for name in sorted(pending):
                     board = next(b for b in boards if b.spec.name == name)
                     at = watch.ready_at(name, board.started_at)
