@@ -2,7 +2,9 @@
 
 :func:`run_agent` is what ``k3py agent`` runs. Its steps, in order: obtain the node's
 credentials (stored, or by joining), reach the container runtime, register the Node and renew
-its Lease (in the background from then on), then import and build the parts that run pods
+its Lease (in the background from then on; the join and the first registration go over the
+standard library, aiohttp is imported after them: it is the largest import of the start),
+then import and build the parts that run pods
 (:mod:`k3py.cluster.agent.workers`), make sure the sandbox image exists and load air-gap
 images, start the pod sync loop on the pods of the local store (so a node that boots without
 its server runs its pods anyway), then start watching the server's pods, and the tunnel. Every
@@ -21,6 +23,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from k3py.cluster.agent import memory
 from k3py.cluster.agent.errors import RuntimeUnavailable
 from k3py.cluster.agent.loadbalancer import ServerLoadBalancer
 from k3py.cluster.agent.metrics.bundle import AgentObservability
@@ -142,6 +145,8 @@ class Agent:
             # Three watches plus a few writers: every extra TLS connection costs the board
             # about 100 kB, and bursts of status writes queue briefly instead.
             max_connections=AGENT_CONNECTIONS,
+            # The Node registers over the standard library; aiohttp is imported after.
+            light_start=True,
         )
         self.addresses = settings.node_ips or (node_ip(identity.server_url),)
         self.recorder = EventRecorder(self.client, clock, "kubelet", identity.node_name)
@@ -181,6 +186,8 @@ class Agent:
         self._background("node", self.reporter.run)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.reporter.attempted.wait(), REGISTER_FIRST_SECONDS)
+        memory.import_aiohttp()
+        self.client.use_aiohttp()
         from k3py.cluster.agent.images.airgap import ensure_sandbox_image, load_airgap_images
         from k3py.cluster.agent.workers import NodeWorkers
 

@@ -169,7 +169,6 @@ def run(args: argparse.Namespace) -> int:
     from k3py.cluster.agent import memory
 
     memory.no_huge_pages()  # before the heap grows
-    memory.import_aiohttp()  # before anything else imports it
     from k3py.cluster.agent.agent import run_agent
 
     _exit_with_parent(os.environ)

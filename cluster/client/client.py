@@ -7,6 +7,10 @@ loopback, or a real one): get, list (following ``continue``), watch (a stream of
 they are raised as :class:`~k3py.cluster.api.status.ApiError` with the code, reason, message and
 causes the server sent, so callers branch on ``err.code == 409`` or ``err.reason == "Expired"``
 exactly as client-go users do. A server that cannot be reached raises :class:`Unreachable`.
+
+A client made with ``light_start=True`` sends its requests over the standard library
+(:mod:`.blocking`) until :meth:`KubeClient.use_aiohttp`, and does not import aiohttp before:
+the agent registers its Node that way while aiohttp, the largest import of its start, waits.
 """
 
 from __future__ import annotations
@@ -17,14 +21,17 @@ import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
-
-import aiohttp
 
 from k3py.cluster.api.resources import ResourceInfo
 from k3py.cluster.api.status import ApiError, Cause
 from k3py.errors import K3pyError
+
+if TYPE_CHECKING:
+    import aiohttp
+
+    from k3py.cluster.client.blocking import Connection
 
 logger = logging.getLogger("k3py.client")
 
@@ -118,6 +125,7 @@ class KubeClient:
         token: str | None = None,
         user_agent: str = "k3py",
         max_connections: int = 64,
+        light_start: bool = False,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else False
@@ -126,6 +134,11 @@ class KubeClient:
             self._headers["Authorization"] = f"Bearer {token}"
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._light: Connection | None = None
+        if light_start:
+            from k3py.cluster.client.blocking import Connection
+
+            self._light = Connection(self.server_url, ssl_context, self._headers)
 
     @classmethod
     def from_kubeconfig(cls, path: str | Path, *, context: str | None = None) -> KubeClient:
@@ -134,7 +147,16 @@ class KubeClient:
         creds = read_kubeconfig(Path(path), context)
         return cls(creds.server_url, ssl_context=creds.ssl_context, token=creds.token)
 
+    def use_aiohttp(self) -> None:
+        """From now on every request goes over aiohttp (which the first one imports)."""
+        if self._light is not None:
+            self._light.close()
+            self._light = None
+
     def _client(self) -> aiohttp.ClientSession:
+        import aiohttp
+
+        self.use_aiohttp()  # a watch needs aiohttp: the light start ends with the first one
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(ssl=self._ssl, limit=self._max_connections)
             self._session = aiohttp.ClientSession(
@@ -143,6 +165,8 @@ class KubeClient:
         return self._session
 
     async def close(self) -> None:
+        if self._light is not None:
+            self._light.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -166,6 +190,29 @@ class KubeClient:
         """One request; the decoded JSON answer, or ApiError / Unreachable."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type} if data is not None else None
+        if self._light is not None:
+            raw, status = await self._request_light(method, path, params, data, headers, deadline)
+        else:
+            raw, status = await self._request_aiohttp(method, path, params, data, headers, deadline)
+        try:
+            decoded = json.loads(raw) if raw else None
+        except ValueError:
+            decoded = None
+        if status >= 400:
+            raise error_from_status(status, decoded, raw.decode("utf-8", "replace")[:500])
+        return decoded
+
+    async def _request_aiohttp(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        deadline: float,
+    ) -> tuple[bytes, int]:
+        import aiohttp
+
         try:
             async with self._client().request(
                 method,
@@ -175,20 +222,35 @@ class KubeClient:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=deadline),
             ) as resp:
-                raw = await resp.read()
-                status = resp.status
+                return await resp.read(), resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise Unreachable(
-                f"cannot reach the API server at {self.server_url} ({method} {path}): "
-                f"{err or type(err).__name__}"
-            ) from err
+            raise self._unreachable(method, path, err) from err
+
+    async def _request_light(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        deadline: float,
+    ) -> tuple[bytes, int]:
+        import http.client
+
+        assert self._light is not None
         try:
-            decoded = json.loads(raw) if raw else None
-        except ValueError:
-            decoded = None
-        if status >= 400:
-            raise error_from_status(status, decoded, raw.decode("utf-8", "replace")[:500])
-        return decoded
+            status, raw = await self._light.request(
+                method, path, params=params, body=data, headers=headers, deadline=deadline
+            )
+        except (http.client.HTTPException, OSError) as err:
+            raise self._unreachable(method, path, err) from err
+        return raw, status
+
+    def _unreachable(self, method: str, path: str, err: BaseException) -> Unreachable:
+        return Unreachable(
+            f"cannot reach the API server at {self.server_url} ({method} {path}): "
+            f"{err or type(err).__name__}"
+        )
 
     async def get(
         self, info: ResourceInfo, name: str, namespace: str | None = None, *, subresource: str = ""
@@ -261,6 +323,8 @@ class KubeClient:
         path = resource_path(info, namespace)
         # No total deadline: a quiet watch is healthy. The server ends it at timeoutSeconds.
         total = None if timeout_seconds is None else timeout_seconds + REQUEST_TIMEOUT
+        import aiohttp
+
         try:
             async with self._client().get(
                 path, params=params, timeout=aiohttp.ClientTimeout(total=total, connect=10)

@@ -18,6 +18,7 @@ from k3py.cluster.agent.errors import JoinError
 from k3py.cluster.agent.node import identity
 from k3py.cluster.agent.settings import AgentSettings
 from k3py.cluster.api import jointoken
+from k3py.cluster.server.pki import ensure_pki
 from tests.agent.cluster import Server, unique
 
 CA = b"-----BEGIN CERTIFICATE-----\nMIIBfake\n-----END CERTIFICATE-----\n"
@@ -78,6 +79,26 @@ async def test_the_right_pin_goes_on_to_ask_for_a_certificate(
     with pytest.raises(JoinError):
         await identity.ensure_identity(settings(tmp_path, url, token))
     assert requests[0] == "/cacerts"
+
+
+async def test_a_server_address_its_certificate_does_not_name_says_tls_san(
+    tmp_path: Path,
+) -> None:
+    pki = ensure_pki(tmp_path / "data", [], hostname="board1", addresses=["127.0.0.1"])
+    app = web.Application()
+    runner = web.AppRunner(app)
+    await runner.setup()
+    # 127.0.0.2 is loopback too, but the certificate names only 127.0.0.1.
+    site = web.TCPSite(runner, "127.0.0.2", 0, ssl_context=pki.server_ssl_context())
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        with pytest.raises(JoinError, match="--tls-san"):
+            await identity._request_certificate(
+                f"https://127.0.0.2:{port}", pki.ca_bundle(), "t", "edge-1", "csr", "pw"
+            )
+    finally:
+        await runner.cleanup()
 
 
 async def test_a_bare_secret_is_refused(

@@ -60,6 +60,18 @@ def test_the_updater_and_the_runtime_leave_cryptography_and_docker_unloaded() ->
     assert out.strip() == "[]"
 
 
+def test_the_agent_starts_without_aiohttp() -> None:
+    # Everything up to the Node's first registration (the join included) runs without it: its
+    # import is the largest of the start; the agent imports it once the Node is registered.
+    probe = (
+        "import sys\n"
+        "import k3py.cli, k3py.cluster.agent.cli, k3py.cluster.agent.agent\n"
+        "import k3py.cluster.agent.node.identity, k3py.cluster.client.blocking\n"
+        "print('aiohttp' in sys.modules)\n"
+    )
+    assert _probe(probe).strip() == "False"
+
+
 def test_docker_is_imported_without_requests_encoding_guessers(tmp_path: Path) -> None:
     # Debian's requests takes chardet when it is installed: a stand-in that says so if loaded.
     (tmp_path / "chardet").mkdir()

@@ -18,6 +18,7 @@ from k3py.cluster.api.status import ApiError
 from k3py.cluster.client import client as client_module
 from k3py.cluster.client.client import KubeClient, Unreachable, error_from_status, resource_path
 from k3py.cluster.client.fake import FakeApi, info_of
+from k3py.cluster.client.kubeconfig import read_kubeconfig
 from k3py.cluster.client.protocol import KubeApi
 from k3py.cluster.server.kubeconfig import write_kubeconfig
 from k3py.cluster.server.pki import ensure_pki
@@ -42,10 +43,15 @@ async def served() -> AsyncIterator[tuple[FakeApi, TestServer]]:
     await server.close()
 
 
-@pytest.fixture
-async def kube(served: tuple[FakeApi, TestServer]) -> AsyncIterator[KubeClient]:
+@pytest.fixture(params=[False, True], ids=["aiohttp", "light-start"])
+async def kube(
+    served: tuple[FakeApi, TestServer], request: pytest.FixtureRequest
+) -> AsyncIterator[KubeClient]:
+    # light-start: the requests go over the standard library until the first watch.
     _, server = served
-    client = KubeClient(str(server.make_url("")), ssl_context=None, token="s3cret")
+    client = KubeClient(
+        str(server.make_url("")), ssl_context=None, token="s3cret", light_start=request.param
+    )
     yield client
     await client.close()
 
@@ -185,11 +191,13 @@ def test_status_bodies_become_api_errors_with_causes() -> None:
     assert (plain.code, plain.reason, plain.message) == (502, "Unknown", "Bad Gateway")
 
 
-async def test_an_absent_server_is_unreachable() -> None:
+@pytest.mark.parametrize("light_start", [False, True])
+async def test_an_absent_server_is_unreachable(light_start: bool) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    async with KubeClient(f"http://127.0.0.1:{port}", ssl_context=None) as kube:
+    url = f"http://127.0.0.1:{port}"
+    async with KubeClient(url, ssl_context=None, light_start=light_start) as kube:
         with pytest.raises(Unreachable, match="cannot reach the API server"):
             await kube.get(NODES, "n1")
 
@@ -199,10 +207,12 @@ async def test_from_kubeconfig_authenticates_with_the_embedded_client_certificat
 ) -> None:
     pki = ensure_pki(tmp_path / "data", [], hostname="board1", addresses=["127.0.0.1"])
     users: list[str] = []
+    peers: list[object] = []
 
     async def whoami(request: web.Request) -> web.Response:
         transport = request.transport
         assert transport is not None
+        peers.append(transport.get_extra_info("peername"))
         cert = transport.get_extra_info("peercert") or {}
         subject = dict(x[0] for x in cert.get("subject", ()))
         users.append(str(subject.get("commonName", "")))
@@ -222,13 +232,24 @@ async def test_from_kubeconfig_authenticates_with_the_embedded_client_certificat
             node = await kube.get(NODES, "n1")
         assert node["metadata"]["name"] == "n1"
         assert users == ["system:admin"]
+        # The same over the standard library, as the agent registers.
+        creds = read_kubeconfig(path, None)
+        light = KubeClient(creds.server_url, ssl_context=creds.ssl_context, light_start=True)
+        async with light:
+            await light.get(NODES, "n1")
+            await light.get(NODES, "n1")
+        assert users == ["system:admin"] * 3
+        assert peers[1] == peers[2]  # one keep-alive connection
         # The server's certificate is checked against the kubeconfig's CA, not trusted blindly.
-        untrusting = KubeClient(
-            f"https://127.0.0.1:{port}", ssl_context=ssl.create_default_context()
-        )
-        async with untrusting:
-            with pytest.raises(Unreachable):
-                await untrusting.get(NODES, "n1")
+        for light_start in (False, True):
+            untrusting = KubeClient(
+                f"https://127.0.0.1:{port}",
+                ssl_context=ssl.create_default_context(),
+                light_start=light_start,
+            )
+            async with untrusting:
+                with pytest.raises(Unreachable):
+                    await untrusting.get(NODES, "n1")
     finally:
         await runner.cleanup()
 

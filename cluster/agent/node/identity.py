@@ -14,6 +14,7 @@ it. Everything is kept in ``<data-dir>/agent``:
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import logging
 import secrets
@@ -27,6 +28,7 @@ from typing import NamedTuple
 from k3py.cluster.agent.errors import JoinError
 from k3py.cluster.agent.settings import AgentSettings
 from k3py.cluster.api import jointoken
+from k3py.cluster.client import blocking
 from k3py.fsutil import write_atomic
 
 logger = logging.getLogger("k3py.agent.join")
@@ -193,21 +195,14 @@ async def join(
 
 
 async def _fetch_cacerts(server: str, deadline: float) -> bytes:
-    import aiohttp
-
     delay = 0.5
     while True:
         try:
-            connector = aiohttp.TCPConnector(ssl=False)
-            async with (
-                aiohttp.ClientSession(connector=connector) as session,
-                session.get(server + "/cacerts", timeout=aiohttp.ClientTimeout(total=15)) as resp,
-            ):
-                body = await resp.read()
-                if resp.status == 200 and b"BEGIN CERTIFICATE" in body:
-                    return body
-                problem = f"GET /cacerts answered {resp.status}"
-        except (aiohttp.ClientError, OSError, TimeoutError) as err:
+            status, body = await blocking.fetch(server + "/cacerts", deadline=15)
+            if status == 200 and b"BEGIN CERTIFICATE" in body:
+                return body
+            problem = f"GET /cacerts answered {status}"
+        except (http.client.HTTPException, OSError) as err:
             problem = str(err) or type(err).__name__
         if time.monotonic() > deadline:
             raise JoinError(f"cannot reach the server at {server}: {problem}; check --server")
@@ -256,8 +251,6 @@ async def _make_csr(key_path: Path, name: str) -> str:
 async def _request_certificate(
     server: str, ca_bundle: bytes, token: str, name: str, csr: str, password: str
 ) -> str:
-    import aiohttp
-
     try:
         context = ssl.create_default_context(cadata=ca_bundle.decode("ascii", "replace"))
     except ssl.SSLError as err:
@@ -265,23 +258,20 @@ async def _request_certificate(
     body = {"nodeName": name, "csr": csr, "nodePassword": password}
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     try:
-        async with (
-            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context)) as session,
-            session.post(
-                server + CERTIFICATE_PATH,
-                data=json.dumps(body),
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=30),
-            ) as resp,
-        ):
-            raw = await resp.read()
-            status = resp.status
-    except aiohttp.ClientConnectorCertificateError as err:
+        status, raw = await blocking.fetch(
+            server + CERTIFICATE_PATH,
+            "POST",
+            ssl_context=context,
+            body=json.dumps(body).encode(),
+            headers=headers,
+            deadline=30,
+        )
+    except ssl.SSLCertVerificationError as err:
         raise JoinError(
-            f"the server at {server} is not covered by its certificate ({err.certificate_error});"
+            f"the server at {server} is not covered by its certificate ({err.verify_message});"
             " add this address to the server's --tls-san"
         ) from None
-    except (aiohttp.ClientError, OSError, TimeoutError) as err:
+    except (http.client.HTTPException, OSError) as err:
         raise JoinError(f"cannot reach the server at {server}: {err}") from None
     try:
         answer = json.loads(raw)
