@@ -108,6 +108,16 @@ async def test_a_bare_secret_is_refused(
         await identity.ensure_identity(settings(tmp_path, cacerts_server[0], "s3cret"))
 
 
+@pytest.mark.parametrize("server", ["https://:6443", "https://edge.example:port"])
+async def test_a_server_url_without_a_host_or_port_is_refused_at_once(
+    tmp_path: Path, server: str
+) -> None:
+    token = jointoken.server_token(CA, "s3cret")
+    # Said at once, not after retrying until the join's deadline as for an absent server.
+    with pytest.raises(JoinError, match="not a usable URL"):
+        await identity.ensure_identity(settings(tmp_path, server, token))
+
+
 async def test_no_credentials_and_no_token_says_what_to_pass(tmp_path: Path) -> None:
     with pytest.raises(JoinError, match="--token"):
         await identity.ensure_identity(settings(tmp_path, "https://192.0.2.1:6443", None))

@@ -202,6 +202,8 @@ async def _fetch_cacerts(server: str, deadline: float) -> bytes:
             if status == 200 and b"BEGIN CERTIFICATE" in body:
                 return body
             problem = f"GET /cacerts answered {status}"
+        except ValueError as err:  # no host, or a port that is not a number
+            raise JoinError(f"--server {server!r} is not a usable URL: {err}") from None
         except (http.client.HTTPException, OSError) as err:
             problem = str(err) or type(err).__name__
         if time.monotonic() > deadline:
