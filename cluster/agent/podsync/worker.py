@@ -594,14 +594,18 @@ class PodWorker:
         for info in by_name.get(SANDBOX_NAME, []):
             if info.status == "running":
                 await self._deps.network.detach(self.pod, info)
-        for instances in by_name.values():
-            for info in instances:
-                await runtime.remove_container(info.id)
         self._deps.volumes.remove(self.uid)
         self._deps.backoff.forget(f"{self.uid}/")
+        # Stopped, off the network, volumes gone: the object may go. The dead containers are
+        # removed after, as the kubelet leaves them to its garbage collection: under a burst of
+        # deletions the engine works through every removal after every stop, and a pod need
+        # not wait for the others' stops before it is gone from the API.
         if not self._removed:
             with contextlib.suppress(Exception):
                 await self._deps.host.finish_deletion(self.pod)
+        for instances in by_name.values():
+            for info in instances:
+                await runtime.remove_container(info.id)
         self.finished.set()
 
     def _current(self) -> Pod:
