@@ -191,9 +191,11 @@ class KubeClient:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type} if data is not None else None
         if self._light is not None:
-            raw, status = await self._request_light(method, path, params, data, headers, deadline)
+            status, raw = await self._request_light(
+                self._light, method, path, params, data, headers, deadline
+            )
         else:
-            raw, status = await self._request_aiohttp(method, path, params, data, headers, deadline)
+            status, raw = await self._request_aiohttp(method, path, params, data, headers, deadline)
         try:
             decoded = json.loads(raw) if raw else None
         except ValueError:
@@ -210,7 +212,7 @@ class KubeClient:
         data: bytes | None,
         headers: dict[str, str] | None,
         deadline: float,
-    ) -> tuple[bytes, int]:
+    ) -> tuple[int, bytes]:
         import aiohttp
 
         try:
@@ -222,29 +224,28 @@ class KubeClient:
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=deadline),
             ) as resp:
-                return await resp.read(), resp.status
+                return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
             raise self._unreachable(method, path, err) from err
 
     async def _request_light(
         self,
+        light: Connection,
         method: str,
         path: str,
         params: Mapping[str, str] | None,
         data: bytes | None,
         headers: dict[str, str] | None,
         deadline: float,
-    ) -> tuple[bytes, int]:
+    ) -> tuple[int, bytes]:
         import http.client
 
-        assert self._light is not None
         try:
-            status, raw = await self._light.request(
+            return await light.request(
                 method, path, params=params, body=data, headers=headers, deadline=deadline
             )
         except (http.client.HTTPException, OSError) as err:
             raise self._unreachable(method, path, err) from err
-        return raw, status
 
     def _unreachable(self, method: str, path: str, err: BaseException) -> Unreachable:
         return Unreachable(
