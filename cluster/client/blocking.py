@@ -8,8 +8,8 @@ over :mod:`http.client` (which aiohttp imports anyway: no extra memory once both
 in a worker thread so that the event loop, which also serves the agent's loopback proxy to the
 API server, keeps running. aiohttp is imported once the node is registered.
 
-:class:`Connection` keeps one keep-alive connection and sends one request at a time;
-:func:`fetch` is a single request on a connection of its own.
+:class:`Connection` keeps one keep-alive connection and sends one request at a time (its
+callers run it in a worker thread); :func:`fetch` is a single request on a connection of its own.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ class Connection:
             )
         return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
 
-    def request_sync(
+    def request(
         self,
         method: str,
         path: str,
@@ -73,9 +73,10 @@ class Connection:
         headers: Mapping[str, str] | None = None,
         deadline: float = 30.0,
     ) -> tuple[int, bytes]:
-        """The answer's status and body. ``deadline`` bounds each step (connect, send, every
-        read). Raises OSError (ssl.SSLError, TimeoutError included) or
-        :class:`http.client.HTTPException` when the server cannot be asked."""
+        """The answer's status and body (blocking: run it in a worker thread). ``deadline``
+        bounds each step (connect, send, every read). Raises OSError (ssl.SSLError,
+        TimeoutError included) or :class:`http.client.HTTPException` when the server cannot be
+        asked."""
         target = self._prefix + path + (f"?{urlencode(params)}" if params else "")
         sent = {**self._headers, **(headers or {})}
         try:
@@ -112,27 +113,6 @@ class Connection:
             return response.status, data
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def request(
-        self,
-        method: str,
-        path: str,
-        *,
-        params: Mapping[str, str] | None = None,
-        body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
-        deadline: float = 30.0,
-    ) -> tuple[int, bytes]:
-        """:meth:`request_sync` in a worker thread."""
-        return await asyncio.to_thread(
-            self.request_sync,
-            method,
-            path,
-            params=params,
-            body=body,
-            headers=headers,
-            deadline=deadline,
-        )
-
     def _close_locked(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -168,6 +148,8 @@ async def fetch(
     if parts.query:
         path += f"?{parts.query}"
     try:
-        return await connection.request(method, path, body=body, headers=headers, deadline=deadline)
+        return await asyncio.to_thread(
+            connection.request, method, path, body=body, headers=headers, deadline=deadline
+        )
     finally:
         connection.close()

@@ -15,7 +15,9 @@ the agent registers its Node that way while aiohttp, the largest import of its s
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import http.client
 import json
 import logging
 import ssl
@@ -191,9 +193,13 @@ class KubeClient:
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         headers = {"Content-Type": content_type} if data is not None else None
         if self._light is not None:
-            status, raw = await self._request_light(
-                self._light, method, path, params, data, headers, deadline
-            )
+            try:
+                status, raw = await asyncio.to_thread(
+                    self._light.request,
+                    method, path, params=params, body=data, headers=headers, deadline=deadline,
+                )  # fmt: skip
+            except (http.client.HTTPException, OSError) as err:
+                raise self._unreachable(method, path, err) from err
         else:
             status, raw = await self._request_aiohttp(method, path, params, data, headers, deadline)
         try:
@@ -226,25 +232,6 @@ class KubeClient:
             ) as resp:
                 return resp.status, await resp.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise self._unreachable(method, path, err) from err
-
-    async def _request_light(
-        self,
-        light: Connection,
-        method: str,
-        path: str,
-        params: Mapping[str, str] | None,
-        data: bytes | None,
-        headers: dict[str, str] | None,
-        deadline: float,
-    ) -> tuple[int, bytes]:
-        import http.client
-
-        try:
-            return await light.request(
-                method, path, params=params, body=data, headers=headers, deadline=deadline
-            )
-        except (http.client.HTTPException, OSError) as err:
             raise self._unreachable(method, path, err) from err
 
     def _unreachable(self, method: str, path: str, err: BaseException) -> Unreachable:
