@@ -136,6 +136,13 @@ def test_server_image_answers_readyz_on_forwarded_port(
         print(json.dumps({"board": board, "readyz_after_s": time.monotonic() - qemu.started_at}))
 
 
+def _table(image: Path) -> list[dict[str, int]]:
+    listing = subprocess.run(["sfdisk", "-J", str(image)], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+    partitions: list[dict[str, int]] = json.loads(listing)["partitiontable"]["partitions"]
+    return partitions
+
+
 def test_first_boot_grows_the_data_partition_to_fill_the_disk(
     image_for: ImageFor, tmp_path: Path
 ) -> None:
@@ -151,3 +158,8 @@ def test_first_boot_grows_the_data_partition_to_fill_the_disk(
         assert int(size.output.split()[-1]) > 512 * 1024  # KiB: the 128 MiB partition grew
         marker = qemu.run("test -e /var/lib/k3py/.data-grown")
         assert marker.exit_code == 0
+    # The card's own table says so too (the next boot's kernel reads it): the data partition
+    # ends at the card's last whole MiB; the other partitions are as the image made them.
+    *others, data = _table(card)
+    assert data["start"] + data["size"] == card.stat().st_size // 512 // 2048 * 2048
+    assert [p["size"] for p in others] == [p["size"] for p in _table(built.image)[:-1]]
