@@ -240,8 +240,10 @@ def _boot_one_alone(
     personalise(images[spec.image_name], workdir / "card.img",
                 {"role": "agent", "server": f"https://{SERVER.address}:{API_PORT}",
                  "token": token, **node_settings(spec, ClusterSettings())})  # fmt: skip
-    board = SegmentBoard(spec, workdir / "card.img", workdir, previous.mcast_port, None)
-    board.snapshot = False  # the card (a copy for this board) keeps what a boot wrote
+    # Written through, not a QEMU snapshot: the card (this board's copy) keeps what a boot wrote.
+    board = SegmentBoard(
+        spec, workdir / "card.img", workdir, previous.mcast_port, None, snapshot=False
+    )
     boards[index] = board
     board.start()
     first = watch.wait(spec.name, board.started_at, READY_TIMEOUT_S)

@@ -236,9 +236,10 @@ class SegmentBoard(QemuBoard):
     a user-mode network that forwards the API port to the host)."""
 
     def __init__(
-        self, spec: NodeSpec, image: Path, workdir: Path, mcast_port: int, api_port: int | None
-    ) -> None:
-        super().__init__(load_board(spec.board), image, workdir)
+        self, spec: NodeSpec, image: Path, workdir: Path, mcast_port: int, api_port: int | None,
+        *, snapshot: bool = True,
+    ) -> None:  # fmt: skip
+        super().__init__(load_board(spec.board), image, workdir, snapshot=snapshot)
         self.spec = spec
         self.mcast_port = mcast_port
         self.api_port = api_port  # host port forwarded to the server's API, None on agents
