@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 from bench.common import main
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from qemu_cluster import ClusterReport, ClusterSettings, NodeSpec, SegmentBoard
     from qemu_kubectl import ReadyWatch
 
@@ -250,26 +252,33 @@ def _boot_one_alone(
     board.wait_for_ready()
     figures: dict[str, Any] = {"first_boot_to_ready_s": round(first, 1)}
     figures["first_boot_stages_s"] = _boot_stages(board)
-    boot_id = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
-    rebooted = time.monotonic()
-    board.child.sendline("reboot")
-    figures["reboot_to_ready_s"] = round(
-        watch.wait(spec.name, rebooted, READY_TIMEOUT_S, boot_id.get("bootID", "")), 1
-    )
-    board.wait_for_ready()
-    figures["reboot_stages_s"] = _boot_stages(board)
+
+    def again(name: str, restart: Callable[[], float]) -> None:
+        """The board started again by ``restart`` (which returns when it began), to Ready."""
+        node_info = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
+        since = restart()
+        figures[f"{name}_to_ready_s"] = round(
+            watch.wait(spec.name, since, READY_TIMEOUT_S, node_info.get("bootID", "")), 1
+        )
+        board.wait_for_ready()
+        figures[f"{name}_stages_s"] = _boot_stages(board)
+
+    def reboot() -> float:
+        typed = time.monotonic()
+        board.child.sendline("reboot")
+        return typed
+
+    def power_cycle() -> float:
+        board.power_off()
+        board.start()
+        return board.started_at
+
+    again("reboot", reboot)
     # A board powered off and on: QEMU ends and starts again on the same card. A reboot typed
     # on the console resets the machine inside the same QEMU, which does not start as a cold
     # board does: on the ARMv7 board its services spend about twice the kernel time of a cold
     # start from the same card (containerd 2.1 s against 0.9 s, dockerd 3.4 s against 2.1 s).
-    boot_id = (_node(kubeconfig, spec.name).get("status") or {}).get("nodeInfo", {})
-    board.power_off()
-    board.start()
-    figures["power_cycle_to_ready_s"] = round(
-        watch.wait(spec.name, board.started_at, READY_TIMEOUT_S, boot_id.get("bootID", "")), 1
-    )
-    board.wait_for_ready()
-    figures["power_cycle_stages_s"] = _boot_stages(board)
+    again("power_cycle", power_cycle)
     out["alone"][spec.name] = figures
 
 

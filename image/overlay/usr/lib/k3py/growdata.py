@@ -53,7 +53,7 @@ def _write_entry(disk: str, number: int, start: int, sectors: int) -> None:
         if mbr[510:512] != MBR_SIGNATURE:
             raise ValueError(f"/dev/{disk} has no MBR partition table")
         at = MBR_ENTRIES + 16 * (number - 1)
-        first, size = struct.unpack_from("<II", mbr, at + 8)
+        (first,) = struct.unpack_from("<I", mbr, at + 8)
         if first != start or mbr[at + 4] in (0x00, 0x05, 0x0F, 0x85, 0xEE):
             raise ValueError(f"entry {number} of /dev/{disk}'s MBR is not the data partition")
         mbr[at + 5 : at + 8] = _chs(start + sectors - 1)
